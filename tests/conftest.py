@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# Tests train tiny models: one thread each keeps parallel test processes from fighting.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.pop("TUNER_STORAGE", None)
+
+TINY_SPACE = """
+[space]
+cell = ["gru", "lstm"]
+layers = { low = 1, high = 2 }
+units = { low = 4, high = 64, log = true }
+dropout = { low = 0.0, high = 0.3 }
+recurrent_dropout = { low = 0.0, high = 0.3 }
+bidirectional = [false, true]
+activation = ["tanh", "relu"]
+learning_rate = { low = 1e-3, high = 1e-2, log = true }
+"""
+
+
+def make_series(rows: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A daily-cycle series with noise: a target that windows can learn something about."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    temp = 10 + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, rows)
+    pressure = 1000 + np.cumsum(rng.normal(0, 0.3, rows))
+    humid = 60 + 10 * np.cos(2 * np.pi * t / 24) + rng.normal(0, 1, rows)
+    return pd.DataFrame(
+        {
+            "time": pd.date_range("2020-01-01", periods=rows, freq="h").astype(str),
+            "temp": temp,
+            "pressure": pressure,
+            "humid": humid,
+        }
+    )
+
+
+def study_text(name: str = "tiny", data_file: str = "series.csv", **overrides: str) -> str:
+    """A tiny study file: a few seconds per trial on one core."""
+    sections = {
+        "study": f'name = "{name}"\nmetric = "val_mae"\nn_trials = 6',
+        "sampler": "seed = 0\nn_startup_trials = 3",
+        "pruner": 'name = "median"\nn_startup_trials = 1\nn_warmup_steps = 0',
+        "data": f'path = "{data_file}"\ntarget = "temp"\ntimestamp = "time"\n'
+        "lookback = 12\nstep = 2\ndelay = 3",
+        "training": "epochs = 3\nbatch_size = 16\nsteps_per_epoch = 3\npatience = 2",
+        "workers": "heartbeat_interval = 2\ngrace_period = 6",
+    }
+    sections |= overrides
+    body = "\n".join(f"[{k}]\n{v}\n" for k, v in sections.items())
+    if "space" not in overrides:
+        body += TINY_SPACE
+    return textwrap.dedent(body)
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    make_series().to_csv(tmp_path / "series.csv", index=False)
+    return tmp_path
+
+
+@pytest.fixture
+def write_study(study_dir: Path):
+    def write(name: str = "tiny", filename: str = "study.toml", **overrides: str) -> Path:
+        path = study_dir / filename
+        path.write_text(study_text(name, **overrides))
+        return path
+
+    return write
+
+
+def tuner(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """The real `tuner` command in a subprocess."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tuner", *args],
+        cwd=cwd,
+        env=os.environ | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"tuner {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
+    """A real study run once for the session: `tuner run` with 2 worker processes on SQLite."""
+    folder = tmp_path_factory.mktemp("finished")
+    make_series().to_csv(folder / "series.csv", index=False)
+    study = folder / "study.toml"
+    study.write_text(study_text("finished"))
+    url = f"sqlite:///{folder / 'tuner.db'}"
+    result = tuner("run", str(study), "--workers", "2", "--storage", url, cwd=folder)
+    return {
+        "folder": folder,
+        "study": study,
+        "url": url,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+    }

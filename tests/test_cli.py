@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import tuner
+
+from tuner.cli import cli
+
+COMMANDS = sorted(cli.commands)
+
+
+@pytest.fixture
+def runner(monkeypatch, study_dir: Path) -> CliRunner:
+    monkeypatch.chdir(study_dir)
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(runner: CliRunner, command: str) -> None:
+    result = runner.invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and f"tuner {command}" in result.output
+
+
+def test_the_top_level_help_lists_the_commands(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "worker", "best-trial", "trials"):
+        assert command in result.output
+
+
+def errors_in(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("command", ["run", "worker", "best-trial", "trials"])
+def test_a_bad_study_file_gets_one_line_exit_2_and_writes_nothing(
+    runner: CliRunner, write_study, study_dir: Path, command: str
+) -> None:
+    path = write_study(training="epochs = -1")
+    result = runner.invoke(cli, [command, str(path)])
+    assert result.exit_code == 2
+    assert errors_in(result) == [f"Error: {path}: [training] epochs: must be > 0, got -1"]
+    assert not (study_dir / "tuner.db").exists()
+
+
+def test_bad_data_gets_one_line_before_anything_is_written(
+    runner: CliRunner, write_study, study_dir: Path
+) -> None:
+    path = write_study(data='path = "series.csv"\ntarget = "rain"\nlookback = 4\ndelay = 1')
+    result = runner.invoke(cli, ["run", str(path)])
+    assert result.exit_code == 2
+    assert len(errors_in(result)) == 1
+    assert "column 'rain' not found" in result.stderr
+    assert not (study_dir / "tuner.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("bogus", "Error: the storage URL is not a SQLAlchemy URL"),
+        ("oracle+nope://u@h/d", "Error: storage URL oracle+nope://u@h/d: unknown database"),
+        (
+            "postgresql://tuner:hunter2@127.0.0.1:1/tuner",
+            "Error: storage postgresql://tuner:***@127.0.0.1:1/tuner: ",
+        ),
+    ],
+)
+def test_a_bad_storage_url_gets_one_line_without_its_password(
+    runner: CliRunner, write_study, url: str, message: str
+) -> None:
+    result = runner.invoke(cli, ["run", str(write_study()), "--storage", url])
+    assert result.exit_code == 2
+    (line,) = errors_in(result)
+    assert line.startswith(message)
+    assert "hunter2" not in result.output + result.stderr
+
+
+def test_the_storage_url_can_come_from_the_environment(runner: CliRunner, write_study) -> None:
+    result = runner.invoke(
+        cli, ["best-trial", str(write_study())], env={"TUNER_STORAGE": "sqlite:///elsewhere.db"}
+    )
+    assert result.exit_code == 2
+    assert "sqlite:///elsewhere.db: no such SQLite file" in result.stderr
+
+
+def test_an_unknown_study_is_named(runner: CliRunner, write_study, finished_study) -> None:
+    result = runner.invoke(
+        cli, ["best-trial", str(write_study("nobody")), "--storage", finished_study["url"]]
+    )
+    assert result.exit_code == 2
+    assert errors_in(result) == ["Error: no study named 'nobody' in this storage"]
+
+
+def test_a_bad_flag_is_named(runner: CliRunner, write_study) -> None:
+    result = runner.invoke(cli, ["run", str(write_study()), "--workers", "0"])
+    assert result.exit_code == 2
+    assert "--workers" in result.stderr
+
+
+# The commands against a real study, run once for the session with two worker processes.
+
+
+def test_run_shows_progress_and_the_best_trial_against_the_baseline(finished_study) -> None:
+    out = finished_study["stdout"]
+    assert "trials 6/6:" in out
+    assert "best trial" in out
+    assert "baseline last_value: val_mae = " in out
+    assert "seed configuration gru: val_mae = " in out
+
+
+def test_best_trial_matches_optuna_and_shows_the_baseline(finished_study) -> None:
+    study = optuna.load_study(study_name="finished", storage=finished_study["url"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "best-trial",
+            str(finished_study["study"]),
+            "--storage",
+            finished_study["url"],
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    best = summary["best_trial"]
+    assert (best["number"], best["value"]) == (study.best_trial.number, study.best_value)
+    assert best["params"] == study.best_trial.params
+    assert best["epochs"] >= best["best_epoch"] >= 1 and best["train_seconds"] > 0
+    baseline = summary["baselines"]["last_value"]
+    assert baseline["value"] == study.user_attrs["baselines"]["last_value"] > 0
+    expected = (baseline["value"] - study.best_value) / baseline["value"]
+    assert baseline["improvement"] == pytest.approx(expected)
+    text = (
+        CliRunner()
+        .invoke(
+            cli, ["best-trial", str(finished_study["study"]), "--storage", finished_study["url"]]
+        )
+        .output
+    )
+    assert f"best trial {study.best_trial.number}" in text
+    assert f"val_mae = {study.best_value:.4g}" in text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table"])
+def test_trials_lists_every_trial(finished_study, fmt: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "trials",
+            str(finished_study["study"]),
+            "--storage",
+            finished_study["url"],
+            "--format",
+            fmt,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    if fmt == "csv":
+        frame = pd.read_csv(StringIO(result.output))
+    elif fmt == "json":
+        frame = pd.DataFrame(json.loads(result.output))
+    else:
+        assert result.output.splitlines()[0].split()[:3] == ["number", "state", "value"]
+        return
+    assert list(frame["number"]) == list(range(6))
+    for column in ("params_cell", "params_units_1", "epochs", "train_seconds", "n_params"):
+        assert column in frame.columns
+    assert frame["state"].isin(["COMPLETE", "PRUNED"]).all()
+
+
+def test_stock_optuna_reads_the_study_with_nothing_of_ours(finished_study) -> None:
+    code = (
+        "import optuna, sys\n"
+        "assert 'tuner' not in sys.modules\n"
+        f"s = optuna.load_study(study_name='finished', storage={finished_study['url']!r})\n"
+        "print(len(s.trials), sorted(s.best_trial.params))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd="/"
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("6 [")
+    assert "'cell'" in out and "'units_1'" in out
+    optuna_cli = Path(sys.executable).parent / "optuna"
+    listing = subprocess.run(
+        [str(optuna_cli), "studies", "--storage", finished_study["url"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "finished" in listing
+
+
+def test_the_tuner_command_runs_as_a_subprocess(tmp_path: Path) -> None:
+    result = tuner("--help", cwd=tmp_path)
+    assert "Usage: tuner" in result.stdout

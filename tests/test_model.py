@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tuner.model import Head, build_model
+from tuner.space import ModelSpec
+
+
+def spec(**changes) -> ModelSpec:
+    base = dict(
+        cell="gru",
+        units=(8,),
+        dropout=0.1,
+        recurrent_dropout=0.2,
+        bidirectional=False,
+        activation="tanh",
+        learning_rate=3e-3,
+    )
+    return ModelSpec(**(base | changes))
+
+
+def rnn_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    found = []
+    for layer in model.layers:
+        inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+        if isinstance(inner, keras.layers.GRU | keras.layers.LSTM):
+            found.append(layer)
+    return found
+
+
+@pytest.mark.parametrize("cell, kind", [("gru", keras.layers.GRU), ("lstm", keras.layers.LSTM)])
+def test_one_layer_maps_a_window_to_one_value(cell, kind) -> None:
+    model = build_model(spec(cell=cell), (12, 3), Head())
+    (layer,) = rnn_layers(model)
+    assert isinstance(layer, kind)
+    assert layer.units == 8 and not layer.return_sequences
+    assert model.output_shape == (None, 1)
+    assert model.predict(np.zeros((5, 12, 3), "float32"), verbose=0).shape == (5, 1)
+
+
+def test_stacked_layers_return_sequences_below_and_use_their_own_units() -> None:
+    model = build_model(spec(units=(8, 16, 4), activation="relu"), (12, 3), Head())
+    layers = rnn_layers(model)
+    assert [layer.units for layer in layers] == [8, 16, 4]
+    assert [layer.return_sequences for layer in layers] == [True, True, False]
+    # The top layer feeds the dense head and takes the searched activation.
+    assert [layer.activation.__name__ for layer in layers] == ["tanh", "tanh", "relu"]
+
+
+def test_dropout_and_recurrent_dropout_are_set_on_every_layer() -> None:
+    model = build_model(spec(units=(8, 8), dropout=0.25, recurrent_dropout=0.4), (12, 3), Head())
+    for layer in rnn_layers(model):
+        assert layer.dropout == 0.25
+        assert layer.recurrent_dropout == 0.4
+
+
+def test_bidirectional_wraps_every_layer_and_doubles_its_output() -> None:
+    model = build_model(spec(cell="lstm", units=(8, 8), bidirectional=True), (12, 3), Head())
+    layers = rnn_layers(model)
+    assert all(isinstance(layer, keras.layers.Bidirectional) for layer in layers)
+    assert layers[0].output.shape == (None, 12, 16)
+    assert layers[1].output.shape == (None, 16)
+    assert layers[1].forward_layer.recurrent_dropout == 0.2
+
+
+def test_the_head_rescales_to_the_target_units_and_the_optimizer_gets_the_rate() -> None:
+    model = build_model(spec(), (12, 3), Head(scale=10.0, offset=50.0), optimizer="adam")
+    scaled = model.get_layer("target_units")
+    assert (scaled.scale, scaled.offset) == (10.0, 50.0)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+
+
+def test_a_classification_head_has_its_units_and_activation() -> None:
+    model = build_model(
+        spec(),
+        (12, 3),
+        Head(units=4, activation="softmax"),
+        loss="sparse_categorical_crossentropy",
+        metrics=("accuracy",),
+    )
+    out = model.predict(np.random.default_rng(0).normal(size=(2, 12, 3)), verbose=0)
+    assert out.shape == (2, 4)
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)

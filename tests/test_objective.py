@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import re
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from tuner.config import load_study_config
+from tuner.data import prepare
+from tuner.objective import Objective, TrialFailed
+from tuner.storage import open_storage
+from tuner.study import open_study
+from tuner.worker import StopRequest, run_worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def config(write_study):
+    return load_study_config(write_study())
+
+
+def test_a_trial_reports_every_epoch_and_records_what_it_did(config) -> None:
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    study.optimize(Objective(config, prepare(config.data)), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == list(range(1, trial.user_attrs["epochs"] + 1))
+    best_epoch = trial.user_attrs["best_epoch"]
+    assert trial.value == min(trial.intermediate_values.values())
+    assert trial.intermediate_values[best_epoch] == trial.value
+    assert trial.user_attrs["n_params"] > 0
+    assert trial.user_attrs["train_seconds"] > 0
+    assert ":" in trial.user_attrs["worker"]
+
+
+def test_the_pruner_stops_a_trial_but_never_a_seed_configuration(config) -> None:
+    # Every value is above 0, so this pruner prunes any trial it is asked about.
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    params = {
+        "cell": "gru",
+        "layers": 1,
+        "units_1": 8,
+        "dropout": 0.0,
+        "recurrent_dropout": 0.0,
+        "bidirectional": False,
+        "activation": "tanh",
+        "learning_rate": 0.005,
+    }
+    study.enqueue_trial(params, user_attrs={"seed_config": "test-seed"})
+    study.enqueue_trial(params)
+    study.optimize(Objective(config, prepare(config.data)), n_trials=2)
+    seed, other = study.trials
+    assert seed.state == TrialState.COMPLETE and seed.user_attrs["epochs"] == 3
+    assert other.state == TrialState.PRUNED
+    assert list(other.intermediate_values) == [1] and other.user_attrs["epochs"] == 1
+
+
+def test_a_non_finite_loss_fails_the_trial_and_the_worker_goes_on(write_study, study_dir) -> None:
+    frame = pd.read_csv(study_dir / "series.csv")
+    frame["temp"] *= 1e30  # squared errors overflow float32
+    frame.to_csv(study_dir / "huge.csv", index=False)
+    path = write_study(
+        "huge",
+        data='path = "huge.csv"\ntarget = "temp"\nlookback = 12\nstep = 2\ndelay = 3',
+        study='name = "huge"\nmetric = "val_mae"\nn_trials = 2\nseed_configs = false',
+        workers="max_consecutive_failures = 5",
+    )
+    config = load_study_config(path)
+    data = prepare(config.data)
+    storage = open_storage(f"sqlite:///{study_dir / 'huge.db'}", config.workers)
+    study = open_study(config, storage, lambda: data.baselines)
+    result = run_worker(config, study, storage, Objective(config, data), StopRequest())
+    assert result.failed == 2  # both trials ran: a failure does not stop the worker
+    for trial in study.trials:
+        assert trial.state == TrialState.FAIL
+        assert re.fullmatch(r"loss became (nan|inf) at epoch 1", trial.user_attrs["fail_reason"])
+
+
+def test_trial_failed_carries_its_reason() -> None:
+    assert str(TrialFailed("loss became nan at epoch 2")) == "loss became nan at epoch 2"

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuner.errors import StorageError
+from tuner.storage import DEFAULT_URL, mask, open_storage, resolve_url, scrub
+
+
+def test_the_url_comes_from_the_flag_then_the_environment_then_the_default(monkeypatch) -> None:
+    monkeypatch.delenv("TUNER_STORAGE", raising=False)
+    assert resolve_url(None) == DEFAULT_URL == "sqlite:///tuner.db"
+    monkeypatch.setenv("TUNER_STORAGE", "sqlite:///env.db")
+    assert resolve_url(None) == "sqlite:///env.db"
+    assert resolve_url("sqlite:///flag.db") == "sqlite:///flag.db"
+
+
+def test_passwords_are_masked_and_scrubbed() -> None:
+    url = "postgresql://tuner:s3cret@db-host:5432/tuner"
+    assert mask(url) == "postgresql://tuner:***@db-host:5432/tuner"
+    assert "s3cret" not in scrub(f"could not log in to {url} with s3cret", url)
+    assert mask("not a url at all") == "<unparseable storage URL>"
+
+
+def test_sqlite_storage_uses_wal_and_studies_open_in_stock_optuna(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    storage = open_storage(url)
+    optuna.create_study(study_name="s", storage=storage).optimize(lambda t: 1.0, n_trials=2)
+    with sqlite3.connect(tmp_path / "studies.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Nothing of ours is needed to read it back.
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", r"^the storage URL is not a SQLAlchemy URL \(it should look like"),
+        ("mongodb://host/db", r"unknown database 'mongodb' \(use sqlite or postgresql\)"),
+        ("sqlite:///{tmp}/no/such/folder/t.db", r"folder '.*/no/such/folder' does not exist"),
+        ("sqlite://", r"an in-memory SQLite database cannot be shared by workers"),
+    ],
+)
+def test_bad_urls_get_one_line_and_write_nothing(tmp_path: Path, url: str, message: str) -> None:
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(StorageError, match=message):
+        open_storage(url.format(tmp=tmp_path))
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_reading_commands_do_not_create_a_sqlite_file(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"no such SQLite file"):
+        open_storage(f"sqlite:///{tmp_path / 'missing.db'}", must_exist=True)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_file_that_is_not_sqlite_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.db").write_text("these are my notes, not a database" * 100)
+    with pytest.raises(StorageError, match=r"not a usable SQLite file"):
+        open_storage(f"sqlite:///{tmp_path / 'notes.db'}")
+    assert (tmp_path / "notes.db").read_text().startswith("these are my notes")
+
+
+def test_an_unreachable_server_is_named_without_its_password() -> None:
+    url = "postgresql://tuner:hunter2@127.0.0.1:1/tuner"
+    with pytest.raises(StorageError) as info:
+        open_storage(url)
+    assert "hunter2" not in str(info.value)
+    assert str(info.value).startswith("storage postgresql://tuner:***@127.0.0.1:1/tuner: ")

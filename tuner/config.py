@@ -1,0 +1,420 @@
+"""Study files: TOML read with the standard library into frozen, typed, validated objects.
+
+Every rule a study file can break is checked here, before anything touches data or storage, and
+reported as one line naming the file, the field, the rule and the value.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import ConfigError
+
+METRICS = {
+    "val_loss": "minimize",
+    "val_mae": "minimize",
+    "val_mse": "minimize",
+    "val_accuracy": "maximize",
+}
+CELLS = ("gru", "lstm")
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "linear")
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+LOSSES = ("mse", "mae", "huber")
+TASKS = ("forecast",)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One search-space parameter: a fixed value, a numeric range, or a list of choices."""
+
+    name: str
+    kind: str  # "fixed" | "int" | "float" | "categorical"
+    value: Any = None
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` could be sampled from this parameter."""
+        if self.kind == "fixed":
+            return bool(value == self.value)
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        if self.step and not math.isclose((value - self.low) / self.step % 1, 0, abs_tol=1e-9):
+            return False
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    cell: Param
+    layers: Param
+    units: Param
+    dropout: Param
+    recurrent_dropout: Param
+    bidirectional: Param
+    activation: Param
+    learning_rate: Param
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"
+    seed: int | None = 0
+    n_startup_trials: int = 10
+    multivariate: bool = True
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: str = "hyperband"
+    min_resource: int = 1
+    reduction_factor: int = 3
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 2
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: str
+    dataset: str | None
+    path: Path | None
+    target: str
+    features: tuple[str, ...] | None
+    timestamp: str | None
+    lookback: int
+    step: int
+    delay: int
+    split: tuple[float, float, float]
+    period: int | None
+
+    def key(self) -> dict[str, Any]:
+        """What the prepared data depends on, for caching."""
+        return {
+            name: (str(value) if isinstance(value, Path) else value)
+            for name, value in self.__dict__.items()
+        }
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    steps_per_epoch: int | None = None
+    patience: int = 3
+    optimizer: str = "rmsprop"
+    loss: str = "mse"
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    heartbeat_interval: int = 20
+    grace_period: int = 60
+    max_retry: int = 2
+    max_consecutive_failures: int = 3
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    path: Path
+    name: str
+    metric: str
+    direction: str
+    n_trials: int
+    seed_configs: bool
+    sampler: SamplerConfig
+    pruner: PrunerConfig
+    data: DataConfig
+    space: SearchSpace
+    training: TrainingConfig
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+
+    @property
+    def measure(self) -> str:
+        """What the study's metric measures: `val_loss` measures the training loss."""
+        return self.training.loss if self.metric == "val_loss" else self.metric[4:]
+
+
+class _Table:
+    """One TOML table being read: remembers which keys were used, so unknown ones are reported."""
+
+    def __init__(self, file: Path, name: str, raw: Any) -> None:
+        self.file, self.name = file, name
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: [{name}] must be a table, got {raw!r}")
+        self.raw: dict[str, Any] = raw
+        self.used: set[str] = set()
+
+    def fail(self, key: str, rule: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.file}: [{self.name}] {key}: {rule}, got {value!r}")
+
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        check: Callable[[Any], bool] | None = None,
+        rule: str = "",
+    ) -> Any:
+        self.used.add(key)
+        if key not in self.raw:
+            if default is ...:
+                raise ConfigError(f"{self.file}: [{self.name}] {key}: is required but missing")
+            return default
+        value = self.raw[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(key, f"must be of type {names}", value)
+        if check is not None and not check(value):
+            raise self.fail(key, rule, value)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
+        return self.get(
+            key, str, default, lambda v: v in choices, f"must be one of {', '.join(choices)}"
+        )
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            allowed = ", ".join(sorted(self.used))
+            raise self.fail(unknown[0], f"unknown key (allowed: {allowed})", self.raw[unknown[0]])
+
+
+def _positive(v: Any) -> bool:
+    return bool(v > 0)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: study file not found")
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{file}: not valid TOML: {e}") from e
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{file}: unknown table [{unknown[0]}] (allowed: {', '.join(_SECTIONS)})"
+        )
+    tables = {k: _Table(file, k, raw.get(k, {})) for k in _SECTIONS}
+
+    study = tables["study"]
+    name = study.get("name", str, check=lambda v: v.strip() != "", rule="must not be empty")
+    metric = study.choice("metric", tuple(METRICS), "val_loss")
+    direction = study.choice("direction", ("minimize", "maximize"), METRICS[metric])
+    if direction != METRICS[metric]:
+        raise study.fail("direction", f"{metric} must be {METRICS[metric]}d", direction)
+    n_trials = study.get("n_trials", int, 20, _positive, "must be > 0")
+    seed_configs = study.get("seed_configs", bool, True)
+
+    training = _training(tables["training"])
+    config = StudyConfig(
+        path=file,
+        name=name,
+        metric=metric,
+        direction=direction,
+        n_trials=n_trials,
+        seed_configs=seed_configs,
+        sampler=_sampler(tables["sampler"]),
+        pruner=_pruner(tables["pruner"]),
+        data=_data(tables["data"], file.parent),
+        space=_space(tables["space"]),
+        training=training,
+        workers=_workers(tables["workers"]),
+    )
+    if metric == "val_accuracy" and config.data.task == "forecast":
+        raise study.fail("metric", "val_accuracy needs a classification task", metric)
+    for table in tables.values():
+        table.done()
+    return config
+
+
+_SECTIONS = ("study", "sampler", "pruner", "data", "space", "training", "workers")
+
+
+def _sampler(t: _Table) -> SamplerConfig:
+    return SamplerConfig(
+        name=t.choice("name", ("tpe", "random"), "tpe"),
+        seed=t.get("seed", int, 0),
+        n_startup_trials=t.get("n_startup_trials", int, 10, lambda v: v >= 0, "must be >= 0"),
+        multivariate=t.get("multivariate", bool, True),
+    )
+
+
+def _pruner(t: _Table) -> PrunerConfig:
+    return PrunerConfig(
+        name=t.choice("name", ("hyperband", "median", "none"), "hyperband"),
+        min_resource=t.get("min_resource", int, 1, _positive, "must be > 0"),
+        reduction_factor=t.get("reduction_factor", int, 3, lambda v: v >= 2, "must be >= 2"),
+        n_startup_trials=t.get("n_startup_trials", int, 5, lambda v: v >= 0, "must be >= 0"),
+        n_warmup_steps=t.get("n_warmup_steps", int, 2, lambda v: v >= 0, "must be >= 0"),
+    )
+
+
+def _data(t: _Table, base: Path) -> DataConfig:
+    task = t.choice("task", TASKS, "forecast")
+    dataset = t.get("dataset", str, None)
+    path = t.get("path", str, None)
+    if (dataset is None) == (path is None):
+        raise t.fail("path", "give exactly one of `path` and `dataset`", path)
+    split = t.get("split", list, [0.5, 0.25, 0.25])
+    if (
+        len(split) != 3
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in split)
+        or min(split) <= 0
+        or not math.isclose(sum(split), 1.0)
+    ):
+        raise t.fail(
+            "split",
+            "must be three positive fractions (train, validation, test) summing to 1",
+            split,
+        )
+    features = t.get("features", list, None)
+    if features is not None and (not features or not all(isinstance(f, str) for f in features)):
+        raise t.fail("features", "must be a non-empty list of column names", features)
+    return DataConfig(
+        task=task,
+        dataset=dataset,
+        path=(base / path).resolve() if path is not None else None,
+        target=t.get("target", str),
+        features=tuple(features) if features is not None else None,
+        timestamp=t.get("timestamp", str, None),
+        lookback=t.get("lookback", int, check=_positive, rule="must be > 0"),
+        step=t.get("step", int, 1, _positive, "must be > 0"),
+        delay=t.get("delay", int, check=lambda v: v >= 0, rule="must be >= 0"),
+        split=(float(split[0]), float(split[1]), float(split[2])),
+        period=t.get("period", int, None, _positive, "must be > 0"),
+    )
+
+
+def _training(t: _Table) -> TrainingConfig:
+    return TrainingConfig(
+        epochs=t.get("epochs", int, 10, _positive, "must be > 0"),
+        batch_size=t.get("batch_size", int, 128, _positive, "must be > 0"),
+        steps_per_epoch=t.get("steps_per_epoch", int, None, _positive, "must be > 0"),
+        patience=t.get("patience", int, 3, _positive, "must be > 0"),
+        optimizer=t.choice("optimizer", OPTIMIZERS, "rmsprop"),
+        loss=t.choice("loss", LOSSES, "mse"),
+    )
+
+
+def _workers(t: _Table) -> WorkersConfig:
+    interval = t.get("heartbeat_interval", int, 20, _positive, "must be > 0")
+    grace = t.get("grace_period", int, 3 * interval, _positive, "must be > 0")
+    if grace <= interval:
+        raise t.fail("grace_period", f"must be > heartbeat_interval ({interval})", grace)
+    return WorkersConfig(
+        heartbeat_interval=interval,
+        grace_period=grace,
+        max_retry=t.get("max_retry", int, 2, lambda v: v >= 0, "must be >= 0"),
+        max_consecutive_failures=t.get(
+            "max_consecutive_failures", int, 3, _positive, "must be > 0"
+        ),
+    )
+
+
+# name: (default, value type, rule for every value, rule text)
+_SPACE: Mapping[str, tuple[Any, type, Callable[[Any], bool], str]] = {
+    "cell": (list(CELLS), str, lambda v: v in CELLS, f"must be one of {', '.join(CELLS)}"),
+    "layers": ({"low": 1, "high": 2}, int, lambda v: 1 <= v <= 8, "must be in [1, 8]"),
+    "units": (
+        {"low": 16, "high": 64, "log": True},
+        int,
+        lambda v: 1 <= v <= 4096,
+        "must be in [1, 4096]",
+    ),
+    "dropout": ({"low": 0.0, "high": 0.5}, float, lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "recurrent_dropout": (
+        {"low": 0.0, "high": 0.5},
+        float,
+        lambda v: 0 <= v < 1,
+        "must be in [0, 1)",
+    ),
+    "bidirectional": ([False, True], bool, lambda v: True, ""),
+    "activation": (
+        "tanh",
+        str,
+        lambda v: v in ACTIVATIONS,
+        f"must be one of {', '.join(ACTIVATIONS)}",
+    ),
+    "learning_rate": (
+        {"low": 1e-4, "high": 1e-2, "log": True},
+        float,
+        lambda v: 0 < v < 1,
+        "must be in (0, 1)",
+    ),
+}
+
+
+def _space(t: _Table) -> SearchSpace:
+    return SearchSpace(**{name: _param(t, name, *spec) for name, spec in _SPACE.items()})
+
+
+def _param(
+    t: _Table, name: str, default: Any, kind: type, ok: Callable[[Any], bool], rule: str
+) -> Param:
+    t.used.add(name)
+    raw = t.raw.get(name, default)
+
+    def value(v: Any, where: str) -> Any:
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, bool) != (kind is bool) or not isinstance(v, kind):
+            raise t.fail(where, f"must be of type {kind.__name__}", v)
+        if not ok(v):
+            raise t.fail(where, rule, v)
+        return v
+
+    if isinstance(raw, list):
+        if not raw:
+            raise t.fail(name, "a list of choices must not be empty", raw)
+        choices = tuple(value(v, name) for v in raw)
+        if len(set(choices)) != len(choices):
+            raise t.fail(name, "choices must be distinct", raw)
+        if len(choices) == 1:
+            return Param(name, "fixed", value=choices[0])
+        return Param(name, "categorical", choices=choices)
+    if isinstance(raw, dict):
+        if kind not in (int, float):
+            raise t.fail(name, "takes a value or a list of choices, not a range", raw)
+        unknown = set(raw) - {"low", "high", "log", "step"}
+        if unknown:
+            raise t.fail(
+                f"{name}.{sorted(unknown)[0]}", "unknown key (allowed: low, high, log, step)", raw
+            )
+        if "low" not in raw or "high" not in raw:
+            raise t.fail(name, "a range needs both `low` and `high`", raw)
+        low, high = value(raw["low"], f"{name}.low"), value(raw["high"], f"{name}.high")
+        if not low <= high:
+            raise t.fail(name, f"`low <= high` must hold, but got low={low!r}, high={high!r}", raw)
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            raise t.fail(f"{name}.log", "must be of type bool", log)
+        if log and low <= 0:
+            raise t.fail(name, "a log range needs `low > 0`", raw)
+        step = raw.get("step")
+        if step is not None and (
+            isinstance(step, bool) or not isinstance(step, int | float) or step <= 0 or log
+        ):
+            raise t.fail(f"{name}.step", "must be a positive number, and not used with log", step)
+        if low == high:
+            return Param(name, "fixed", value=low)
+        return Param(name, kind.__name__, low=low, high=high, log=log, step=step)
+    return Param(name, "fixed", value=value(raw, name))

@@ -1,0 +1,195 @@
+"""Forecasting: a multivariate time series cut into windows, each predicting a later target value.
+
+A window is `lookback // step` time steps, one every `step` rows, ending at row `end`; its target
+is the target column at row `end + delay`. The series is split chronologically into train,
+validation and test rows, and every window (inputs and target) lies inside one split. Inputs are
+normalised with the mean and standard deviation of the training rows only; targets keep their
+own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from tuner.config import DataConfig
+from tuner.errors import DataError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class ForecastArrays:
+    """A prepared series: what windows and baselines are made from."""
+
+    inputs: np.ndarray  # (rows, features) float32, normalised
+    target: np.ndarray  # (rows,) float32, in the target's own units
+    bounds: tuple[int, int, int, int]  # first row of train, validation, test; number of rows
+    features: tuple[str, ...]
+    target_mean: float
+    target_std: float
+    timesteps: int
+    step: int
+    delay: int
+
+    def rows(self, split: str) -> tuple[int, int]:
+        i = SPLITS.index(split)
+        return self.bounds[i], self.bounds[i + 1]
+
+    def window_ends(self, split: str) -> np.ndarray:
+        """Row index of the last time step of every window in `split`, in order."""
+        start, stop = self.rows(split)
+        first = start + (self.timesteps - 1) * self.step
+        return np.arange(first, stop - self.delay)
+
+
+def select(config: DataConfig, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The numeric columns the study uses, in chronological order, checked."""
+    columns = list(frame.columns)
+    if config.timestamp is not None:
+        if config.timestamp not in columns:
+            raise DataError(f"{source}: timestamp column {config.timestamp!r} not found")
+        stamps = pd.to_datetime(frame[config.timestamp], errors="coerce", utc=True)
+        if stamps.isna().any():
+            row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+            raise DataError(
+                f"{source}: timestamp column {config.timestamp!r} has an unreadable value "
+                f"{frame[config.timestamp].iloc[row]!r} at row {row}"
+            )
+        frame = frame.assign(**{config.timestamp: stamps}).sort_values(config.timestamp)
+        columns.remove(config.timestamp)
+    if config.features is not None:
+        features = list(config.features)
+    else:
+        features = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c])]
+    for column in [*features, config.target]:
+        if column not in frame.columns:
+            raise DataError(f"{source}: column {column!r} not found (columns: {columns})")
+        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(
+            frame[column]
+        ):
+            raise DataError(
+                f"{source}: column {column!r} must be numeric, got dtype {frame[column].dtype}"
+            )
+        if frame[column].isna().any():
+            row = int(np.flatnonzero(frame[column].isna().to_numpy())[0])
+            raise DataError(
+                f"{source}: column {column!r} has {int(frame[column].isna().sum())} missing "
+                f"values (first at row {row}); fill or drop them first"
+            )
+        if not np.isfinite(frame[column].to_numpy(dtype="float64")).all():
+            raise DataError(f"{source}: column {column!r} has infinite values")
+    return frame[features + ([config.target] if config.target not in features else [])]
+
+
+def prepare(config: DataConfig, frame: pd.DataFrame, source: str) -> ForecastArrays:
+    """Split, normalise and check a series."""
+    if config.lookback % config.step:
+        raise DataError(
+            f"{source}: lookback ({config.lookback}) must be a multiple of step ({config.step})"
+        )
+    frame = select(config, frame, source)
+    features = tuple(config.features or frame.columns)
+    values = frame[list(features)].to_numpy(dtype="float64")
+    target = frame[config.target].to_numpy(dtype="float64")
+    n = len(frame)
+    n_train = int(n * config.split[0])
+    n_val = int(n * config.split[1])
+    bounds = (0, n_train, n_train + n_val, n)
+    timesteps = config.lookback // config.step
+    window_rows = (timesteps - 1) * config.step + config.delay + 1
+    for i, split in enumerate(SPLITS):
+        rows = bounds[i + 1] - bounds[i]
+        if rows < window_rows:
+            raise DataError(
+                f"{source}: the {split} split has {rows} rows but one window needs "
+                f"{window_rows} (lookback {config.lookback}, step {config.step}, "
+                f"delay {config.delay}); "
+                f"the series has {n} rows"
+            )
+    train = values[:n_train]
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std[std == 0] = 1.0
+    target_std = float(target[:n_train].std()) or 1.0
+    return ForecastArrays(
+        inputs=((values - mean) / std).astype("float32"),
+        target=target.astype("float32"),
+        bounds=bounds,
+        features=features,
+        target_mean=float(target[:n_train].mean()),
+        target_std=target_std,
+        timesteps=timesteps,
+        step=config.step,
+        delay=config.delay,
+    )
+
+
+def dataset(
+    arrays: ForecastArrays,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of (window, target) for one split, as a tf.data pipeline.
+
+    Yields the same windows as `keras.utils.timeseries_dataset_from_array` (a test holds them
+    side by side), but gathers a whole batch of windows in one op instead of one window at a
+    time, which halves an epoch's time on one CPU core (BENCHMARKS.md), and reshuffles every
+    epoch.
+    """
+    import tensorflow as tf
+
+    ends = arrays.window_ends(split)
+    # Row offsets of a window's time steps relative to its last one: -(T-1)*step .. 0.
+    offsets = tf.constant(np.arange(-(arrays.timesteps - 1), 1) * arrays.step, dtype=tf.int64)
+    inputs = tf.constant(arrays.inputs)
+    target = tf.constant(arrays.target)
+    delay = arrays.delay
+
+    def windows(end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.gather(inputs, end[:, None] + offsets[None, :]), tf.gather(target, end + delay)
+
+    ds = tf.data.Dataset.from_tensor_slices(ends)
+    if shuffle:
+        ds = ds.shuffle(len(ends), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(windows).prefetch(tf.data.AUTOTUNE)
+
+
+def baseline(
+    arrays: ForecastArrays, split: str, period: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Errors of naive forecasts on `split`: the target's last observed value, and with
+    `period`, the value one or more periods before the target (seasonal persistence)."""
+    ends = arrays.window_ends(split)
+    truth = arrays.target[ends + arrays.delay].astype("float64")
+    result = _errors("last_value", arrays.target[ends], truth)
+    if period is not None:
+        # Go back whole periods until the value is one the window has already seen.
+        back = period * -(-arrays.delay // period) if arrays.delay else period
+        start = arrays.rows(split)[0]
+        usable = ends + arrays.delay - back >= start
+        if usable.any():
+            guess = arrays.target[(ends + arrays.delay - back)[usable]]
+            result |= _errors("seasonal", guess, truth[usable])
+    return result
+
+
+def _errors(name: str, guess: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    diff = np.abs(guess.astype("float64") - truth)
+    huber = np.where(diff <= 1.0, 0.5 * diff**2, diff - 0.5)  # Keras' Huber loss, delta 1
+    return {
+        name: {
+            "mae": float(diff.mean()),
+            "mse": float((diff**2).mean()),
+            "huber": float(huber.mean()),
+        }
+    }

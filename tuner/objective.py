@@ -1,0 +1,142 @@
+"""The objective: build the trial's model, train it, report the validation metric every epoch so
+the pruner can stop it, and record on the trial what was done."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import optuna
+
+from tuner.config import StudyConfig
+from tuner.data import Prepared
+from tuner.model import build_model
+from tuner.space import suggest
+
+VALIDATION_BATCH = 1024
+
+
+class TrialFailed(Exception):
+    """The trial cannot give a value (a non-finite loss, say); it is recorded as failed with this
+    message, and the worker goes on to the next trial."""
+
+
+class Interrupted(Exception):
+    """The worker was asked to stop in the middle of a trial."""
+
+
+class Objective:
+    """Trains one model per trial on a study's prepared data.
+
+    Args:
+        config: The study.
+        data: The prepared data, shared by every trial the worker runs.
+        should_stop: Polled after every training batch; when it returns True the trial is
+            abandoned with `Interrupted`.
+    """
+
+    def __init__(
+        self, config: StudyConfig, data: Prepared, should_stop: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.should_stop = should_stop
+        batch_size = config.training.batch_size
+        train = data.split("train", batch_size, shuffle=True, seed=config.sampler.seed)
+        # With a step budget, epochs walk on through a repeated stream instead of restarting it.
+        self.train = train.repeat() if config.training.steps_per_epoch else train
+        # Validation batches can be large: their size changes nothing but the speed.
+        self.validation = data.split("validation", max(batch_size, VALIDATION_BATCH))
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config, training = self.config, self.config.training
+        spec = suggest(trial, config.space)
+        trial.set_user_attr("worker", self.worker)
+        keras.backend.clear_session()
+        model = build_model(
+            spec,
+            self.data.input_shape,
+            self.data.head,
+            optimizer=training.optimizer,
+            loss=training.loss,
+            metrics=self.data.metrics,
+        )
+        trial.set_user_attr("n_params", model.count_params())
+        report = _Report(
+            trial,
+            config.metric,
+            config.direction,
+            # Seed configurations are the reference points: they always run to the end.
+            prune="seed_config" not in trial.user_attrs,
+        )
+        callbacks = [
+            report,
+            keras.callbacks.EarlyStopping(
+                monitor=config.metric, patience=training.patience, mode=config.direction[:3]
+            ),
+            _Stop(self.should_stop),
+        ]
+        start = time.perf_counter()
+        try:
+            model.fit(
+                self.train,
+                validation_data=self.validation,
+                epochs=training.epochs,
+                steps_per_epoch=training.steps_per_epoch,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=0,
+            )
+        finally:
+            seconds = time.perf_counter() - start
+            trial.set_user_attr("epochs", report.epochs)
+            trial.set_user_attr("best_epoch", report.best_epoch)
+            trial.set_user_attr("train_seconds", round(seconds, 3))
+            if report.epochs:
+                trial.set_user_attr("seconds_per_epoch", round(seconds / report.epochs, 3))
+        if report.best is None:
+            raise TrialFailed(f"no epoch finished, so there is no {config.metric}")
+        return report.best
+
+
+class _Report(keras.callbacks.Callback):
+    """Reports the monitored metric after every epoch, keeps the best, prunes, and fails the
+    trial as soon as the loss or the metric stops being finite."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str, direction: str, prune: bool) -> None:
+        super().__init__()
+        self.trial, self.monitor, self.prune = trial, monitor, prune
+        self.better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
+        self.epochs = 0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        self.epochs = epoch + 1
+        for key in ("loss", self.monitor):
+            value = float(logs.get(key, math.nan))
+            if not math.isfinite(value):
+                raise TrialFailed(f"{key} became {value} at epoch {self.epochs}")
+        value = float(logs[self.monitor])
+        if self.best is None or self.better(value, self.best):
+            self.best, self.best_epoch = value, self.epochs
+        self.trial.report(value, step=self.epochs)
+        if self.prune and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {self.epochs}: {self.monitor}={value:.4g}")
+
+
+class _Stop(keras.callbacks.Callback):
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        super().__init__()
+        self.should_stop = should_stop
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.should_stop():
+            raise Interrupted("stopped by a signal")

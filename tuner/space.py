@@ -1,0 +1,153 @@
+"""The recurrent search space: the only module that calls `trial.suggest_*`.
+
+A trial's parameters are named so that they read well in optuna-dashboard and stock Optuna:
+`cell`, `layers`, `units_1` .. `units_N` (one per recurrent layer, sampled only for the layers a
+trial has), `dropout`, `recurrent_dropout`, `bidirectional`, `activation` (of the top recurrent
+layer, the one that feeds the dense head; lower layers keep tanh) and `learning_rate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tuner.config import Param, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One point of the search space: everything the model builder needs."""
+
+    cell: str
+    units: tuple[int, ...]
+    dropout: float
+    recurrent_dropout: float
+    bidirectional: bool
+    activation: str
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    """A hand-tuned configuration that every new study runs first, for reference."""
+
+    name: str
+    description: str
+    params: dict[str, Any]
+
+
+SEED_CONFIGS = (
+    SeedConfig(
+        "gru",
+        "GRU(32)",
+        {
+            "cell": "gru",
+            "layers": 1,
+            "units_1": 32,
+            "dropout": 0.0,
+            "recurrent_dropout": 0.0,
+            "bidirectional": False,
+            "activation": "tanh",
+            "learning_rate": 1e-3,
+        },
+    ),
+    SeedConfig(
+        "gru-dropout",
+        "GRU(32, dropout=0.2, recurrent_dropout=0.2)",
+        {
+            "cell": "gru",
+            "layers": 1,
+            "units_1": 32,
+            "dropout": 0.2,
+            "recurrent_dropout": 0.2,
+            "bidirectional": False,
+            "activation": "tanh",
+            "learning_rate": 1e-3,
+        },
+    ),
+    SeedConfig(
+        "stacked-gru",
+        "GRU(32, dropout=0.1, recurrent_dropout=0.5, return_sequences=True) + "
+        'GRU(64, activation="relu", dropout=0.1, recurrent_dropout=0.5)',
+        {
+            "cell": "gru",
+            "layers": 2,
+            "units_1": 32,
+            "units_2": 64,
+            "dropout": 0.1,
+            "recurrent_dropout": 0.5,
+            "bidirectional": False,
+            "activation": "relu",
+            "learning_rate": 1e-3,
+        },
+    ),
+    SeedConfig(
+        "bidirectional-lstm",
+        "Bidirectional(LSTM(32))",
+        {
+            "cell": "lstm",
+            "layers": 1,
+            "units_1": 32,
+            "dropout": 0.0,
+            "recurrent_dropout": 0.0,
+            "bidirectional": True,
+            "activation": "tanh",
+            "learning_rate": 1e-3,
+        },
+    ),
+)
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> ModelSpec:
+    """Sample (or read back, for an enqueued trial) one model from the search space."""
+    layers = int(_suggest(trial, space.layers))
+    units = tuple(int(_suggest(trial, space.units, f"units_{i}")) for i in range(1, layers + 1))
+    return ModelSpec(
+        cell=str(_suggest(trial, space.cell)),
+        units=units,
+        dropout=float(_suggest(trial, space.dropout)),
+        recurrent_dropout=float(_suggest(trial, space.recurrent_dropout)),
+        bidirectional=bool(_suggest(trial, space.bidirectional)),
+        activation=str(_suggest(trial, space.activation)),
+        learning_rate=float(_suggest(trial, space.learning_rate)),
+    )
+
+
+def spec_from_params(params: dict[str, Any]) -> ModelSpec:
+    """The model a finished trial trained, from its recorded parameters."""
+    layers = int(params["layers"])
+    return ModelSpec(
+        cell=str(params["cell"]),
+        units=tuple(int(params[f"units_{i}"]) for i in range(1, layers + 1)),
+        dropout=float(params["dropout"]),
+        recurrent_dropout=float(params["recurrent_dropout"]),
+        bidirectional=bool(params["bidirectional"]),
+        activation=str(params["activation"]),
+        learning_rate=float(params["learning_rate"]),
+    )
+
+
+def _suggest(trial: optuna.Trial, param: Param, name: str | None = None) -> Any:
+    name = name or param.name
+    # A fixed value is still recorded as a one-choice parameter, so a trial's params always
+    # describe its whole model.
+    if param.kind == "fixed":
+        return trial.suggest_categorical(name, [param.value])
+    if param.kind == "categorical":
+        return trial.suggest_categorical(name, list(param.choices))
+    if param.kind == "int":
+        step = int(param.step) if param.step else 1
+        return trial.suggest_int(name, int(param.low), int(param.high), step=step, log=param.log)
+    return trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
+
+
+def seed_fits(seed: SeedConfig, space: SearchSpace) -> str | None:
+    """Why `seed` lies outside `space`, or None when the study can run it as it is."""
+    for name, value in seed.params.items():
+        param = space.units if name.startswith("units_") else getattr(space, name)
+        if not param.contains(value):
+            return f"{name}={value!r} is outside the search space"
+    return None

@@ -1,0 +1,168 @@
+"""Storage URLs: choosing one, hiding its password, and opening Optuna's RDB storage on it.
+
+SQLite (the default, a file beside you) is tuned for several processes on one machine: WAL
+journal, a busy timeout, and `BEGIN IMMEDIATE` transactions, so that a read never has to be
+upgraded to a write under another process's feet (the usual source of "database is locked").
+PostgreSQL gets small per-worker pools and liveness checks on pooled connections.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+
+from tuner.config import WorkersConfig
+from tuner.errors import StorageError
+
+DEFAULT_URL = "sqlite:///tuner.db"
+ENV_VAR = "TUNER_STORAGE"
+SQLITE_BUSY_TIMEOUT_S = 60
+INIT_ATTEMPTS = 6
+
+
+def resolve_url(url: str | None) -> str:
+    """The storage URL to use: the one given, else $TUNER_STORAGE, else the default SQLite file."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def mask(url: str) -> str:
+    """`url` with its password hidden, for anything printed or logged."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable storage URL>"
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with every occurrence of `url`'s password hidden."""
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+def open_storage(
+    url: str,
+    workers: WorkersConfig | None = None,
+    *,
+    must_exist: bool = False,
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on `url`.
+
+    Args:
+        url: Any SQLAlchemy URL Optuna accepts.
+        workers: Heartbeat settings, for storages that workers run trials on.
+        must_exist: For commands that only read: a SQLite file that does not exist is an error
+            rather than a new empty storage.
+    """
+    parsed = _parse(url)
+    engine_kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite(parsed, url, must_exist)
+        engine_kwargs["connect_args"] = {
+            "timeout": SQLITE_BUSY_TIMEOUT_S,
+            "isolation_level": None,  # transactions are begun explicitly, below
+        }
+    elif parsed.get_backend_name() == "postgresql":
+        # Each worker uses one connection at a time; keep it alive and checked.
+        engine_kwargs |= {"pool_size": 1, "max_overflow": 1, "pool_pre_ping": True}
+    heartbeat: dict[str, Any] = {}
+    if workers is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=workers.max_retry)
+        heartbeat = {
+            "heartbeat_interval": workers.heartbeat_interval,
+            "grace_period": workers.grace_period,
+            "heartbeat_stale_trial_callback": retry,
+        }
+    for attempt in range(INIT_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            break
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, RuntimeError, ValueError) as e:
+            # Workers that start together on a new database race to create its tables; the
+            # losers find them made a moment later.
+            if _lost_creation_race(e) and attempt + 1 < INIT_ATTEMPTS:
+                time.sleep(0.2 * 2**attempt)
+                continue
+            raise StorageError(f"storage {mask(url)}: {scrub(_reason(e), url)}") from None
+    if parsed.get_backend_name() == "sqlite":
+        _begin_immediate(storage.engine)
+    return storage
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        # Not echoed: an unparseable URL could still hold a password.
+        raise StorageError(
+            "the storage URL is not a SQLAlchemy URL "
+            "(it should look like sqlite:///tuner.db or postgresql://user@host/db)"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except Exception:
+        raise StorageError(
+            f"storage URL {mask(url)}: unknown database {parsed.drivername!r} "
+            "(use sqlite or postgresql)"
+        ) from None
+    return parsed
+
+
+def _prepare_sqlite(parsed: URL, url: str, must_exist: bool) -> None:
+    if not parsed.database or parsed.database == ":memory:":
+        raise StorageError(
+            f"storage {mask(url)}: an in-memory SQLite database cannot be shared by workers; "
+            "give a file, such as sqlite:///tuner.db"
+        )
+    path = Path(parsed.database)
+    if must_exist and not path.is_file():
+        raise StorageError(f"storage {mask(url)}: no such SQLite file {str(path)!r}")
+    if not path.parent.is_dir():
+        raise StorageError(f"storage {mask(url)}: folder {str(path.parent)!r} does not exist")
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+            # WAL lets readers and one writer work at once; the setting stays with the file.
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as e:
+        raise StorageError(f"storage {mask(url)}: not a usable SQLite file: {e}") from None
+
+
+def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the storage was set up lack the settings above
+
+
+def _lost_creation_race(e: BaseException) -> bool:
+    return isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
+
+
+def _reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

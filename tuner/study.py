@@ -1,0 +1,180 @@
+"""A study's life in the storage: created once with its baselines and seed configurations,
+topped up to its trial budget, loaded by every worker, and counted for progress."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner import __version__
+from tuner.config import StudyConfig
+from tuner.errors import StorageError
+from tuner.space import SEED_CONFIGS, seed_fits
+from tuner.storage import study_names
+
+READY_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Where a study's trials stand. A trial whose worker died or was stopped is failed and
+    retried under a new number; `retried` counts those, and the retry takes the place of the
+    failed trial in the budget."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    retried: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed - self.retried
+
+    @property
+    def budgeted(self) -> int:
+        """Trials that count towards `n_trials`: finished, running or queued."""
+        return self.finished + self.running + self.waiting
+
+
+def count(study: optuna.Study) -> Counts:
+    trials = study.get_trials(deepcopy=False)
+    n = {state: 0 for state in TrialState}
+    for trial in trials:
+        n[trial.state] += 1
+    return Counts(
+        complete=n[TrialState.COMPLETE],
+        pruned=n[TrialState.PRUNED],
+        failed=n[TrialState.FAIL],
+        retried=sum(1 for t in trials if t.system_attrs.get("retry_history")),
+        running=n[TrialState.RUNNING],
+        waiting=n[TrialState.WAITING],
+    )
+
+
+def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler; each worker of a study gets its own seed, or they would all propose
+    the same parameters."""
+    s = config.sampler
+    seed = None if s.seed is None else s.seed + worker_index
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=s.n_startup_trials,
+            multivariate=s.multivariate,
+            group=s.multivariate,  # `units_2` exists only in trials with two layers or more
+            constant_liar=True,
+        )
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    p = config.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.HyperbandPruner(
+        min_resource=p.min_resource,
+        max_resource=config.training.epochs,
+        reduction_factor=p.reduction_factor,
+    )
+
+
+def open_study(
+    config: StudyConfig,
+    storage: optuna.storages.BaseStorage,
+    baselines: Callable[[], dict[str, dict[str, float]]],
+    *,
+    n_trials: int | None = None,
+    worker_index: int = 0,
+    on_skip: Callable[[str], None] = lambda message: None,
+) -> optuna.Study:
+    """The study named in `config`: loaded, or created with its baselines, seed configurations
+    and a queue of `n_trials` trials (default: the study file's) when it does not exist yet, by
+    whichever worker gets there first."""
+    kwargs: dict[str, Any] = {
+        "study_name": config.name,
+        "storage": storage,
+        "sampler": make_sampler(config, worker_index),
+        "pruner": make_pruner(config),
+    }
+    if config.name not in study_names(storage):
+        values = baselines()  # before anything is written: bad data must leave no study behind
+        try:
+            direction = optuna.study.StudyDirection[config.direction.upper()]
+            study = optuna.create_study(direction=direction, **kwargs)
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another worker created it a moment ago
+        else:
+            _set_up(study, config, values, n_trials or config.n_trials, on_skip)
+            return study
+    study = optuna.load_study(**kwargs)
+    if study.direction.name.lower() != config.direction:
+        raise StorageError(
+            f"study {config.name!r} exists with direction {study.direction.name.lower()}, "
+            f"but {config.path} says {config.direction}"
+        )
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not study.user_attrs.get("ready"):
+        if time.monotonic() > deadline:
+            raise StorageError(f"study {config.name!r} was never finished being set up")
+        time.sleep(0.5)
+    return study
+
+
+def load_existing(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """A study that must already exist, for commands that only read."""
+    if name not in study_names(storage):
+        raise StorageError(f"no study named {name!r} in this storage")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def top_up(study: optuna.Study, n_trials: int) -> int:
+    """Queue empty trials until the study's budget is `n_trials`; returns how many were added."""
+    missing = n_trials - count(study).budgeted
+    for _ in range(missing):
+        study.enqueue_trial({})
+    return max(missing, 0)
+
+
+def _set_up(
+    study: optuna.Study,
+    config: StudyConfig,
+    baselines: dict[str, dict[str, float]],
+    n_trials: int,
+    on_skip: Callable[[str], None],
+) -> None:
+    study.set_user_attr("tuner_version", __version__)
+    study.set_user_attr("task", config.data.task)
+    study.set_user_attr("metric", config.metric)
+    # Naive predictions' scores in the study's own metric, shown beside the best trial.
+    study.set_user_attr(
+        "baselines",
+        {name: v[config.measure] for name, v in baselines.items() if config.measure in v},
+    )
+    seeds: list[dict[str, str]] = []
+    if config.seed_configs:
+        for seed in SEED_CONFIGS:
+            reason = seed_fits(seed, config.space)
+            if len(seeds) == n_trials:
+                reason = f"the study's budget is {n_trials} trials"
+            if reason is not None:
+                on_skip(f"seed configuration {seed.name!r} not queued: {reason}")
+                continue
+            study.enqueue_trial(seed.params, user_attrs={"seed_config": seed.name})
+            seeds.append({"name": seed.name, "model": seed.description})
+    study.set_user_attr("seed_configs", seeds)
+    top_up(study, n_trials)
+    study.set_user_attr("ready", True)

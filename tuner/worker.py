@@ -1,0 +1,234 @@
+"""One worker: takes queued trials of a study one at a time, runs them, and records how each
+ended, until the queue is empty or it is asked to stop.
+
+The loop reads as a story: claim a trial → keep its heartbeat → run the objective → tell the
+study. Failures are sorted by kind (as in KerasTuner): a trial that fails is recorded and the
+worker goes on; a storage error stops the worker; so do too many failed trials in a row. A
+SIGINT or SIGTERM stops the worker between two training batches: its trial is recorded as failed,
+queued again for another worker, and the worker exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.config import StudyConfig
+from tuner.errors import TunerError
+
+logger = logging.getLogger("tuner.worker")
+
+
+class WorkerError(TunerError):
+    """The worker cannot go on."""
+
+
+@dataclass
+class WorkerResult:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    interrupted: bool = False
+
+
+def place(cpus: list[int] | None, threads: int | None) -> None:
+    """Pin this process to `cpus` and size TensorFlow's thread pools, before TensorFlow starts.
+
+    Workers that share cores fight over them; one worker per core with one compute thread each
+    is what makes N workers N times as fast.
+    """
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+    n = threads or len(os.sched_getaffinity(0))
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(min(n, 2))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class StopRequest:
+    """Turns SIGINT and SIGTERM into a flag the training loop polls; a second signal forces."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+
+class Heartbeat:
+    """Records a trial's heartbeat every interval, so that a worker that dies is noticed."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: int) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self.storage.record_heartbeat(self.trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as e:  # the next beat may succeed; a missed one is not fatal
+                logger.warning("heartbeat of trial id %d not recorded: %s", self.trial_id, e)
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Take one queued trial, or None when the queue is empty.
+
+    Unlike `Study.ask`, this never creates a trial when the queue is empty: the queue holds the
+    study's whole budget, which keeps the number of trials exact however many workers run.
+    """
+    # The study's own (caching) view of the storage, as `Study.ask` uses: it must see the claim.
+    storage = study._storage
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
+        if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+            return optuna.Trial(study, waiting._trial_id)
+    return None
+
+
+def work(
+    config: StudyConfig,
+    storage_url: str,
+    *,
+    worker_index: int = 0,
+    cpus: list[int] | None = None,
+    threads: int | None = None,
+    max_trials: int | None = None,
+    on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
+    say: Callable[[str], None] = print,
+) -> WorkerResult:
+    """Join the study named in `config` (creating it if needed) and run its queued trials."""
+    stop = StopRequest()
+    stop.install()
+    place(cpus, threads)
+    from tuner.data import prepare
+    from tuner.storage import open_storage
+    from tuner.study import open_study
+
+    data = prepare(config.data)
+    storage = open_storage(storage_url, config.workers)
+    study = open_study(
+        config, storage, lambda: data.baselines, worker_index=worker_index, on_skip=say
+    )
+    _import_tensorflow_quietly()  # after `place`, which sizes its thread pools
+    from tuner.objective import Objective
+
+    objective = Objective(config, data, should_stop=lambda: bool(stop))
+    return run_worker(
+        config, study, storage, objective, stop, max_trials=max_trials, on_trial=on_trial
+    )
+
+
+def run_worker(
+    config: StudyConfig,
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    objective: Callable[[optuna.Trial], float],
+    stop: StopRequest,
+    *,
+    max_trials: int | None = None,
+    on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
+) -> WorkerResult:
+    """Run queued trials until none is left, `max_trials` have run, or `stop` is set."""
+    from tuner.objective import Interrupted, TrialFailed
+
+    result = WorkerResult()
+    failures_in_a_row = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        while not stop and (max_trials is None or result.complete + result.pruned < max_trials):
+            optuna.storages.fail_stale_trials(study)
+            trial = claim(study)
+            if trial is None:
+                break
+            reason = None
+            with Heartbeat(storage, trial._trial_id, config.workers.heartbeat_interval):
+                try:
+                    value = objective(trial)
+                except optuna.TrialPruned:
+                    frozen = study.tell(trial, state=TrialState.PRUNED)
+                    result.pruned += 1
+                except Interrupted:
+                    reason = f"interrupted by {stop.signal}"
+                    frozen = _fail(study, trial, reason)
+                    # The budget keeps its trial: the same parameters wait for another worker.
+                    retry = storage.get_heartbeat_stale_trial_callback()
+                    if retry is not None:
+                        retry(study, frozen)
+                    result.interrupted = True
+                except Exception as e:
+                    if _is_storage_error(e):
+                        raise
+                    reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
+                    frozen = _fail(study, trial, reason)
+                    result.failed += 1
+                else:
+                    frozen = study.tell(trial, value)
+                    result.complete += 1
+            on_trial(frozen)
+            if frozen.state == TrialState.FAIL and not result.interrupted:
+                failures_in_a_row += 1
+                if failures_in_a_row >= config.workers.max_consecutive_failures:
+                    raise WorkerError(
+                        f"{failures_in_a_row} trials failed in a row, the last with: {reason}"
+                    )
+            else:
+                failures_in_a_row = 0
+    result.interrupted = result.interrupted or bool(stop)
+    return result
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow without the banner its C++ side prints before logging is set up
+    (oneDNN, CPU features): harmless, and repeated by every worker."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        # A new model per trial means new traced functions: expected, not worth a warning.
+        tf.get_logger().setLevel("ERROR")
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:
+    trial.set_user_attr("fail_reason", reason[:500])
+    logger.warning("trial %d failed: %s", trial.number, reason)
+    return study.tell(trial, state=TrialState.FAIL)
+
+
+def _is_storage_error(e: BaseException) -> bool:
+    import sqlalchemy
+
+    return isinstance(e, sqlalchemy.exc.SQLAlchemyError | optuna.exceptions.StorageInternalError)
