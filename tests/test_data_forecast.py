@@ -112,6 +112,17 @@ def test_baselines_are_last_value_and_seasonal_persistence(config) -> None:
     assert scores["last_value"]["mae"] > 0.5
 
 
+def test_retraining_uses_training_and_validation_windows_together(config) -> None:
+    data = prepare(config)
+    together = all_batches(data.split("train+validation", 64))[1]
+    apart = [all_batches(data.split(s, 64))[1] for s in ("train", "validation")]
+    # Windows that straddle the two splits are used too: more windows, never fewer.
+    assert len(together) >= sum(len(y) for y in apart)
+    assert set(apart[0]) | set(apart[1]) <= set(together)
+    test = data.baselines_on("test")["last_value"]["mae"]
+    assert test > 0 and test != data.baselines["last_value"]["mae"]
+
+
 def test_prepare_gives_the_model_its_input_shape_head_and_baselines(config) -> None:
     data = prepare(config)
     assert data.input_shape == (6, 3)  # lookback 12 / step 2; temp, pressure, humid

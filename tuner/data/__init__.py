@@ -30,11 +30,17 @@ class Prepared:
     # measure is what a study metric measures ("mae", "mse", "huber", "accuracy").
     baselines: dict[str, dict[str, float]]
     arrays: forecast.ForecastArrays
+    period: int | None = None
 
     def split(
         self, name: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
     ) -> tf.data.Dataset:
+        """Batches of one split: "train", "validation", "test" or "train+validation"."""
         return forecast.dataset(self.arrays, name, batch_size, shuffle=shuffle, seed=seed)
+
+    def baselines_on(self, split: str) -> dict[str, dict[str, float]]:
+        """The naive predictions' scores on another split ("test", say)."""
+        return forecast.baseline(self.arrays, split, self.period)
 
 
 def load_frame(config: DataConfig) -> tuple[pd.DataFrame, str]:
@@ -56,4 +62,5 @@ def prepare(config: DataConfig) -> Prepared:
         metrics=("mae", "mse"),
         baselines=forecast.baseline(arrays, "validation", config.period),
         arrays=arrays,
+        period=config.period,
     )

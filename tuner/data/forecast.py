@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 SPLITS = ("train", "validation", "test")
+# Retraining a chosen model uses the training and validation rows together.
+TRAIN_AND_VALIDATION = "train+validation"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ForecastArrays:
     delay: int
 
     def rows(self, split: str) -> tuple[int, int]:
+        if split == TRAIN_AND_VALIDATION:
+            return self.bounds[0], self.bounds[2]
         i = SPLITS.index(split)
         return self.bounds[i], self.bounds[i + 1]
 
