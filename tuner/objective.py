@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -100,9 +101,15 @@ class Objective:
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if report.epochs:
                 trial.set_user_attr("seconds_per_epoch", round(seconds / report.epochs, 3))
+            trial.set_user_attr("worker_peak_rss_mb", _peak_rss_mb())
         if report.best is None:
             raise TrialFailed(f"no epoch finished, so there is no {config.metric}")
         return report.best
+
+
+def _peak_rss_mb() -> int:
+    """The worker process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 class _Report(keras.callbacks.Callback):
