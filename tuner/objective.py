@@ -59,7 +59,9 @@ class Objective:
         config, training = self.config, self.config.training
         spec = suggest(trial, config.space)
         trial.set_user_attr("worker", self.worker)
-        keras.backend.clear_session()
+        # Forget the previous trial's model; its memory goes with Python's own collection,
+        # since a forced one here cost ~0.8 s a trial (BENCHMARKS.md, service overhead).
+        keras.backend.clear_session(free_memory=False)
         model = build_model(
             spec,
             self.data.input_shape,
