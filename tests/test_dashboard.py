@@ -54,9 +54,20 @@ def wait_until_up(process: subprocess.Popen[str], url: str, timeout: float = 120
 
 
 @pytest.mark.slow
-def test_the_dashboard_shows_the_studies_in_a_real_browser(two_studies) -> None:
+def test_the_dashboard_shows_the_studies_in_a_real_browser(two_studies, tmp_path: Path) -> None:
+    import optuna
     from playwright.sync_api import sync_playwright
 
+    # An artifact in the store beside the SQLite file, where `tuner retrain` puts models.
+    note = tmp_path / "dashboard-check.txt"
+    note.write_text("artifacts show in the dashboard")
+    store = two_studies["folder"] / "artifacts"
+    store.mkdir(exist_ok=True)
+    optuna.artifacts.upload_artifact(
+        artifact_store=optuna.artifacts.FileSystemArtifactStore(store),
+        file_path=str(note),
+        study_or_trial=optuna.load_study(study_name="walk", storage=two_studies["url"]),
+    )
     port = free_port()
     process = subprocess.Popen(
         [
@@ -92,6 +103,11 @@ def test_the_dashboard_shows_the_studies_in_a_real_browser(two_studies) -> None:
                 ARTIFACTS.mkdir(exist_ok=True)
                 shot = ARTIFACTS / "dashboard-studies.png"
                 page.screenshot(path=str(shot), full_page=True)
+                studies = get_json(f"{base}/api/studies")["study_summaries"]  # type: ignore[index]
+                walk = next(s["study_id"] for s in studies if s["study_name"] == "walk")
+                page.goto(f"{base}/dashboard/studies/{walk}", timeout=120_000)
+                page.get_by_text("dashboard-check.txt").wait_for(timeout=120_000)
+                page.screenshot(path=str(ARTIFACTS / "dashboard-walk.png"), full_page=True)
             finally:
                 browser.close()
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
