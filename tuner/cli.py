@@ -355,6 +355,7 @@ def best_trials(study_file: Path, storage: str, top: int, fmt: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("report"),
     show_default=True,
+    metavar="DIR",
     help="Folder to write report.html, summary.md and figures/ to.",
 )
 def report(study_files: tuple[Path, ...], storage: str, out: Path) -> None:

@@ -122,7 +122,8 @@ def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
     s = summary(study)
     minimize = s["direction"] == "minimize"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ranked = sorted(complete, key=lambda t: (t.value if minimize else -t.value, t.number))  # type: ignore[operator]
+    sign = 1.0 if minimize else -1.0
+    ranked = sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))
     retrained = retrained_models(study)
     seed_trials = {
         t.user_attrs["seed_config"]: t.number for t in complete if "seed_config" in t.user_attrs
@@ -168,13 +169,9 @@ def _retrained(record: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def best_trials_frame(report: dict[str, Any], wide_params: bool = True) -> pd.DataFrame:
-    """`best_trials` as one table: the top trials, then the baselines and seed configurations.
-
-    Args:
-        report: What `best_trials` returned.
-        wide_params: One column per parameter (for CSV); else one compact `params` column.
-    """
+def best_trials_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """`best_trials` as one table (for CSV): the top trials, one column per parameter, then the
+    baselines and seed configurations."""
     rows: list[dict[str, Any]] = []
     for t in report["top"]:
         row: dict[str, Any] = {
@@ -187,10 +184,7 @@ def best_trials_frame(report: dict[str, Any], wide_params: bool = True) -> pd.Da
             "best_epoch": t["best_epoch"],
             "train_seconds": t["train_seconds"],
         }
-        if wide_params:
-            row |= {f"params_{k}": v for k, v in t["params"].items()}
-        else:
-            row["params"] = " ".join(f"{k}={_short(v)}" for k, v in t["params"].items())
+        row |= {f"params_{k}": v for k, v in t["params"].items()}
         retrained = t["retrained"] or {}
         for key, value in retrained.items():
             if key.startswith("test_") and key != "test_baselines":
