@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -58,14 +59,15 @@ def serve(
         f"optuna-dashboard for {mask(url)} on http://{shown}:{server.server_port}/dashboard/ "
         f"(artifacts in {artifacts}); Ctrl-C stops it"
     )
-    signal.signal(signal.SIGTERM, _stop)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Not KeyboardInterrupt: wsgiref would swallow it in the middle of a request.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # as a background job, Ctrl-C is off
+            signal.signal(sig, stop)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         server.server_close()
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops the dashboard as quietly as Ctrl-C
