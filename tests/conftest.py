@@ -117,3 +117,20 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path |
         "stdout": result.stdout,
         "stderr": result.stderr,
     }
+
+
+@pytest.fixture(scope="session")
+def two_studies(finished_study) -> dict[str, Path | str]:
+    """A second real study, on another dataset (a random walk, not a daily cycle), run into the
+    storage of `finished_study`, for the commands that read results side by side."""
+    folder = finished_study["folder"]
+    assert isinstance(folder, Path)
+    make_series(rows=500, seed=1).to_csv(folder / "walk.csv", index=False)
+    walk = folder / "walk.toml"
+    walk.write_text(
+        study_text("walk", data_file="walk.csv", pruner='name = "none"').replace(
+            'target = "temp"', 'target = "pressure"'
+        )
+    )
+    tuner("run", str(walk), "--workers", "2", "--storage", str(finished_study["url"]), cwd=folder)
+    return finished_study | {"walk": walk}

@@ -270,6 +270,227 @@ def trials(study_file: Path, storage: str, fmt: str) -> None:
         click.echo(frame.to_string(index=False))
 
 
+def artifacts_option(f: Any) -> Any:
+    return click.option(
+        "--artifacts",
+        type=click.Path(file_okay=False, path_type=Path),
+        metavar="DIR",
+        help="The artifact store: a folder.  [default: artifacts/ beside a SQLite storage "
+        "file, else in the current folder]",
+    )(f)
+
+
+@cli.command()
+@storage_option
+@artifacts_option
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 lets other machines in (there is no login).",
+)
+def dashboard(storage: str, artifacts: Path | None, port: int, host: str) -> None:
+    """Open optuna-dashboard on the storage: every study, its trials, plots and importances,
+    and the retrained models (artifacts). Runs until Ctrl-C.
+
+    \b
+    Example:
+      tuner dashboard --port 8080
+      (then open http://127.0.0.1:8080/dashboard/ in a browser)
+    """
+    from tuner.artifacts import artifact_dir
+    from tuner.dashboard import serve
+
+    serve(storage, host, port, artifact_dir(storage, artifacts), say=click.echo)
+
+
+@cli.command("best-trials")
+@study_file
+@storage_option
+@click.option(
+    "--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="How many."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+def best_trials(study_file: Path, storage: str, top: int, fmt: str) -> None:
+    """Show the best complete trials (value, parameters, epochs, training time, and the
+    retrained model if there is one), then the naive baselines and the seed configurations.
+
+    \b
+    Example:
+      tuner best-trials studies/nyc-weather.toml --top 5 --format csv > best.csv
+    """
+    from tuner.results import best_trials as top_trials
+    from tuner.results import best_trials_frame, format_best_trials
+    from tuner.study import load_existing
+
+    config = _load(study_file)
+    report = top_trials(load_existing(config.name, open_storage(storage, must_exist=True)), top)
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    elif fmt == "csv":
+        best_trials_frame(report).to_csv(sys.stdout, index=False)
+    else:
+        click.echo(format_best_trials(report))
+
+
+@cli.command()
+@click.argument(
+    "study_files",
+    nargs=-1,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="STUDY_FILE...",
+)
+@storage_option
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("report"),
+    show_default=True,
+    metavar="DIR",
+    help="Folder to write report.html, summary.md and figures/ to.",
+)
+def report(study_files: tuple[Path, ...], storage: str, out: Path) -> None:
+    """Write a report on one or more studies (datasets): the best trial against the seed
+    configurations and the naive baseline, hyperparameter importance, and what each technique
+    (recurrent dropout, depth, bidirectional layers, GRU or LSTM) did, with bootstrap
+    confidence intervals; across studies, whether each technique helped, hurt or made no
+    clear difference on each dataset.
+
+    Writes a self-contained HTML page (works offline), PNG figures and a markdown summary.
+
+    \b
+    Example:
+      tuner report studies/nyc-weather.toml studies/other.toml --out report/
+    """
+    from tuner.report import make_report
+
+    files = make_report([_load(p) for p in study_files], storage, out)
+    click.echo(f"wrote {files.html}, {files.markdown} and {len(files.pngs)} figures")
+
+
+@cli.command()
+@study_file
+@storage_option
+@artifacts_option
+@click.option(
+    "--trial",
+    "number",
+    type=click.IntRange(min=0),
+    help="The trial's number.  [default: the best trial]",
+)
+def retrain(study_file: Path, storage: str, artifacts: Path | None, number: int | None) -> None:
+    """Retrain a complete trial's model on the training and validation data for its best
+    number of epochs, score it on the held-out test split beside the naive baseline, and save
+    the .keras model and its metrics (JSON) as artifacts of the study.
+
+    \b
+    Example:
+      tuner retrain studies/nyc-weather.toml --trial 12
+    """
+    from tuner.artifacts import artifact_dir
+    from tuner.retrain import retrain_trial
+
+    config = _load(study_file)
+    done = retrain_trial(config, storage, artifact_dir(storage, artifacts), number, say=click.echo)
+    m = done.metrics
+    key = f"test {config.metric.removeprefix('val_')}"
+    click.echo(f"trial {done.trial}: {key} = {m['test_value']:.4g}")
+    for name, value in m["test_baselines"].items():
+        click.echo(
+            f"baseline {name}: {key} = {value:.4g}"
+            + _versus_baseline(m["improvement_on_test"][name])
+        )
+    click.echo(f"model: {done.model_path} (a .keras file; artifact {done.model_artifact})")
+    click.echo(f"metrics: {done.directory / done.metrics_artifact} (JSON)")
+
+
+def _versus_baseline(gain: float | None) -> str:
+    if gain is None:
+        return ""
+    return f"; the model is {abs(gain):.1%} {'better' if gain >= 0 else 'worse'}"
+
+
+@cli.command()
+@storage_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def studies(storage: str, fmt: str) -> None:
+    """List the studies in the storage, with their trial counts and best values.
+
+    \b
+    Example:
+      tuner studies --storage postgresql://tuner@db-host/tuner
+    """
+    from tuner.study import list_studies
+
+    listed = list_studies(open_storage(storage, must_exist=True))
+    rows = [
+        {
+            "study": s.name,
+            "direction": s.direction,
+            "metric": s.metric,
+            "complete": s.counts.complete,
+            "pruned": s.counts.pruned,
+            "failed": s.counts.failed - s.counts.retried,
+            "running": s.counts.running,
+            "waiting": s.counts.waiting,
+            "best_trial": s.best_trial,
+            "best_value": s.best_value,
+        }
+        for s in listed
+    ]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"no studies in {mask(storage)}")
+    else:
+        import pandas as pd
+
+        click.echo(_blank_missing(pd.DataFrame(rows).astype({"best_trial": "Int64"})))
+
+
+def _blank_missing(frame: Any) -> str:
+    """A frame as a text table, with missing values left blank."""
+    return str(frame.astype(object).where(frame.notna(), "").to_string(index=False))
+
+
+@cli.command("delete-study")
+@click.argument("name")
+@storage_option
+@artifacts_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def delete_study(name: str, storage: str, artifacts: Path | None, yes: bool) -> None:
+    """Delete a study, its trials and the files of its artifacts (retrained models). There is
+    no undo.
+
+    \b
+    Example:
+      tuner delete-study nyc-weather-temp --yes
+    """
+    from tuner.artifacts import artifact_dir
+    from tuner.study import delete, load_existing
+
+    opened = open_storage(storage, must_exist=True)
+    study = load_existing(name, opened)
+    n_trials = len(study.get_trials(deepcopy=False))
+    if not yes:
+        click.confirm(
+            f"Delete study {name!r} and its {n_trials} trials from {mask(storage)}?", abort=True
+        )
+    removed = delete(study, opened, artifact_dir(storage, artifacts))
+    click.echo(f"deleted study {name!r}: {n_trials} trials, {removed} artifact files")
+
+
 def main() -> None:
     import logging
 

@@ -3,12 +3,14 @@ every trial as a pandas frame."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.artifacts import retrained_models
 from tuner.errors import TunerError
 from tuner.study import count
 
@@ -112,3 +114,135 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """Every trial, one row each: number, state, value, params, and what the worker recorded."""
     frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
     return frame.rename(columns=lambda c: c.removeprefix("user_attrs_"))
+
+
+def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
+    """The `top` best complete trials, with the naive baselines, the seed configurations and any
+    retrained model for reference."""
+    s = summary(study)
+    minimize = s["direction"] == "minimize"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = 1.0 if minimize else -1.0
+    ranked = sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))
+    retrained = retrained_models(study)
+    seed_trials = {
+        t.user_attrs["seed_config"]: t.number for t in complete if "seed_config" in t.user_attrs
+    }
+    return {
+        "study": s["study"],
+        "metric": s["metric"],
+        "direction": s["direction"],
+        "trials": s["trials"],
+        "top": [
+            {
+                "rank": rank,
+                "number": t.number,
+                "value": t.value,
+                "params": t.params,
+                "epochs": t.user_attrs.get("epochs"),
+                "best_epoch": t.user_attrs.get("best_epoch"),
+                "train_seconds": t.user_attrs.get("train_seconds"),
+                "n_params": t.user_attrs.get("n_params"),
+                "seed_config": t.user_attrs.get("seed_config"),
+                "retrained": _retrained(retrained.get(t.number)),
+            }
+            for rank, t in enumerate(ranked[:top], start=1)
+        ],
+        "baselines": {name: row["value"] for name, row in s["baselines"].items()},
+        "seed_configs": {
+            name: {"number": seed_trials[name], "value": row["value"]}
+            for name, row in s["seed_configs"].items()
+        },
+    }
+
+
+def _retrained(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    tests = {k: v for k, v in record.items() if k.startswith("test_") and k != "test_baselines"}
+    return {
+        **tests,
+        "test_baselines": record.get("test_baselines", {}),
+        "model": str(Path(record["artifact_store"]) / record["model_artifact"]),
+        "model_artifact": record["model_artifact"],
+        "metrics_artifact": record["metrics_artifact"],
+    }
+
+
+def best_trials_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """`best_trials` as one table (for CSV): the top trials, one column per parameter, then the
+    baselines and seed configurations."""
+    rows: list[dict[str, Any]] = []
+    for t in report["top"]:
+        row: dict[str, Any] = {
+            "kind": "trial",
+            "rank": t["rank"],
+            "trial": t["number"],
+            "name": t["seed_config"] or "",
+            "value": t["value"],
+            "epochs": t["epochs"],
+            "best_epoch": t["best_epoch"],
+            "train_seconds": t["train_seconds"],
+        }
+        row |= {f"params_{k}": v for k, v in t["params"].items()}
+        retrained = t["retrained"] or {}
+        for key, value in retrained.items():
+            if key.startswith("test_") and key != "test_baselines":
+                row[key] = value
+        row["model"] = retrained.get("model", "")
+        rows.append(row)
+    for name, value in report["baselines"].items():
+        rows.append({"kind": "baseline", "name": name, "value": value})
+    for name, seed in report["seed_configs"].items():
+        rows.append(
+            {
+                "kind": "seed configuration",
+                "trial": seed["number"],
+                "name": name,
+                "value": seed["value"],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:
+        present = [row[column] for row in rows if row.get(column) is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            frame[column] = frame[column].astype("Int64")  # not 2.0 beside a missing value
+    return frame.rename(columns={"value": report["metric"]})
+
+
+def format_best_trials(report: dict[str, Any]) -> str:
+    """`best_trials` as text for a terminal."""
+    metric, t = report["metric"], report["trials"]
+    lines = [
+        f"study {report['study']}: the {len(report['top'])} best of {t['complete']} complete "
+        f"trials by {metric} ({report['direction']})",
+        f"{'rank':>4} {'trial':>5} {metric:>10} {'epochs':>7} {'train s':>8}  parameters",
+    ]
+    retrained = []
+    for row in report["top"]:
+        epochs = f"{row['best_epoch']}/{row['epochs']}" if row["epochs"] else ""
+        seconds = "" if row["train_seconds"] is None else f"{row['train_seconds']:.1f}"
+        seed = f" (seed configuration {row['seed_config']})" if row["seed_config"] else ""
+        lines.append(
+            f"{row['rank']:>4} {row['number']:>5} {row['value']:>10.4g} {epochs:>7} "
+            f"{seconds:>8}  "
+            + " ".join(f"{k}={_short(v)}" for k, v in row["params"].items())
+            + seed
+        )
+        if row["retrained"]:
+            retrained.append((row["number"], row["retrained"]))
+    lines.append("epochs: best/run")
+    for name, value in report["baselines"].items():
+        lines.append(f"baseline {name}: {metric} = {value:.4g}")
+    for name, seed in report["seed_configs"].items():
+        lines.append(
+            f"seed configuration {name} (trial {seed['number']}): {metric} = {seed['value']:.4g}"
+        )
+    for number, r in retrained:
+        tests = ", ".join(
+            f"{k.replace('_', ' ')} = {v:.4g}"
+            for k, v in r.items()
+            if k.startswith("test_") and isinstance(v, float)
+        )
+        lines.append(f"trial {number} retrained: {tests}; model {r['model']}")
+    return "\n".join(lines)

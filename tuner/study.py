@@ -7,12 +7,14 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from tuner import __version__
+from tuner.artifacts import remove_all
 from tuner.config import StudyConfig
 from tuner.errors import StorageError
 from tuner.space import SEED_CONFIGS, seed_fits
@@ -178,3 +180,50 @@ def _set_up(
     study.set_user_attr("seed_configs", seeds)
     top_up(study, n_trials)
     study.set_user_attr("ready", True)
+
+
+@dataclass(frozen=True)
+class StudyListing:
+    """One line of `tuner studies`."""
+
+    name: str
+    direction: str
+    metric: str
+    counts: Counts
+    best_trial: int | None
+    best_value: float | None
+
+
+def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
+    """Every study in a storage, with its trial counts and best value."""
+    listings = []
+    for name in study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        if len(study.directions) > 1:
+            best_trial, best_value = None, None  # not ours: a multi-objective study
+        else:
+            try:
+                best_trial, best_value = study.best_trial.number, study.best_value
+            except ValueError:
+                best_trial, best_value = None, None
+        listings.append(
+            StudyListing(
+                name=name,
+                direction=", ".join(d.name.lower() for d in study.directions),
+                metric=str(study.user_attrs.get("metric", "value")),
+                counts=count(study),
+                best_trial=best_trial,
+                best_value=best_value,
+            )
+        )
+    return listings
+
+
+def delete(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, artifacts: Path | None
+) -> int:
+    """Delete a study, everything recorded in it, and its artifacts' files from the store in
+    `artifacts`; returns how many artifact files were removed."""
+    removed = remove_all(study, storage, artifacts) if artifacts is not None else 0
+    optuna.delete_study(study_name=study.study_name, storage=storage)
+    return removed

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from tuner.cli import cli
+
+pytestmark = pytest.mark.slow  # two real studies, trained by real workers
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(two_studies, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(two_studies["study"]),
+            str(two_studies["walk"]),
+            "--storage",
+            two_studies["url"],
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output.startswith(f"wrote {out / 'report.html'}, {out / 'summary.md'} and 7 ")
+    return out
+
+
+def complete_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t for t in study.trials if t.state == TrialState.COMPLETE]
+
+
+def test_the_figures_are_real_pngs(report: Path) -> None:
+    pngs = sorted((report / "figures").glob("*.png"))
+    assert [p.name for p in pngs] == [
+        "effects.png",
+        "finished-importance.png",
+        "finished-references.png",
+        "finished-techniques.png",
+        "walk-importance.png",
+        "walk-references.png",
+        "walk-techniques.png",
+    ]
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width >= 300 and height >= 150
+
+
+def test_the_html_page_is_self_contained_and_carries_the_figures(
+    report: Path, two_studies
+) -> None:
+    page = (report / "report.html").read_text()
+    assert "<h2>finished</h2>" in page and "<h2>walk</h2>" in page
+    # plotly.js is inside the page once, so it opens offline; every figure is drawn with it.
+    assert len(page) > 1_000_000 and page.count("Plotly.newPlot(") == 1 + 3 * 2
+    assert not re.search(r"<script[^>]+src=", page)
+    assert "What each technique did to the median trial" in page
+    for technique in ("recurrent dropout", "depth", "bidirectional", "cell"):
+        assert f"<td>{technique}</td>" in page
+    for name in ("finished", "walk"):
+        best = min(t.value for t in complete_trials(two_studies["url"], name))
+        assert f"Best trial {_best(two_studies['url'], name).number}: val_mae = {best:.4g}" in page
+        assert f'"{best:.4g}"' in page  # the label of the best trial's bar
+
+
+def _best(url: str, name: str) -> optuna.trial.FrozenTrial:
+    return optuna.load_study(study_name=name, storage=url).best_trial
+
+
+def test_the_markdown_numbers_are_those_of_the_trials_in_storage(
+    report: Path, two_studies
+) -> None:
+    text = (report / "summary.md").read_text()
+    assert text.startswith("# What helps: finished, walk")
+    assert "95% bootstrap confidence interval" in text  # says what "clear" means
+    across = text.split("## Across studies")[1].split("## finished")[0]
+    assert "| technique | finished | walk |" in across
+    assert "| cell: LSTM vs GRU |" in across or "| cell: GRU vs LSTM |" in across
+    for name in ("finished", "walk"):
+        section = text.split(f"\n## {name}\n")[1].split("\n## ")[0]
+        trials = complete_trials(two_studies["url"], name)
+        assert section.lstrip().startswith(f"{len(trials)} complete trials (")
+        rows = re.findall(
+            r"^\| (recurrent dropout|depth|bidirectional|cell) \| (.+?) \| (\d+) "
+            r"\| (\S+) \| (\S+) \|",
+            section,
+            flags=re.M,
+        )
+        assert {r[0] for r in rows} == {"recurrent dropout", "depth", "bidirectional", "cell"}
+        level = {
+            "recurrent dropout": lambda p: "on" if p["recurrent_dropout"] >= 0.05 else "off",
+            "depth": lambda p: f"{p['layers']} layer" + ("s" if p["layers"] > 1 else ""),
+            "bidirectional": lambda p: "yes" if p["bidirectional"] else "no",
+            "cell": lambda p: p["cell"].upper(),
+        }
+        for technique, group, n, best, median in rows:
+            values = [t.value for t in trials if level[technique](t.params) == group]
+            assert int(n) == len(values) > 0
+            assert best == f"{min(values):.4g}" and median == f"{np.median(values):.4g}"
+        for technique in level:
+            assert sum(int(r[2]) for r in rows if r[0] == technique) == len(trials)
+    assert "![effects](figures/effects.png)" in text
+
+
+def test_a_study_named_twice_gets_one_line(two_studies, tmp_path: Path) -> None:
+    study = str(two_studies["walk"])
+    result = CliRunner().invoke(
+        cli,
+        ["report", study, study, "--storage", two_studies["url"], "--out", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: study 'walk' is named by more than one study file"
+    ]
+    assert not (tmp_path / "r").exists()

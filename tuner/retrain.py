@@ -1,0 +1,192 @@
+"""Retraining the winner: rebuild a complete trial's model, train it on the training and
+validation data for its best number of epochs, score it on the held-out test split beside the
+naive baseline, and keep the `.keras` model and its scores as artifacts of the study.
+
+Optuna allows no change to a finished trial, so the artifacts are uploaded to the study, and the
+study's user attribute `retrained:N` links them to trial N.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.artifacts import RETRAINED_PREFIX, open_store
+from tuner.config import StudyConfig
+from tuner.data import Prepared, prepare
+from tuner.errors import TunerError
+from tuner.model import build_model
+from tuner.results import best_trial, improvement
+from tuner.space import spec_from_params
+from tuner.storage import open_storage
+from tuner.study import load_existing
+
+TEST_BATCH = 1024
+
+
+class RetrainError(TunerError):
+    """The trial asked for cannot be retrained."""
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """A retrained model: where its artifacts are, and what its metrics JSON holds."""
+
+    trial: int
+    model_artifact: str
+    metrics_artifact: str
+    directory: Path
+    metrics: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        """The `.keras` file in the file-system artifact store (named by its artifact id)."""
+        return self.directory / self.model_artifact
+
+
+def retrain_trial(
+    config: StudyConfig,
+    url: str,
+    directory: Path,
+    number: int | None = None,
+    say: Callable[[str], None] = lambda message: None,
+) -> Retrained:
+    """Retrain trial `number` (default: the best) of the study in `config` and save it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow starts
+    storage = open_storage(url, must_exist=True)
+    study = load_existing(config.name, storage)
+    trial = choose_trial(study, number)
+    data = prepare(config.data)
+    say(
+        f"retraining trial {trial.number} on training + validation data for "
+        f"{epochs_of(trial, config)} epochs"
+    )
+    return retrain(config, study, trial, data, directory)
+
+
+def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial `number` of `study`, which must be complete; the best trial when `number` is None."""
+    if number is None:
+        return best_trial(study)
+    trials = study.get_trials(deepcopy=False)
+    found = [t for t in trials if t.number == number]
+    if not found:
+        numbers = f"0 to {len(trials) - 1}" if trials else "none yet"
+        raise RetrainError(
+            f"study {study.study_name!r} has no trial {number} (its trials: {numbers})"
+        )
+    trial = found[0]
+    if trial.state != TrialState.COMPLETE:
+        raise RetrainError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}; "
+            "only a complete trial can be retrained"
+        )
+    return trial
+
+
+def epochs_of(trial: FrozenTrial, config: StudyConfig) -> int:
+    """The trial's best number of epochs (as recorded by the objective)."""
+    attrs = trial.user_attrs
+    return int(attrs.get("best_epoch") or attrs.get("epochs") or config.training.epochs)
+
+
+def retrain(
+    config: StudyConfig, study: optuna.Study, trial: FrozenTrial, data: Prepared, directory: Path
+) -> Retrained:
+    """Train, score and save; returns where the artifacts went."""
+    import keras
+
+    training = config.training
+    epochs = epochs_of(trial, config)
+    seed = config.sampler.seed or 0
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_model(
+        spec_from_params(trial.params),
+        data.input_shape,
+        data.head,
+        optimizer=training.optimizer,
+        loss=training.loss,
+        metrics=data.metrics,
+    )
+    train = data.split("train+validation", training.batch_size, shuffle=True, seed=seed)
+    start = time.perf_counter()
+    model.fit(
+        # As in the search: a step budget walks on through a repeated stream.
+        train.repeat() if training.steps_per_epoch else train,
+        epochs=epochs,
+        steps_per_epoch=training.steps_per_epoch,
+        shuffle=False,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    test = model.evaluate(
+        data.split("test", max(training.batch_size, TEST_BATCH)), return_dict=True, verbose=0
+    )
+    test = {name: float(value) for name, value in test.items()}
+    key = config.metric.removeprefix("val_")
+    value = test.get(key, math.nan)
+    if not math.isfinite(value):
+        raise RetrainError(
+            f"retraining trial {trial.number} gave test {key} = {value}; nothing was saved"
+        )
+    minimize = config.direction == "minimize"
+    baselines = {
+        name: scores[config.measure]
+        for name, scores in data.baselines_on("test").items()
+        if config.measure in scores
+    }
+    metrics = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "params": trial.params,
+        "metric": config.metric,
+        "validation_value": trial.value,
+        "trained_on": "train+validation",
+        "epochs": epochs,
+        "train_seconds": round(seconds, 3),
+        "n_params": model.count_params(),
+        "test": test,
+        "test_value": value,
+        "test_baselines": baselines,
+        "improvement_on_test": {
+            name: improvement(value, reference, minimize) for name, reference in baselines.items()
+        },
+    }
+    store = open_store(directory)
+    stem = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', study.study_name)}-trial-{trial.number}"
+    with tempfile.TemporaryDirectory() as tmp:
+        model_file = Path(tmp, f"{stem}.keras")
+        metrics_file = Path(tmp, f"{stem}-metrics.json")
+        model.save(model_file)
+        metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+        model_id = optuna.artifacts.upload_artifact(
+            artifact_store=store, file_path=str(model_file), study_or_trial=study
+        )
+        metrics_id = optuna.artifacts.upload_artifact(
+            artifact_store=store, file_path=str(metrics_file), study_or_trial=study
+        )
+    study.set_user_attr(
+        f"{RETRAINED_PREFIX}{trial.number}",
+        {
+            "model_artifact": model_id,
+            "model_file": model_file.name,
+            "metrics_artifact": metrics_id,
+            "artifact_store": str(directory),
+            f"test_{key}": value,
+            "test_baselines": baselines,
+            "epochs": epochs,
+        },
+    )
+    return Retrained(trial.number, model_id, metrics_id, directory, metrics)
