@@ -70,9 +70,12 @@ class ReconnectingStorage(_RDB):
     threads notice; both show the URL with its password hidden.
     """
 
-    def __init__(self, url: str, *, reconnect_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, url: str, *, reconnect_timeout: float, shown_as: str | None = None, **kwargs: Any
+    ) -> None:
+        """`shown_as`: the URL as the user gave it, for messages (its password is hidden)."""
         self.reconnect_timeout = reconnect_timeout
-        self._outage = _Outage(url, reconnect_timeout)
+        self._outage = _Outage(shown_as or url, reconnect_timeout)
         self._tried_tokens: set[str] = set()
         super().__init__(url, **kwargs)
 

@@ -106,6 +106,9 @@ def open_storage(
             rather than a new empty storage.
     """
     parsed = _parse(url)
+    if parsed.drivername == "postgresql":
+        # The driver the `postgresql` extra installs, whichever SQLAlchemy 2 defaults to.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     engine_kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite(parsed, url, must_exist)
@@ -136,8 +139,10 @@ def open_storage(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = _storage_class(parsed, workers)(
-                    url, engine_kwargs=engine_kwargs, **heartbeat
+                storage = _storage_class(url, workers)(
+                    parsed.render_as_string(hide_password=False),
+                    engine_kwargs=engine_kwargs,
+                    **heartbeat,
                 )
             break
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, RuntimeError, ValueError) as e:
@@ -153,14 +158,14 @@ def open_storage(
 
 
 def _storage_class(
-    parsed: URL, workers: WorkersConfig | None
+    url: str, workers: WorkersConfig | None
 ) -> Callable[..., optuna.storages.RDBStorage]:
-    if parsed.get_backend_name() == "sqlite":
+    if make_url(url).get_backend_name() == "sqlite":
         return optuna.storages.RDBStorage  # no connection to lose
     from tuner.reconnect import ReconnectingStorage
 
     timeout = (workers or WorkersConfig()).reconnect_timeout
-    return functools.partial(ReconnectingStorage, reconnect_timeout=timeout)
+    return functools.partial(ReconnectingStorage, reconnect_timeout=timeout, shown_as=url)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
