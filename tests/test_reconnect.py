@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from conftest import FAST_SPACE
 from netfaults import Proxy, lose_commit_answer
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
@@ -250,6 +251,7 @@ def test_workers_ride_out_a_server_restart_and_never_show_the_password(
         training="epochs = 6\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 6",
         # A long grace period: no trial goes stale while the server is away.
         workers="heartbeat_interval = 1\ngrace_period = 60\nreconnect_timeout = 120",
+        space=FAST_SPACE,
     )
     observer = optuna.storages.RDBStorage(postgres_url)
     run = subprocess.Popen(
