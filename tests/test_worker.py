@@ -40,9 +40,14 @@ def test_several_processes_share_one_sqlite_file(finished_study) -> None:
     assert "database is locked" not in finished_study["stderr"]
 
 
-def test_workers_that_start_together_create_the_study_once(write_study, study_dir) -> None:
-    path = write_study("race", study='name = "race"\nmetric = "val_mae"\nn_trials = 5')
-    env = os.environ | {"TUNER_STORAGE": f"sqlite:///{study_dir / 'race.db'}"}
+def test_workers_that_start_together_create_the_study_once(
+    write_study, study_dir, storage_url
+) -> None:
+    # On a fresh database: they also race to create its tables.
+    path = write_study(
+        "race", study='name = "race"\nmetric = "val_mae"\nn_trials = 5', space=FAST_SPACE
+    )
+    env = os.environ | {"TUNER_STORAGE": storage_url}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "tuner", "worker", str(path), "-q", "--worker-index", str(i)],
