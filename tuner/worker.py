@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
-from tuner.errors import StorageError, TunerError
+from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 
 logger = logging.getLogger("tuner.worker")
 
@@ -88,8 +89,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
 
     def __enter__(self) -> Heartbeat:
-        if self.enabled:
-            self.storage.record_heartbeat(self.trial_id)
+        if self.enabled:  # the first beat was recorded by `claim`
             self._thread.start()
         return self
 
@@ -115,15 +115,24 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     # The study's own (caching) view of the storage, as `Study.ask` uses: it must see the claim.
     storage: Any = study._storage
     beats = has_heartbeat(storage)
-    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    queue = [t for t in unfinished if t.state == TrialState.WAITING]
+    # Start at a random one of the first few queued trials, about one per worker at work: workers
+    # that all tried the first one would queue on its lock, and all but one would lose, trial
+    # after trial. The queue is still taken about in order (seed configurations first).
+    start = random.randrange(min(len(queue), len(unfinished) - len(queue) + 1) or 1)
+    for waiting in queue[start:] + queue[:start]:
         if beats:
             # Before the claim, not after: a worker that dies between the two, or a claim lost
             # with a dropped connection, then leaves a trial that goes stale and is retried,
             # rather than one that stays RUNNING for ever.
             storage.record_heartbeat(waiting._trial_id)
-        # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
-        if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-            return optuna.Trial(study, waiting._trial_id)
+        try:
+            # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
+            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, waiting._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker claimed it, and has finished it since this one looked
     return None
 
 
@@ -223,8 +232,6 @@ def _run(
     result: WorkerResult,
 ) -> tuple[FrozenTrial, str | None]:
     """Run the objective on `trial` and tell the study how it ended (and why, if it failed)."""
-    from tuner.objective import Interrupted, TrialFailed
-
     try:
         value = objective(trial)
     except optuna.TrialPruned:
