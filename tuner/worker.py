@@ -235,8 +235,9 @@ def _run(
     try:
         value = objective(trial)
     except optuna.TrialPruned:
+        frozen = study.tell(trial, state=TrialState.PRUNED)
         result.pruned += 1
-        return study.tell(trial, state=TrialState.PRUNED), None
+        return frozen, None
     except Interrupted:
         reason = f"interrupted by {stop.signal}"
         frozen = _fail(study, trial, reason)
@@ -250,10 +251,12 @@ def _run(
         if _is_storage_error(e):
             raise
         reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
+        frozen = _fail(study, trial, reason)
         result.failed += 1
-        return _fail(study, trial, reason), reason
+        return frozen, reason
+    frozen = study.tell(trial, value)
     result.complete += 1
-    return study.tell(trial, value), None
+    return frozen, None
 
 
 def _sleep(seconds: float, stop: StopRequest) -> None:
