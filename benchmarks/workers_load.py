@@ -13,6 +13,7 @@ zero), warnings logged by the workers, and whether the trial count is exact: as 
 trials as queued, and as many objective calls as trials (no trial run twice).
 
     .venv/bin/python benchmarks/workers_load.py --workers 32 --trials 2000
+    .venv/bin/python benchmarks/workers_load.py --queue-cost
 
 PostgreSQL: a fresh database is made on $TUNER_TEST_POSTGRES_URL (default: the local server)
 and dropped afterwards.
@@ -153,6 +154,31 @@ def run(kind: str, where: str, n_workers: int, n_trials: int, sleep: float) -> d
     }
 
 
+def queue_cost(kind: str, where: str, queued: int, measured: int, sleep: float) -> float:
+    """Milliseconds per trial of one worker taking `measured` trials from a queue of `queued`:
+    Optuna's cached storage reads every unfinished trial whenever a study's trials are read, so
+    the worker loop's cost grows with the queue."""
+    storage = open_for_worker(kind, where)
+    study = optuna.create_study(study_name=f"queue-{queued}", storage=storage)
+    top_up(study, queued)
+    study = optuna.load_study(
+        study_name=f"queue-{queued}", storage=storage, sampler=optuna.samplers.RandomSampler()
+    )
+    config = dataclasses.replace(
+        load_study_config(ROOT / "studies/nyc-weather.toml"), workers=WORKERS
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        time.sleep(sleep)
+        trial.report(x, 0)
+        return x
+
+    started = time.perf_counter()
+    run_worker(config, study, storage, objective, StopRequest(), max_trials=measured)
+    return (time.perf_counter() - started) / measured * 1000 - sleep * 1000
+
+
 def postgres_database(server: str) -> tuple[str, sqlalchemy.engine.Engine, str]:
     name = f"tuner_bench_{secrets.token_hex(4)}"
     admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
@@ -170,10 +196,18 @@ def main() -> None:
     parser.add_argument(
         "--storages", default="postgresql,sqlite,journal", help="comma-separated, in order"
     )
+    parser.add_argument(
+        "--queue-cost",
+        action="store_true",
+        help="instead: one worker's storage time per trial against the length of the queue",
+    )
     args = parser.parse_args()
     server = os.environ.get(
         "TUNER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
+    if args.queue_cost:
+        print("| storage | queued trials | ms per trial, besides the objective |")
+        print("| --- | --- | --- |")
     rows = []
     for kind in args.storages.split(","):
         with tempfile.TemporaryDirectory() as folder:
@@ -185,6 +219,11 @@ def main() -> None:
             else:
                 where = str(Path(folder) / "load.journal")
             try:
+                if args.queue_cost:
+                    for queued in (100, 500, 2000):
+                        ms = queue_cost(kind, where, queued, 100, args.sleep)
+                        print(f"| {kind} | {queued} | {ms:.0f} |", flush=True)
+                    continue
                 row = run(kind, where, args.workers, args.trials, args.sleep)
             finally:
                 if admin is not None:
@@ -199,6 +238,8 @@ def main() -> None:
         )
         if row["first_error"]:
             print(row["first_error"], file=sys.stderr)
+    if not rows:
+        return
     print()
     print("| storage | workers | trials | seconds | trials/s | errors | warnings | count exact |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
