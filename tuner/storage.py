@@ -74,8 +74,10 @@ class _HidePassword(logging.Filter):
         if scrub(message, self.url) != message:
             record.msg, record.args = scrub(message, self.url), None
         if record.exc_info and not record.exc_text:
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = scrub(text, self.url)
+            # Formatted here, once: handlers reuse `exc_text` rather than format it again.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text, self.url)
         return True
 
 
