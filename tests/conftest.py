@@ -134,3 +134,70 @@ def two_studies(finished_study) -> dict[str, Path | str]:
     )
     tuner("run", str(walk), "--workers", "2", "--storage", str(finished_study["url"]), cwd=folder)
     return finished_study | {"walk": walk}
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+# Tests that need the server take its URL from the environment (`.ci/run` sets it); without it
+# they skip, except in CI, where every skip is a failure.
+
+POSTGRES_ENV = "TUNER_TEST_POSTGRES_URL"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every test must run: {reason}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of a PostgreSQL server the tests may create databases on."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"needs a PostgreSQL server: set {POSTGRES_ENV}, as .ci/run does")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str):
+    """A fresh, empty database on the test server, dropped afterwards."""
+    import secrets
+
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    name = f"tuner_test_{secrets.token_hex(6)}"
+    # No pool: a test may restart the server, and the drop needs a connection made after that.
+    admin = sqlalchemy.create_engine(
+        postgres_server, isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, study_dir: Path) -> str:
+    """The storage URL of a fresh storage, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{study_dir / 'tuner.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+# The smallest models, for tests about workers rather than models: a second or two per trial.
+FAST_SPACE = """cell = "gru"
+layers = 1
+units = { low = 4, high = 8 }
+dropout = 0.0
+recurrent_dropout = 0.0
+bidirectional = false
+activation = "tanh"
+learning_rate = { low = 1e-3, high = 1e-2, log = true }"""

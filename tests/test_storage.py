@@ -7,7 +7,14 @@ import optuna
 import pytest
 
 from tuner.errors import StorageError
-from tuner.storage import DEFAULT_URL, mask, open_storage, resolve_url, scrub
+from tuner.storage import (
+    DEFAULT_URL,
+    hide_password_in_logs,
+    mask,
+    open_storage,
+    resolve_url,
+    scrub,
+)
 
 
 def test_the_url_comes_from_the_flag_then_the_environment_then_the_default(monkeypatch) -> None:
@@ -70,3 +77,29 @@ def test_an_unreachable_server_is_named_without_its_password() -> None:
         open_storage(url)
     assert "hunter2" not in str(info.value)
     assert str(info.value).startswith("storage postgresql://tuner:***@127.0.0.1:1/tuner: ")
+
+
+def test_a_password_is_hidden_in_every_log_line_once_asked() -> None:
+    import io
+    import logging
+
+    url = "postgresql://tuner:s3cret-pw@db-host/tuner"
+    logged = io.StringIO()
+    # Like the handlers `tuner` sets up on stderr: the root logger's, and Optuna's own.
+    loggers = [logging.getLogger(), logging.getLogger("optuna")]
+    handler = logging.StreamHandler(logged)
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        hide_password_in_logs(url)
+        logging.getLogger("somebody.else").error("could not connect to %s", url)
+        try:
+            raise RuntimeError(f"failed at {url}")
+        except RuntimeError:
+            logging.getLogger("tuner").exception("unexpected")
+        optuna.logging.get_logger("optuna.storages").warning(f"retrying {url}")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert "s3cret-pw" not in logged.getvalue()
+    assert logged.getvalue().count("postgresql://tuner:***@db-host/tuner") == 3

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import collections
+import datetime
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,8 +13,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import tuner
-from optuna.trial import TrialState
+from conftest import FAST_SPACE, tuner
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.launcher import Placement, plan
 
@@ -37,9 +40,14 @@ def test_several_processes_share_one_sqlite_file(finished_study) -> None:
     assert "database is locked" not in finished_study["stderr"]
 
 
-def test_workers_that_start_together_create_the_study_once(write_study, study_dir) -> None:
-    path = write_study("race", study='name = "race"\nmetric = "val_mae"\nn_trials = 5')
-    env = os.environ | {"TUNER_STORAGE": f"sqlite:///{study_dir / 'race.db'}"}
+def test_workers_that_start_together_create_the_study_once(
+    write_study, study_dir, storage_url
+) -> None:
+    # On a fresh database: they also race to create its tables.
+    path = write_study(
+        "race", study='name = "race"\nmetric = "val_mae"\nn_trials = 5', space=FAST_SPACE
+    )
+    env = os.environ | {"TUNER_STORAGE": storage_url}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "tuner", "worker", str(path), "-q", "--worker-index", str(i)],
@@ -76,9 +84,12 @@ def _wait_for_running(url: str, name: str, timeout: float = 120) -> None:
 LONG = "epochs = 200\nbatch_size = 16\nsteps_per_epoch = 20\npatience = 200"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("signum", "backend"),
+    [(signal.SIGTERM, "sqlite"), (signal.SIGINT, "sqlite"), (signal.SIGTERM, "postgresql")],
+)
 def test_a_signalled_worker_leaves_no_trial_running_and_exits_0(
-    write_study, study_dir, signum
+    write_study, study_dir, signum, backend, request
 ) -> None:
     path = write_study(
         "stop",
@@ -86,7 +97,11 @@ def test_a_signalled_worker_leaves_no_trial_running_and_exits_0(
         training=LONG,
         pruner='name = "none"',
     )
-    url = f"sqlite:///{study_dir / 'stop.db'}"
+    url = (
+        f"sqlite:///{study_dir / 'stop.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     worker = subprocess.Popen(
         [sys.executable, "-m", "tuner", "worker", str(path), "--storage", url],
         cwd=study_dir,
@@ -137,3 +152,100 @@ def test_ctrl_c_stops_tuner_run_cleanly(write_study, study_dir: Path) -> None:
     # Running it again resumes the same budget rather than adding to it.
     result = tuner("trials", str(path), "--storage", url, "--format", "csv", cwd=study_dir)
     assert result.stdout.count("WAITING") == 4
+
+
+def test_a_killed_workers_trial_is_failed_and_retried_and_the_study_completes(
+    write_study, study_dir: Path, storage_url: str
+) -> None:
+    grace = 3
+    path = write_study(
+        "kill",
+        study='name = "kill"\nmetric = "val_mae"\nn_trials = 5\nseed_configs = false',
+        pruner='name = "none"',
+        training="epochs = 6\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 6",
+        workers=f"heartbeat_interval = 1\ngrace_period = {grace}",
+        space=FAST_SPACE,
+    )
+    env = os.environ | {"TUNER_STORAGE": storage_url}
+    a, b = (
+        subprocess.Popen(
+            [sys.executable, "-m", "tuner", "worker", str(path), "--worker-index", str(i)],
+            cwd=study_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    )
+    a_name = f"{socket.gethostname()}:{a.pid}"
+    try:
+        study = _wait_for_study(storage_url, "kill")
+
+        def a_in_the_middle_of_a_trial() -> FrozenTrial | None:
+            trials = study.get_trials()
+            if not any(t.state == TrialState.COMPLETE for t in trials):
+                return None
+            for t in trials:
+                if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == a_name:
+                    if t.intermediate_values:
+                        return t
+            return None
+
+        deadline = time.monotonic() + 300
+        while True:
+            assert time.monotonic() < deadline, "worker A never got to the middle of a trial"
+            assert a.poll() is None, "worker A ran out of trials before it could be killed"
+            victim = a_in_the_middle_of_a_trial()
+            if victim is not None:
+                a.send_signal(signal.SIGSTOP)  # so that the trial cannot end before the kill
+                if study._storage.get_trial(victim._trial_id).state == TrialState.RUNNING:
+                    a.kill()
+                    killed_at = datetime.datetime.now()
+                    break
+                a.send_signal(signal.SIGCONT)
+            time.sleep(0.2)
+        done_before = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+        b_out, b_err = b.communicate(timeout=600)
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+        a.communicate()
+    assert b.returncode == 0, b_err
+
+    trials = optuna.load_study(study_name="kill", storage=storage_url).trials
+    by_number = {t.number: t for t in trials}
+    failed = by_number[victim.number]
+    # Failed by the other worker once its heartbeat was `grace` seconds old: not told (no
+    # reason recorded), and no later than the other worker's next look, between two trials.
+    assert failed.state == TrialState.FAIL and "fail_reason" not in failed.user_attrs
+    assert failed.datetime_complete - killed_at < datetime.timedelta(seconds=grace + 60)
+    # Its parameters ran again, once, as a new trial.
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == failed.params
+    # Every trial completed before the kill is still there, unchanged, and the budget is exact:
+    # five complete trials, each run once (A's finished ones plus B's).
+    assert {n: by_number[n].value for n in done_before} == done_before
+    assert collections.Counter(t.state for t in trials) == {
+        TrialState.COMPLETE: 5,
+        TrialState.FAIL: 1,
+    }
+    ran_by_b = int(re.search(r"done: (\d+) complete", b_out).group(1))  # type: ignore[union-attr]
+    ran_by_a = sum(1 for t in trials if t.user_attrs["worker"] == a_name) - 1  # less the victim
+    assert ran_by_a + ran_by_b == 5
+
+
+def _wait_for_study(url: str, name: str, timeout: float = 300) -> optuna.Study:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+        except KeyError:
+            time.sleep(0.3)
+            continue
+        if study.user_attrs.get("ready"):
+            return study
+        time.sleep(0.3)
+    raise AssertionError(f"study {name!r} was not created")

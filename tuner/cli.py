@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import traceback
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,14 @@ import click
 
 from tuner.config import StudyConfig, load_study_config
 from tuner.errors import TunerError
-from tuner.storage import ENV_VAR, mask, open_storage, resolve_url, scrub
+from tuner.storage import (
+    ENV_VAR,
+    hide_password_in_logs,
+    mask,
+    open_storage,
+    resolve_url,
+    scrub,
+)
 
 
 class _Group(click.Group):
@@ -25,6 +35,13 @@ class _Group(click.Group):
             url = ctx.meta.get("storage_url") or resolve_url(None)
             click.echo(f"Error: {scrub(str(e), url)}", err=True)
             ctx.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception:
+            # A bug: show where, but never the storage password.
+            url = ctx.meta.get("storage_url") or resolve_url(None)
+            click.echo(scrub(traceback.format_exc(), url), err=True, nl=False)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,6 +80,7 @@ def storage_option(f: Any) -> Any:
 def _remember_storage(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     url = resolve_url(value)
     ctx.meta["storage_url"] = url
+    hide_password_in_logs(url)
     return url
 
 
@@ -132,7 +150,7 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     "--worker-index",
     type=click.IntRange(min=0),
     help="Offsets the sampler's seed, so that workers propose different trials.  "
-    "[default: this process's id]",
+    "[default: from this machine's name and this process's id]",
 )
 @click.option("--cpus", metavar="LIST", help="Pin this worker to these CPU cores (e.g. 0 or 2,3).")
 @click.option(
@@ -164,7 +182,7 @@ def worker(
     config = _load(study_file)
     cores = _parse_cpus(cpus)
     echo = (lambda message: None) if quiet else click.echo
-    index = os.getpid() if worker_index is None else worker_index
+    index = _default_worker_index() if worker_index is None else worker_index
     result = work(
         config,
         storage,
@@ -182,6 +200,12 @@ def worker(
         echo(f"no queued trials in study {config.name!r}; `tuner run --trials N` adds more")
     else:
         echo(f"done: {result.complete} complete, {result.pruned} pruned, {result.failed} failed")
+
+
+def _default_worker_index() -> int:
+    # The process id alone repeats across machines and containers (every container's worker
+    # is process 1), and workers with one index propose the same trials.
+    return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 2**31
 
 
 def _parse_cpus(text: str | None) -> list[int] | None:

@@ -123,6 +123,7 @@ class WorkersConfig:
     grace_period: int = 60
     max_retry: int = 2
     max_consecutive_failures: int = 3
+    reconnect_timeout: int = 300
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,7 @@ def _workers(t: _Table) -> WorkersConfig:
         max_consecutive_failures=t.get(
             "max_consecutive_failures", int, 3, _positive, "must be > 0"
         ),
+        reconnect_timeout=t.get("reconnect_timeout", int, 300, lambda v: v >= 0, "must be >= 0"),
     )
 
 

@@ -1,4 +1,5 @@
-"""The project's one error base class: the CLI turns it into one line and exit code 2."""
+"""The project's one error base class, which the CLI turns into one line and exit code 2; and
+the two ways a trial ends early, which the objective raises and the worker sorts."""
 
 from __future__ import annotations
 
@@ -17,3 +18,12 @@ class DataError(TunerError):
 
 class StorageError(TunerError):
     """The storage URL is bad, unreachable, or lacks the study."""
+
+
+class TrialFailed(Exception):
+    """The trial cannot give a value (a non-finite loss, say); it is recorded as failed with this
+    message, and the worker goes on to the next trial."""
+
+
+class Interrupted(Exception):
+    """The worker was asked to stop in the middle of a trial."""

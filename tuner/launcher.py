@@ -15,8 +15,10 @@ from types import FrameType
 from typing import TextIO
 
 import optuna
+import sqlalchemy
 
 from tuner.config import StudyConfig
+from tuner.errors import StorageError
 from tuner.storage import ENV_VAR, open_storage
 from tuner.study import Counts, count, open_study, top_up
 
@@ -120,13 +122,22 @@ def supervise(
     show = Progress(study, n_trials, out)
     try:
         while any(p.poll() is None for p in processes):
-            show()
+            _try(show)
             _wait(processes, POLL_S)
-        show(final=True)
+        _try(show, final=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return [p.returncode for p in processes]
+
+
+def _try(show: Progress, final: bool = False) -> None:
+    """Show progress, unless the storage cannot be read just now: the workers ride out an outage
+    of the database, and so does their supervisor (the storage has logged it)."""
+    try:
+        show(final)
+    except (StorageError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+        pass
 
 
 def _wait(processes: list[subprocess.Popen[bytes]], seconds: float) -> None:

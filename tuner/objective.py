@@ -16,19 +16,11 @@ import optuna
 
 from tuner.config import StudyConfig
 from tuner.data import Prepared
+from tuner.errors import Interrupted, TrialFailed
 from tuner.model import build_model
 from tuner.space import suggest
 
 VALIDATION_BATCH = 1024
-
-
-class TrialFailed(Exception):
-    """The trial cannot give a value (a non-finite loss, say); it is recorded as failed with this
-    message, and the worker goes on to the next trial."""
-
-
-class Interrupted(Exception):
-    """The worker was asked to stop in the middle of a trial."""
 
 
 class Objective:

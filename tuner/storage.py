@@ -3,15 +3,19 @@
 SQLite (the default, a file beside you) is tuned for several processes on one machine: WAL
 journal, a busy timeout, and `BEGIN IMMEDIATE` transactions, so that a read never has to be
 upgraded to a write under another process's feet (the usual source of "database is locked").
-PostgreSQL gets small per-worker pools and liveness checks on pooled connections.
+PostgreSQL gets small per-worker pools, liveness checks on pooled connections, TCP keepalives,
+and calls that are made again while the server cannot be reached (`tuner.reconnect`).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sqlite3
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,15 @@ DEFAULT_URL = "sqlite:///tuner.db"
 ENV_VAR = "TUNER_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60
 INIT_ATTEMPTS = 6
+# libpq: give up a connection attempt after 10 s; probe an idle connection after 60 s, then every
+# 10 s, and count it lost after 3 unanswered probes.
+LIBPQ_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 60,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def resolve_url(url: str | None) -> str:
@@ -51,6 +64,35 @@ def scrub(text: str, url: str) -> str:
     return text.replace(str(password), "***") if password else text
 
 
+class _HidePassword(logging.Filter):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if scrub(message, self.url) != message:
+            record.msg, record.args = scrub(message, self.url), None
+        if record.exc_info and not record.exc_text:
+            # Formatted here, once: handlers reuse `exc_text` rather than format it again.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text, self.url)
+        return True
+
+
+def hide_password_in_logs(url: str) -> None:
+    """Hide `url`'s password in every log line from now on, whoever logs it (the root logger's
+    handlers and Optuna's own)."""
+    try:
+        if not make_url(url).password:
+            return
+    except Exception:
+        return
+    for handler in logging.getLogger().handlers + logging.getLogger("optuna").handlers:
+        handler.addFilter(_HidePassword(url))
+
+
 def open_storage(
     url: str,
     workers: WorkersConfig | None = None,
@@ -66,6 +108,9 @@ def open_storage(
             rather than a new empty storage.
     """
     parsed = _parse(url)
+    if parsed.drivername == "postgresql":
+        # The driver the `postgresql` extra installs, whichever SQLAlchemy 2 defaults to.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     engine_kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite(parsed, url, must_exist)
@@ -74,8 +119,14 @@ def open_storage(
             "isolation_level": None,  # transactions are begun explicitly, below
         }
     elif parsed.get_backend_name() == "postgresql":
-        # Each worker uses one connection at a time; keep it alive and checked.
+        # A worker makes one call at a time and its heartbeat thread another: two connections
+        # each, however many workers, checked before each use (an idle hour during a long
+        # trial must not break the next write) and kept open through firewalls by keepalives.
         engine_kwargs |= {"pool_size": 1, "max_overflow": 1, "pool_pre_ping": True}
+        if parsed.get_driver_name() in ("psycopg2", "psycopg"):
+            engine_kwargs["connect_args"] = {
+                k: v for k, v in LIBPQ_OPTIONS.items() if k not in parsed.query
+            }
     heartbeat: dict[str, Any] = {}
     if workers is not None:
         with warnings.catch_warnings():
@@ -90,7 +141,11 @@ def open_storage(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                storage = _storage_class(url, workers)(
+                    parsed.render_as_string(hide_password=False),
+                    engine_kwargs=engine_kwargs,
+                    **heartbeat,
+                )
             break
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, RuntimeError, ValueError) as e:
             # Workers that start together on a new database race to create its tables; the
@@ -98,10 +153,21 @@ def open_storage(
             if _lost_creation_race(e) and attempt + 1 < INIT_ATTEMPTS:
                 time.sleep(0.2 * 2**attempt)
                 continue
-            raise StorageError(f"storage {mask(url)}: {scrub(_reason(e), url)}") from None
+            raise StorageError(f"storage {mask(url)}: {scrub(reason(e), url)}") from None
     if parsed.get_backend_name() == "sqlite":
         _begin_immediate(storage.engine)
     return storage
+
+
+def _storage_class(
+    url: str, workers: WorkersConfig | None
+) -> Callable[..., optuna.storages.RDBStorage]:
+    if make_url(url).get_backend_name() == "sqlite":
+        return optuna.storages.RDBStorage  # no connection to lose
+    from tuner.reconnect import ReconnectingStorage
+
+    timeout = (workers or WorkersConfig()).reconnect_timeout
+    return functools.partial(ReconnectingStorage, reconnect_timeout=timeout, shown_as=url)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -162,7 +228,13 @@ def _lost_creation_race(e: BaseException) -> bool:
     return isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
 
 
-def _reason(e: BaseException) -> str:
-    orig = getattr(e, "orig", None)
-    text = str(orig if orig is not None else e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def reason(e: BaseException) -> str:
+    """The first line of what the database driver said about `e` (else of `e` itself)."""
+    cause: BaseException | None = e
+    for _ in range(10):  # Optuna wraps driver errors once or twice
+        if cause is None or isinstance(cause, sqlalchemy.exc.DBAPIError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    said = cause.orig if isinstance(cause, sqlalchemy.exc.DBAPIError) else e
+    text = str(said).strip()
+    return text.splitlines()[0] if text else type(said).__name__

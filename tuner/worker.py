@@ -1,5 +1,6 @@
 """One worker: takes queued trials of a study one at a time, runs them, and records how each
-ended, until the queue is empty or it is asked to stop.
+ended, until no trial is queued or running elsewhere (a trial whose worker died is queued again),
+or it is asked to stop.
 
 The loop reads as a story: claim a trial → keep its heartbeat → run the objective → tell the
 study. Failures are sorted by kind (as in KerasTuner): a trial that fails is recorded and the
@@ -12,20 +13,25 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
-from tuner.errors import TunerError
+from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 
 logger = logging.getLogger("tuner.worker")
+
+IDLE_POLL_S = 2.0
 
 
 class WorkerError(TunerError):
@@ -76,19 +82,21 @@ class StopRequest:
 class Heartbeat:
     """Records a trial's heartbeat every interval, so that a worker that dies is noticed."""
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: int) -> None:
+    def __init__(self, storage: Any, trial_id: int, interval: int, enabled: bool = True) -> None:
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.enabled = enabled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
 
     def __enter__(self) -> Heartbeat:
-        self.storage.record_heartbeat(self.trial_id)
-        self._thread.start()
+        if self.enabled:  # the first beat was recorded by `claim`
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
@@ -105,12 +113,32 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     study's whole budget, which keeps the number of trials exact however many workers run.
     """
     # The study's own (caching) view of the storage, as `Study.ask` uses: it must see the claim.
-    storage = study._storage
-    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
-        if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-            return optuna.Trial(study, waiting._trial_id)
+    storage: Any = study._storage
+    beats = has_heartbeat(storage)
+    unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    queue = [t for t in unfinished if t.state == TrialState.WAITING]
+    # Start at a random one of the first few queued trials, about one per worker at work: workers
+    # that all tried the first one would queue on its lock, and all but one would lose, trial
+    # after trial. The queue is still taken about in order (seed configurations first).
+    start = random.randrange(min(len(queue), len(unfinished) - len(queue) + 1) or 1)
+    for waiting in queue[start:] + queue[:start]:
+        if beats:
+            # Before the claim, not after: a worker that dies between the two, or a claim lost
+            # with a dropped connection, then leaves a trial that goes stale and is retried,
+            # rather than one that stays RUNNING for ever.
+            storage.record_heartbeat(waiting._trial_id)
+        try:
+            # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
+            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, waiting._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker claimed it, and has finished it since this one looked
     return None
+
+
+def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether `storage` records heartbeats (RDB storages opened for workers do)."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
 
 
 def work(
@@ -149,49 +177,39 @@ def work(
 def run_worker(
     config: StudyConfig,
     study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
+    storage: optuna.storages.BaseStorage,
     objective: Callable[[optuna.Trial], float],
     stop: StopRequest,
     *,
     max_trials: int | None = None,
     on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
 ) -> WorkerResult:
-    """Run queued trials until none is left, `max_trials` have run, or `stop` is set."""
-    from tuner.objective import Interrupted, TrialFailed
-
+    """Run queued trials until none is left or running elsewhere, `max_trials` have run, or
+    `stop` is set."""
     result = WorkerResult()
     failures_in_a_row = 0
+    beats = has_heartbeat(storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         while not stop and (max_trials is None or result.complete + result.pruned < max_trials):
             optuna.storages.fail_stale_trials(study)
             trial = claim(study)
             if trial is None:
+                if beats and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    # A trial running elsewhere may yet go stale and be queued again.
+                    _sleep(min(IDLE_POLL_S, config.workers.heartbeat_interval), stop)
+                    continue
                 break
-            reason = None
-            with Heartbeat(storage, trial._trial_id, config.workers.heartbeat_interval):
-                try:
-                    value = objective(trial)
-                except optuna.TrialPruned:
-                    frozen = study.tell(trial, state=TrialState.PRUNED)
-                    result.pruned += 1
-                except Interrupted:
-                    reason = f"interrupted by {stop.signal}"
-                    frozen = _fail(study, trial, reason)
-                    # The budget keeps its trial: the same parameters wait for another worker.
-                    retry = storage.get_heartbeat_stale_trial_callback()
-                    if retry is not None:
-                        retry(study, frozen)
-                    result.interrupted = True
-                except Exception as e:
-                    if _is_storage_error(e):
-                        raise
-                    reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
-                    frozen = _fail(study, trial, reason)
-                    result.failed += 1
-                else:
-                    frozen = study.tell(trial, value)
-                    result.complete += 1
+            try:
+                with Heartbeat(storage, trial._trial_id, config.workers.heartbeat_interval, beats):
+                    frozen, reason = _run(study, storage, trial, objective, stop, result)
+            except Exception as e:
+                if isinstance(e, StorageError) or not _finished_elsewhere(study, trial):
+                    raise
+                # While this worker could not reach the storage, another one failed the trial
+                # as stale and queued its parameters again.
+                logger.warning("trial %d was failed as stale; it is queued again", trial.number)
+                continue
             on_trial(frozen)
             if frozen.state == TrialState.FAIL and not result.interrupted:
                 failures_in_a_row += 1
@@ -203,6 +221,48 @@ def run_worker(
                 failures_in_a_row = 0
     result.interrupted = result.interrupted or bool(stop)
     return result
+
+
+def _run(
+    study: optuna.Study,
+    storage: Any,
+    trial: optuna.Trial,
+    objective: Callable[[optuna.Trial], float],
+    stop: StopRequest,
+    result: WorkerResult,
+) -> tuple[FrozenTrial, str | None]:
+    """Run the objective on `trial` and tell the study how it ended (and why, if it failed)."""
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+        result.pruned += 1
+        return frozen, None
+    except Interrupted:
+        reason = f"interrupted by {stop.signal}"
+        frozen = _fail(study, trial, reason)
+        # The budget keeps its trial: the same parameters wait for another worker.
+        retry = storage.get_heartbeat_stale_trial_callback() if has_heartbeat(storage) else None
+        if retry is not None:
+            retry(study, frozen)
+        result.interrupted = True
+        return frozen, reason
+    except Exception as e:
+        if _is_storage_error(e):
+            raise
+        reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
+        frozen = _fail(study, trial, reason)
+        result.failed += 1
+        return frozen, reason
+    frozen = study.tell(trial, value)
+    result.complete += 1
+    return frozen, None
+
+
+def _sleep(seconds: float, stop: StopRequest) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _import_tensorflow_quietly() -> None:
@@ -231,4 +291,14 @@ def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:
 def _is_storage_error(e: BaseException) -> bool:
     import sqlalchemy
 
-    return isinstance(e, sqlalchemy.exc.SQLAlchemyError | optuna.exceptions.StorageInternalError)
+    return isinstance(
+        e,
+        sqlalchemy.exc.SQLAlchemyError
+        | optuna.exceptions.StorageInternalError
+        | optuna.exceptions.UpdateFinishedTrialError
+        | StorageError,
+    )
+
+
+def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
+    return study._storage.get_trial(trial._trial_id).state.is_finished()

@@ -1,0 +1,14 @@
+# One image for the workers and the dashboard of docker-compose.yml: `tuner worker` by default.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY tuner ./tuner
+RUN pip install '.[cpu,postgresql]' && useradd --create-home --uid 1000 tuner
+# The shipped studies; docker-compose.yml mounts ./studies over them, so edits need no rebuild.
+COPY studies ./studies
+USER tuner
+
+ENTRYPOINT ["tuner", "worker"]
+CMD ["studies/nyc-weather.toml"]

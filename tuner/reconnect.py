@@ -1,0 +1,240 @@
+"""Riding out a lost database connection: Optuna's RDB storage whose calls are made again, with
+backoff, while the database server cannot be reached (restarted, failed over, network down), so
+that workers carry on once it is back.
+
+Each storage call is one transaction. A call that failed before its COMMIT reached the server
+changed nothing and is simply made again. A call whose COMMIT reached the server but whose answer
+was lost did change something, so the calls for which running twice differs from running once
+are made so that the second run finds the first:
+
+- creating a trial (`enqueue_trial`, the retry of a failed trial): each new trial carries a
+  unique token, and an attempt after a failed one looks for it before creating anything;
+- finishing a trial (`tell`): finding the trial already in the state and with the values asked
+  for means the first attempt landed;
+- claiming a waiting trial: a claim that may have landed is reported as lost. The trial then
+  runs nowhere, but the claimant recorded its heartbeat first (`tuner.worker.claim`), so it goes
+  stale and is failed and queued again, like the trial of a worker that died.
+
+Everything else reads, or writes a value that is the same however often it is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import StorageError
+from tuner.storage import mask, reason, scrub
+
+logger = logging.getLogger("tuner.storage")
+
+CREATE_TOKEN = "tuner_create_token"
+FIRST_DELAY_S = 0.25
+MAX_DELAY_S = 5.0
+
+T = TypeVar("T")
+_RDB = optuna.storages.RDBStorage
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether `e`, or an error it wraps, says that the database could not be reached or dropped
+    the connection (or broke a deadlock), rather than that the request itself was wrong."""
+    return any(
+        isinstance(link, sqlalchemy.exc.DBAPIError)
+        and (
+            link.connection_invalidated
+            or isinstance(link, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+        )
+        for link in _chain(e)
+    )
+
+
+class ReconnectingStorage(_RDB):
+    """`optuna.storages.RDBStorage` that makes a call again while the database is unreachable,
+    for up to `reconnect_timeout` seconds, then raises `StorageError`.
+
+    One warning is logged when calls start failing and one when they work again, however many
+    threads notice; both show the URL with its password hidden.
+    """
+
+    def __init__(
+        self, url: str, *, reconnect_timeout: float, shown_as: str | None = None, **kwargs: Any
+    ) -> None:
+        """`shown_as`: the URL as the user gave it, for messages (its password is hidden)."""
+        self.reconnect_timeout = reconnect_timeout
+        self._outage = _Outage(shown_as or url, reconnect_timeout)
+        self._tried_tokens: set[str] = set()
+        super().__init__(url, **kwargs)
+
+    def _retry(self, call: Callable[[], T], again: Callable[[], T] | None = None) -> T:
+        """`call()`, made again (as `again()` if given) while the database is unreachable."""
+        deadline = None
+        attempt = 0
+        while True:
+            try:
+                result = call() if deadline is None or again is None else again()
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self.reconnect_timeout
+                if now >= deadline:
+                    raise self._outage.gave_up(e) from None
+                self._outage.began(e)
+                delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2**attempt, deadline - now)
+                time.sleep(delay * random.uniform(0.5, 1.0))  # workers must not return in step
+                attempt += 1
+                continue
+            self._outage.ended()
+            return result
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        if template_trial is None:  # `Study.ask`, which tuner does not use: nothing to find
+            return self._retry(lambda: _RDB._create_new_trial(self, study_id))
+        template = copy.deepcopy(template_trial)
+        token = uuid.uuid4().hex
+        template.system_attrs = {**template.system_attrs, CREATE_TOKEN: token}
+        try:
+            # Optuna makes its own attempts too (for deadlocks); each lands in
+            # `_get_prepared_new_trial`, which finds an earlier one that succeeded.
+            return self._retry(lambda: _RDB._create_new_trial(self, study_id, template))
+        finally:
+            self._tried_tokens.discard(token)
+
+    def _get_prepared_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None, session: Any
+    ) -> Any:
+        token = template_trial.system_attrs.get(CREATE_TOKEN) if template_trial else None
+        if token is not None:
+            if token in self._tried_tokens:
+                made = (
+                    session.query(models.TrialSystemAttributeModel)
+                    .join(models.TrialModel)
+                    .filter(models.TrialModel.study_id == study_id)
+                    .filter(models.TrialSystemAttributeModel.key == CREATE_TOKEN)
+                    .filter(models.TrialSystemAttributeModel.value_json == json.dumps(token))
+                    .one_or_none()
+                )
+                if made is not None:
+                    return made.trial
+            self._tried_tokens.add(token)
+        return super()._get_prepared_new_trial(study_id, template_trial, session)
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        def again() -> bool:
+            try:
+                return _RDB.set_trial_state_values(self, trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                stored = _RDB.get_trial(self, trial_id)
+                if stored.state == state and (values is None or stored.values == list(values)):
+                    return True  # the attempt that seemed to fail had landed
+                raise
+
+        return self._retry(
+            lambda: _RDB.set_trial_state_values(self, trial_id, state, values), again
+        )
+
+
+# Calls that read, or write a value that is the same however often it is written. (Writing a
+# parameter twice is refused by the database, and Optuna ignores the refusal.) Only the calls
+# that open a transaction themselves are listed: the others are made of these.
+_SAME_TWICE = (
+    "create_new_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "_set_trial_param",
+    "get_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+)
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    method = getattr(_RDB, name)
+
+    @functools.wraps(method)
+    def retried(self: ReconnectingStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._retry(lambda: method(self, *args, **kwargs))
+
+    return retried
+
+
+for _name in _SAME_TWICE:
+    setattr(ReconnectingStorage, _name, _retried(_name))
+
+
+class _Outage:
+    """When the storage stopped answering, shared by the threads that use it."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url, self.timeout = url, timeout
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def began(self, e: BaseException) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        logger.warning(
+            "storage %s unreachable (%s); retrying for up to %d s",
+            mask(self.url),
+            scrub(reason(e), self.url),
+            self.timeout,
+        )
+
+    def ended(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            logger.warning(
+                "storage %s reachable again after %.0f s", mask(self.url), time.monotonic() - since
+            )
+
+    def gave_up(self, e: BaseException) -> StorageError:
+        return StorageError(
+            f"storage {mask(self.url)} unreachable for {self.timeout:.0f} s: "
+            f"{scrub(reason(e), self.url)}"
+        )
+
+
+def _chain(e: BaseException | None) -> Iterator[BaseException]:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
