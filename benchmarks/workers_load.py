@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tuner.config import WorkersConfig, load_study_config  # noqa: E402
+from tuner.queue import set_budget  # noqa: E402
 from tuner.storage import open_storage  # noqa: E402
-from tuner.study import top_up  # noqa: E402
 from tuner.worker import StopRequest, run_worker  # noqa: E402
 
 STUDY = "load"
@@ -119,7 +119,7 @@ class _CountWarnings(logging.Handler):
 def run(kind: str, where: str, n_workers: int, n_trials: int, sleep: float) -> dict[str, Any]:
     storage = open_for_worker(kind, where)
     study = optuna.create_study(study_name=STUDY, storage=storage)
-    top_up(study, n_trials)
+    set_budget(study, n_trials)
     context = mp.get_context("spawn")  # a fresh interpreter per worker, as `tuner run` starts
     ready, go, out = context.Semaphore(0), context.Event(), context.Queue()
     processes = [
@@ -160,7 +160,7 @@ def queue_cost(kind: str, where: str, queued: int, measured: int, sleep: float) 
     the worker loop's cost grows with the queue."""
     storage = open_for_worker(kind, where)
     study = optuna.create_study(study_name=f"queue-{queued}", storage=storage)
-    top_up(study, queued)
+    set_budget(study, queued)
     study = optuna.load_study(
         study_name=f"queue-{queued}", storage=storage, sampler=optuna.samplers.RandomSampler()
     )

@@ -104,8 +104,9 @@ def _load(path: Path) -> StudyConfig:
     "-n",
     "n_trials",
     type=click.IntRange(min=1),
-    help="The study's trial budget: trials to finish in all, counting those already "
-    "finished.  [default: n_trials from the study file]",
+    help="Make the study's trial budget N: trials to finish in all, counting those already "
+    "finished.  [default: n_trials from the study file for a new study; an existing study "
+    "keeps its budget]",
 )
 @click.option(
     "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
@@ -128,7 +129,7 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
         config,
         storage,
         n_workers=workers,
-        n_trials=n_trials or config.n_trials,
+        n_trials=n_trials,
         pin=pin,
         say=click.echo,
     )

@@ -19,8 +19,9 @@ import sqlalchemy
 
 from tuner.config import StudyConfig
 from tuner.errors import StorageError
+from tuner.queue import Counts, budget, count, set_budget
 from tuner.storage import ENV_VAR, open_storage
-from tuner.study import Counts, count, open_study, top_up
+from tuner.study import open_study
 
 POLL_S = 2.0
 
@@ -38,24 +39,24 @@ def run(
     storage_url: str,
     *,
     n_workers: int,
-    n_trials: int,
+    n_trials: int | None = None,
     pin: bool = True,
     out: TextIO = sys.stdout,
     say: Callable[[str], None] = print,
 ) -> list[int]:
-    """Create or resume the study, queue trials up to `n_trials`, run `n_workers` worker
+    """Create or resume the study, make its budget `n_trials` if given, run `n_workers` worker
     processes on it with a progress display, and return their exit codes."""
     from tuner.data import prepare
 
     data = prepare(config.data)  # checked here once, before any worker starts
     storage = open_storage(storage_url, config.workers)
     study = open_study(config, storage, lambda: data.baselines, n_trials=n_trials, on_skip=say)
-    added = top_up(study, n_trials)
-    if added:
-        say(f"queued {added} trials in study {config.name!r}")
+    if n_trials is not None and n_trials != budget(study):
+        set_budget(study, n_trials)
+    say(f"budget: {budget(study)} trials, {count(study).finished} finished")
     placements = plan(n_workers, pin)
     processes = start_workers(config.path, storage_url, placements)
-    return supervise(processes, study, n_trials, out)
+    return supervise(processes, study, budget(study), out)
 
 
 def plan(n_workers: int, pin: bool = True, cores: list[int] | None = None) -> list[Placement]:

@@ -62,6 +62,15 @@ def is_transient(e: BaseException) -> bool:
     )
 
 
+def retrying(storage: optuna.storages.BaseStorage, call: Callable[[], T]) -> T:
+    """`call()`, made again while `storage`'s database is unreachable, if `storage` (or the
+    storage under Optuna's caching wrapper) is a `ReconnectingStorage`."""
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, ReconnectingStorage):
+        return backend._retry(call)
+    return call()
+
+
 class ReconnectingStorage(_RDB):
     """`optuna.storages.RDBStorage` that makes a call again while the database is unreachable,
     for up to `reconnect_timeout` seconds, then raises `StorageError`.

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.artifacts import retrained_models
 from tuner.errors import TunerError
-from tuner.study import count
+from tuner.queue import count
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:

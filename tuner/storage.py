@@ -9,13 +9,16 @@ and calls that are made again while the server cannot be reached (`tuner.reconne
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
 import os
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +171,35 @@ def _storage_class(
 
     timeout = (workers or WorkersConfig()).reconnect_timeout
     return functools.partial(ReconnectingStorage, reconnect_timeout=timeout, shown_as=url)
+
+
+@contextlib.contextmanager
+def exclusive(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]:
+    """Hold the lock called `name` for every process that uses this storage: a file lock beside
+    a SQLite (or journal) file, a session-level advisory lock on PostgreSQL."""
+    backend: Any = getattr(storage, "_backend", storage)  # under Optuna's caching wrapper
+    engine = getattr(backend, "engine", None)
+    if engine is not None and engine.url.get_backend_name() == "postgresql":
+        # Held by a transaction of its own: released when it ends, or the connection drops.
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": zlib.crc32(name.encode())},
+            )
+            yield
+        return
+    if engine is not None:
+        path = Path(f"{engine.url.database}-tuner-lock")
+    else:  # Optuna's journal file storage
+        path = Path(
+            f"{getattr(getattr(backend, '_backend', None), '_file_path', 'journal')}-tuner-lock"
+        )
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

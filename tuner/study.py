@@ -1,5 +1,5 @@
-"""A study's life in the storage: created once with its baselines and seed configurations,
-topped up to its trial budget, loaded by every worker, and counted for progress."""
+"""A study's life in the storage: created once with its baselines, seed configurations and
+trial budget, loaded by every worker, listed and deleted."""
 
 from __future__ import annotations
 
@@ -11,54 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from tuner import __version__
 from tuner.artifacts import remove_all
 from tuner.config import StudyConfig
 from tuner.errors import StorageError
+from tuner.queue import Counts, count, set_budget
 from tuner.space import SEED_CONFIGS, seed_fits
 from tuner.storage import study_names
 
 READY_TIMEOUT_S = 300
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Where a study's trials stand. A trial whose worker died or was stopped is failed and
-    retried under a new number; `retried` counts those, and the retry takes the place of the
-    failed trial in the budget."""
-
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    retried: int = 0
-    running: int = 0
-    waiting: int = 0
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned + self.failed - self.retried
-
-    @property
-    def budgeted(self) -> int:
-        """Trials that count towards `n_trials`: finished, running or queued."""
-        return self.finished + self.running + self.waiting
-
-
-def count(study: optuna.Study) -> Counts:
-    trials = study.get_trials(deepcopy=False)
-    n = {state: 0 for state in TrialState}
-    for trial in trials:
-        n[trial.state] += 1
-    return Counts(
-        complete=n[TrialState.COMPLETE],
-        pruned=n[TrialState.PRUNED],
-        failed=n[TrialState.FAIL],
-        retried=sum(1 for t in trials if t.system_attrs.get("retry_history")),
-        running=n[TrialState.RUNNING],
-        waiting=n[TrialState.WAITING],
-    )
 
 
 def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -143,14 +105,6 @@ def load_existing(name: str, storage: optuna.storages.BaseStorage) -> optuna.Stu
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def top_up(study: optuna.Study, n_trials: int) -> int:
-    """Queue empty trials until the study's budget is `n_trials`; returns how many were added."""
-    missing = n_trials - count(study).budgeted
-    for _ in range(missing):
-        study.enqueue_trial({})
-    return max(missing, 0)
-
-
 def _set_up(
     study: optuna.Study,
     config: StudyConfig,
@@ -178,7 +132,7 @@ def _set_up(
             study.enqueue_trial(seed.params, user_attrs={"seed_config": seed.name})
             seeds.append({"name": seed.name, "model": seed.description})
     study.set_user_attr("seed_configs", seeds)
-    top_up(study, n_trials)
+    set_budget(study, n_trials)
     study.set_user_attr("ready", True)
 
 

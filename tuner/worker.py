@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -28,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
+from tuner.queue import claim
 
 logger = logging.getLogger("tuner.worker")
 
@@ -106,36 +106,6 @@ class Heartbeat:
                 logger.warning("heartbeat of trial id %d not recorded: %s", self.trial_id, e)
 
 
-def claim(study: optuna.Study) -> optuna.Trial | None:
-    """Take one queued trial, or None when the queue is empty.
-
-    Unlike `Study.ask`, this never creates a trial when the queue is empty: the queue holds the
-    study's whole budget, which keeps the number of trials exact however many workers run.
-    """
-    # The study's own (caching) view of the storage, as `Study.ask` uses: it must see the claim.
-    storage: Any = study._storage
-    beats = has_heartbeat(storage)
-    unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-    queue = [t for t in unfinished if t.state == TrialState.WAITING]
-    # Start at a random one of the first few queued trials, about one per worker at work: workers
-    # that all tried the first one would queue on its lock, and all but one would lose, trial
-    # after trial. The queue is still taken about in order (seed configurations first).
-    start = random.randrange(min(len(queue), len(unfinished) - len(queue) + 1) or 1)
-    for waiting in queue[start:] + queue[:start]:
-        if beats:
-            # Before the claim, not after: a worker that dies between the two, or a claim lost
-            # with a dropped connection, then leaves a trial that goes stale and is retried,
-            # rather than one that stays RUNNING for ever.
-            storage.record_heartbeat(waiting._trial_id)
-        try:
-            # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
-            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, waiting._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another worker claimed it, and has finished it since this one looked
-    return None
-
-
 def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
     """Whether `storage` records heartbeats (RDB storages opened for workers do)."""
     return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
@@ -193,7 +163,7 @@ def run_worker(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         while not stop and (max_trials is None or result.complete + result.pruned < max_trials):
             optuna.storages.fail_stale_trials(study)
-            trial = claim(study)
+            trial = claim(study)  # refills the queue within the budget first
             if trial is None:
                 if beats and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     # A trial running elsewhere may yet go stale and be queued again.

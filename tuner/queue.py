@@ -1,0 +1,122 @@
+"""The trial queue: how a study's budget of trials is handed out to workers, one trial each.
+
+A study's budget (`n_trials`, kept as the study's user attribute `n_trials`) is the number of
+trials it finishes, however many workers run. Only a short stretch of it waits in the storage at
+any time, as WAITING trials (the seed configurations first); workers claim them one at a time
+and refill the stretch as they go, one worker at a time under a lock. The count stays exact, and
+reading the queue costs the same at the 10th trial and the 10,000th: Optuna re-reads every
+unfinished trial whenever it looks at a study, so a queue holding the whole budget made every
+trial pay for the length of the budget (BENCHMARKS.md, the load test).
+
+A trial whose worker died or was stopped is failed and queued again under a new number, in its
+place: the retry, not the failed trial, counts towards the budget.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.reconnect import retrying
+from tuner.storage import exclusive
+
+BUDGET_ATTR = "n_trials"
+# Queued trials kept ahead of the workers: at least this many, and two per running trial.
+AHEAD = 8
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Where a study's trials stand; `retried` counts failed trials queued again."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    retried: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed - self.retried
+
+    @property
+    def budgeted(self) -> int:
+        """Trials that count towards `n_trials`: finished, running or queued."""
+        return self.finished + self.running + self.waiting
+
+
+def count(study: optuna.Study) -> Counts:
+    trials = study.get_trials(deepcopy=False)
+    n = {state: 0 for state in TrialState}
+    for trial in trials:
+        n[trial.state] += 1
+    return Counts(
+        complete=n[TrialState.COMPLETE],
+        pruned=n[TrialState.PRUNED],
+        failed=n[TrialState.FAIL],
+        retried=sum(1 for t in trials if t.system_attrs.get("retry_history")),
+        running=n[TrialState.RUNNING],
+        waiting=n[TrialState.WAITING],
+    )
+
+
+def budget(study: optuna.Study) -> int:
+    return int(study.user_attrs.get(BUDGET_ATTR, 0))
+
+
+def set_budget(study: optuna.Study, n_trials: int) -> None:
+    """Make the study's budget `n_trials` (trials already finished or running stay)."""
+    study.set_user_attr(BUDGET_ATTR, n_trials)
+    refill(study)
+
+
+def refill(study: optuna.Study) -> int:
+    """Queue empty trials up to the stretch kept ahead of the workers, within the budget;
+    returns how many were queued."""
+    storage: Any = study._storage  # the study's own caching view, which must see new trials
+
+    def once() -> int:
+        with exclusive(storage, f"queue:{study.study_name}"):
+            c = count(study)
+            ahead = max(AHEAD, 2 * c.running)
+            missing = min(budget(study) - c.budgeted, ahead - c.waiting)
+            for _ in range(missing):
+                study.enqueue_trial({})
+        return max(missing, 0)
+
+    return retrying(storage, once)
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Take one queued trial, refilling the queue first; None when the budget is spent.
+
+    Unlike `Study.ask`, this never creates a trial beyond the budget, which keeps the number of
+    trials exact however many workers run.
+    """
+    refill(study)
+    storage: Any = study._storage
+    beats = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
+    unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    queue = [t for t in unfinished if t.state == TrialState.WAITING]
+    # Start at a random one of the first few queued trials, about one per worker at work: workers
+    # that all tried the first one would queue on its lock, and all but one would lose, trial
+    # after trial. The queue is still taken about in order (seed configurations first).
+    start = random.randrange(min(len(queue), len(unfinished) - len(queue) + 1) or 1)
+    for waiting in queue[start:] + queue[:start]:
+        if beats:
+            # Before the claim, not after: a worker that dies between the two, or a claim lost
+            # with a dropped connection, then leaves a trial that goes stale and is retried,
+            # rather than one that stays RUNNING for ever.
+            storage.record_heartbeat(waiting._trial_id)
+        try:
+            # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
+            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, waiting._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker claimed it, and has finished it since this one looked
+    return None
