@@ -47,7 +47,14 @@ def run(
 
     data = prepare(config.data)  # checked here once, before any worker starts
     storage = open_storage(storage_url, config.workers)
-    study = open_study(config, storage, lambda: data.baselines, n_trials=n_trials, on_skip=say)
+    study = open_study(
+        config,
+        storage,
+        lambda: data.baselines,
+        n_trials=n_trials,
+        on_skip=say,
+        attrs=lambda: data.study_attrs,
+    )
     added = top_up(study, n_trials)
     if added:
         say(f"queued {added} trials in study {config.name!r}")

@@ -61,7 +61,7 @@ class Objective:
         keras.backend.clear_session()
         model = build_model(
             spec,
-            self.data.input_shape,
+            self.data.inputs,
             self.data.head,
             optimizer=training.optimizer,
             loss=training.loss,

@@ -135,7 +135,12 @@ def work(
     data = prepare(config.data)
     storage = open_storage(storage_url, config.workers)
     study = open_study(
-        config, storage, lambda: data.baselines, worker_index=worker_index, on_skip=say
+        config,
+        storage,
+        lambda: data.baselines,
+        worker_index=worker_index,
+        on_skip=say,
+        attrs=lambda: data.study_attrs,
     )
     _import_tensorflow_quietly()  # after `place`, which sizes its thread pools
     from tuner.objective import Objective
