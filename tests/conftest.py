@@ -24,6 +24,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["TUNER_CACHE_DIR"] = str(folder)
     return folder
 
+
 TINY_SPACE = """
 [space]
 cell = ["gru", "lstm"]

@@ -97,8 +97,10 @@ _JENA_WIND = ("wv (m/s)", "max. wv (m/s)")
 DOWNLOAD_TIMEOUT_S = 60
 
 
-def jena_file(origin: str = JENA_URL) -> Path:
-    """The Jena climate CSV in the cache folder, downloaded (and unzipped) the first time."""
+def jena_file(origin: str | None = None) -> Path:
+    """The Jena climate CSV in the cache folder, downloaded (from `origin`, by default
+    `JENA_URL`) and unzipped the first time."""
+    origin = origin or JENA_URL
     folder = cache_dir() / "datasets"
     csv = folder / JENA_FILE
     if csv.is_file():

@@ -66,11 +66,13 @@ def read_sequences(path: Path) -> Sequences:
         raise DataError(f"{path}: sequence classification reads .npz files, got {path.suffix!r}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: cannot be read as .npz: not a zip archive of .npy arrays")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except ValueError as e:
-        if "allow_pickle" in str(e):
+        if "Object arrays" in str(e):
             raise DataError(
                 f"{path}: holds arrays of Python objects, which are not read (they would have to "
                 "be unpickled); store numbers, or strings as np.str_"

@@ -73,8 +73,6 @@ def prepare(
     config: DataConfig, frame: pd.DataFrame, source: str, text: str, label: str
 ) -> TextArrays:
     """Check, split and vectorise labelled texts (columns `text` and `label` of `frame`)."""
-    import keras
-
     for role, column in (("text", text), ("label", label)):
         if column not in frame.columns:
             raise DataError(
@@ -92,6 +90,8 @@ def prepare(
     strings = texts.astype(str).to_numpy()
     labels, names = classes.encode(frame[label], f"label column {label!r}", source)
     part = classes.stratified_split(labels, config.split, config.seed, source)
+    import keras  # only now: bad data is reported without waiting for TensorFlow
+
     vectorize = keras.layers.TextVectorization(
         max_tokens=config.max_vocabulary_size,
         output_sequence_length=config.max_sequence_length,
