@@ -21,6 +21,7 @@ from tuner.config import DataConfig
 from tuner.data import classes
 from tuner.errors import DataError
 from tuner.model import Head, Inputs
+from tuner.quiet import import_tensorflow
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -90,7 +91,9 @@ def prepare(
     strings = texts.astype(str).to_numpy()
     labels, names = classes.encode(frame[label], f"label column {label!r}", source)
     part = classes.stratified_split(labels, config.split, config.seed, source)
-    import keras  # only now: bad data is reported without waiting for TensorFlow
+    # Only now: bad data is reported without waiting for TensorFlow.
+    import_tensorflow()
+    import keras
 
     vectorize = keras.layers.TextVectorization(
         max_tokens=config.max_vocabulary_size,
