@@ -25,7 +25,6 @@ CELLS = ("gru", "lstm")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "linear")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 TASKS = ("forecast", "sequence-classification", "text-classification")
-CLASSIFICATION_TASKS = ("sequence-classification", "text-classification")
 # The loss `crossentropy` is binary or sparse categorical, as the number of classes requires.
 LOSSES = {
     "forecast": ("mse", "mae", "huber"),
@@ -138,10 +137,6 @@ class DataConfig:
     # which is what the texts are vectorised with once, for every trial
     max_vocabulary_size: int = 0
     max_sequence_length: int = 0
-
-    @property
-    def classification(self) -> bool:
-        return self.task in CLASSIFICATION_TASKS
 
     def key(self) -> dict[str, Any]:
         """What the prepared data depends on, for caching."""
