@@ -124,3 +124,12 @@ def test_crossentropy_is_binary_for_one_unit_and_sparse_categorical_for_more() -
     assert keras_loss("crossentropy", Head(1, "sigmoid")) == "binary_crossentropy"
     assert keras_loss("crossentropy", Head(4, "softmax")) == "sparse_categorical_crossentropy"
     assert keras_loss("huber", Head()) == "huber"
+
+
+def test_a_saved_text_model_loads_again(tmp_path) -> None:
+    text = spec(vocabulary_size=20, sequence_length=5, embedding_dim=4)
+    model = build_model(text, Inputs((8,), tokens=True), Head(3, "softmax"), loss="crossentropy")
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")  # safe mode: no lambdas
+    ids = np.array([[5, 25, 3, 19, 0, 7, 8, 9]], "int32")
+    assert np.allclose(loaded(ids), model(ids))

@@ -29,7 +29,9 @@ def encode(labels: pd.Series, what: str, source: str) -> tuple[np.ndarray, tuple
             f"{source}: {what} has {int(missing.sum())} missing values "
             f"(first at row {int(np.flatnonzero(missing)[0])})"
         )
-    values, ids = np.unique(labels.to_numpy(), return_inverse=True)
+    raw = labels.to_numpy()
+    # Labels read from a file may mix numbers and words: compare them as text.
+    values, ids = np.unique(raw.astype(str) if raw.dtype == object else raw, return_inverse=True)
     classes = tuple(str(v) for v in values)
     if len(classes) < 2:
         raise DataError(
