@@ -187,9 +187,9 @@ def dataset(
 
     Yields the same windows as `keras.utils.timeseries_dataset_from_array` (a test holds them
     side by side), but gathers a whole batch of windows in one op instead of one window at a
-    time: some 40 times the samples per second when shuffled, and 4 times those of a Python
-    generator; 15 to 25% more in training a GRU on one CPU core (BENCHMARKS.md). Reshuffles
-    every epoch.
+    time: 30 to 40 times the samples per second when shuffled, and 2 to 4 times those of a
+    Python generator; in training a GRU on one CPU core, where the model dominates, 1.2 to 1.8
+    times Keras' and level with the generator (BENCHMARKS.md). Reshuffles every epoch.
     """
     import tensorflow as tf
 
