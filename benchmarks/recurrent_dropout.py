@@ -43,7 +43,7 @@ def main() -> None:
         models = {}
         for rd in (0.0, 0.2):
             spec = ModelSpec(cell, (32,), 0.0, rd, False, "tanh", 1e-3)
-            models[rd] = build_model(spec, data.input_shape, data.head, metrics=data.metrics)
+            models[rd] = build_model(spec, data.inputs, data.head, metrics=data.metrics)
             models[rd].fit(train, epochs=1, steps_per_epoch=args.steps, verbose=0)  # trace
         seconds: dict[float, list[float]] = {0.0: [], 0.2: []}
         for _ in range(args.repeats):  # alternate, so that both see the same machine

@@ -67,7 +67,7 @@ def reference() -> dict[str, Any]:
         keras.utils.set_random_seed(0)
         model = build_model(
             spec_from_params(seed.params),
-            data.input_shape,
+            data.inputs,
             data.head,
             optimizer=config.training.optimizer,
             loss=config.training.loss,
@@ -146,7 +146,7 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> list[fl
         )
         return build_model(
             spec,
-            data.input_shape,
+            data.inputs,
             data.head,
             optimizer=config.training.optimizer,
             loss=config.training.loss,

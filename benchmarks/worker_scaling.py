@@ -53,9 +53,7 @@ def bare(study: Path, epochs: int) -> None:
     train = data.split("train", 128, shuffle=True, seed=0).repeat()
     validation = data.split("validation", 1024)
     start = time.time()
-    model = build_model(
-        spec_from_params(params), data.input_shape, data.head, metrics=data.metrics
-    )
+    model = build_model(spec_from_params(params), data.inputs, data.head, metrics=data.metrics)
     model.fit(
         train,
         validation_data=validation,

@@ -16,6 +16,15 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.pop("TUNER_STORAGE", None)
 
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Downloads and prepared data go to a folder of the test session, never the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["TUNER_CACHE_DIR"] = str(folder)
+    return folder
+
+
 TINY_SPACE = """
 [space]
 cell = ["gru", "lstm"]

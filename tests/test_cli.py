@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from click.testing import CliRunner
 from conftest import tuner
 
 from tuner.cli import cli
+from tuner.data import datasets
 
 COMMANDS = sorted(cli.commands)
 
@@ -61,6 +64,75 @@ def test_bad_data_gets_one_line_before_anything_is_written(
     assert result.exit_code == 2
     assert len(errors_in(result)) == 1
     assert "column 'rain' not found" in result.stderr
+    assert not (study_dir / "tuner.db").exists()
+
+
+def _empty(folder: Path) -> str:
+    (folder / "empty.csv").write_text("")
+    return 'path = "empty.csv"\ntarget = "temp"\nlookback = 4\ndelay = 1'
+
+
+def _text_column(folder: Path) -> str:
+    frame = pd.read_csv(folder / "series.csv").assign(temp=lambda f: f["temp"].astype(str) + "C")
+    frame.to_csv(folder / "text.csv", index=False)
+    return 'path = "text.csv"\ntarget = "temp"\nlookback = 4\ndelay = 1'
+
+
+def _gap(folder: Path) -> str:
+    pd.read_csv(folder / "series.csv").drop(index=range(10, 16)).to_csv(
+        folder / "gap.csv", index=False
+    )
+    return (
+        'path = "gap.csv"\ntarget = "temp"\ntimestamp = "time"\nfrequency = "1h"\nmax_gap = 2\n'
+        "lookback = 4\ndelay = 1"
+    )
+
+
+def _one_class(folder: Path) -> str:
+    pd.DataFrame({"text": ["fine", "good", "ok"] * 5, "label": "yes"}).to_csv(
+        folder / "one.csv", index=False
+    )
+    return 'task = "text-classification"\npath = "one.csv"\ntext = "text"\nlabel = "label"'
+
+
+def _zero_length(folder: Path) -> str:
+    np.savez(folder / "seq.npz", values=np.ones(5), lengths=[2, 3, 0], labels=[0, 1, 0])
+    return 'task = "sequence-classification"\npath = "seq.npz"'
+
+
+def _long_lookback(folder: Path) -> str:
+    return 'path = "series.csv"\ntarget = "temp"\nlookback = 700\ndelay = 1'
+
+
+def _jena_offline(folder: Path) -> str:
+    return 'dataset = "jena-climate"\ntarget = "T (degC)"\nlookback = 4\ndelay = 1'
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_empty, r"empty.csv: the file is empty"),
+        (_text_column, r"text.csv: column 'temp' must be numeric, got dtype"),
+        (_gap, r"gap.csv: column 'temp' has a gap of 6 missing rows from .* longer than max_gap"),
+        (_one_class, r"one.csv: label column 'label' has one class \('yes'\)"),
+        (_zero_length, r"seq.npz: sequence 2 has length 0"),
+        (_long_lookback, r"series.csv: one window needs 701 rows .* the series has only 600"),
+        (
+            _jena_offline,
+            r"jena-climate: cannot download http://127.0.0.1:9/j.zip \(.*\); download",
+        ),
+    ],
+)
+def test_bad_data_of_every_kind_gets_one_line_exit_2_before_any_trial(
+    runner: CliRunner, write_study, study_dir: Path, monkeypatch, data, message
+) -> None:
+    monkeypatch.setattr(datasets, "JENA_URL", "http://127.0.0.1:9/j.zip")
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(study_dir / "cache"))
+    path = write_study(study='name = "bad"', data=data(study_dir))
+    result = runner.invoke(cli, ["run", str(path)])
+    assert result.exit_code == 2
+    (line,) = errors_in(result)
+    assert re.match(r"Error: .*" + message, line), line
     assert not (study_dir / "tuner.db").exists()
 
 

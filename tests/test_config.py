@@ -119,3 +119,107 @@ def test_a_file_that_is_not_toml_is_named(study_dir: Path) -> None:
 def test_a_missing_study_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope.toml: study file not found"):
         load_study_config(tmp_path / "nope.toml")
+
+
+TEXT_DATA = 'task = "text-classification"\npath = "reviews.csv"\ntext = "body"\nlabel = "stars"'
+
+
+def test_a_text_study_searches_its_input_side_and_vectorises_for_the_largest(write_study) -> None:
+    space = (
+        'cell = "gru"\nvocabulary_size = { low = 500, high = 4000, log = true }\n'
+        "sequence_length = [40, 80]\nembedding_dim = 16"
+    )
+    config = load_study_config(
+        write_study(study='name = "t"\nmetric = "val_accuracy"', data=TEXT_DATA, space=space)
+    )
+    assert config.direction == "maximize"
+    assert config.training.loss == "crossentropy" and config.measure == "accuracy"
+    assert config.space.vocabulary_size is not None and config.space.vocabulary_size.log
+    assert (config.data.text, config.data.label) == ("body", "stars")
+    # Texts are vectorised once, with what the largest trial needs.
+    assert (config.data.max_vocabulary_size, config.data.max_sequence_length) == (4000, 80)
+
+
+def test_a_classification_study_measures_its_loss_by_default(write_study) -> None:
+    path = write_study(
+        study='name = "s"', data='task = "sequence-classification"\npath = "x.npz"\nseed = 3'
+    )
+    config = load_study_config(path)
+    assert (config.metric, config.measure, config.data.seed) == ("val_loss", "crossentropy", 3)
+    assert config.space.vocabulary_size is None
+    assert config.data.split == (0.5, 0.25, 0.25)
+
+
+def test_a_forecast_can_ask_for_a_regular_grid(write_study) -> None:
+    data = (
+        'path = "series.csv"\ntarget = "temp"\ntimestamp = "time"\nfrequency = "1h"\n'
+        "max_gap = 4\nlookback = 12\ndelay = 3"
+    )
+    config = load_study_config(write_study(data=data))
+    assert (config.data.frequency, config.data.max_gap) == ("1h", 4)
+
+
+FORECAST = 'path = "s.csv"\ntarget = "temp"\nlookback = 4\ndelay = 1\n'
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"data": 'task = "text-classification"\npath = "r.csv"\nlabel = "stars"'},
+            r"\[data\] text: is required but missing",
+        ),
+        (
+            {
+                "data": 'task = "text-classification"\ndataset = "amazon-reviews"\nlookback = 4',
+                "study": 'name = "x"',
+            },
+            r"\[data\] lookback: unknown key \(allowed: .*label.*\), got 4",
+        ),
+        (
+            {
+                "data": 'task = "sequence-classification"\npath = "x.npz"',
+                "study": 'name = "x"\nmetric = "val_mae"',
+            },
+            r'\[study\] metric: val_mae needs task = "forecast", got \'val_mae\'',
+        ),
+        (
+            {
+                "data": 'task = "sequence-classification"\npath = "x.npz"',
+                "training": 'loss = "mse"',
+                "study": 'name = "x"',
+            },
+            r"\[training\] loss: must be one of crossentropy for task sequence-classification, "
+            r"got 'mse'",
+        ),
+        (
+            {"space": "vocabulary_size = 1000"},
+            r'\[space\] vocabulary_size: is only for task = "text-classification", got 1000',
+        ),
+        (
+            {"data": TEXT_DATA, "space": "vocabulary_size = 2", "study": 'name = "x"'},
+            r"\[space\] vocabulary_size: must be in \[3, 1000000\]",
+        ),
+        (
+            {"data": FORECAST + 'frequency = "1h"'},
+            r"\[data\] frequency: needs a `timestamp` column to put on the grid, got '1h'",
+        ),
+        (
+            {"data": FORECAST + 'timestamp = "time"\nfrequency = "hourly"'},
+            r'\[data\] frequency: must be a pandas frequency such as "10min" or "1h", '
+            r"got 'hourly'",
+        ),
+        (
+            {"data": FORECAST + "max_gap = 3"},
+            r"\[data\] max_gap: needs a `frequency` \(gaps are missing rows of a regular grid\)",
+        ),
+        (
+            {"data": 'task = "regression"\npath = "s.csv"'},
+            r"\[data\] task: must be one of forecast, sequence-classification, "
+            r"text-classification, got 'regression'",
+        ),
+    ],
+)
+def test_a_field_that_does_not_fit_the_task_is_named(write_study, overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_study_config(write_study(**overrides))

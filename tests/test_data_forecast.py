@@ -141,6 +141,11 @@ def test_prepare_gives_the_model_its_input_shape_head_and_baselines(config) -> N
             r"\(lookback 200, step 2, delay 3\); the series has 600 rows",
         ),
         (dict(lookback=7), r"lookback \(7\) must be a multiple of step \(2\)"),
+        (
+            dict(lookback=1200),
+            r"one window needs 1202 rows \(lookback 1200, step 2, delay 3\) but the series has "
+            r"only 600",
+        ),
         (dict(timestamp="when"), r"timestamp column 'when' not found"),
     ],
 )
@@ -194,3 +199,51 @@ def test_nyc_weather_is_hourly_complete_and_physically_possible() -> None:
     assert (np.hypot(frame["wind_x"], frame["wind_y"]) <= 150).all()
     ewr = nyc_weather("EWR")  # holds a recorded wind speed of 1048 mph
     assert (np.hypot(ewr["wind_x"], ewr["wind_y"]) <= 150).all()
+
+
+def test_a_regular_grid_fills_short_gaps_by_interpolation_in_time(config) -> None:
+    frame = pd.read_csv(config.path)
+    gappy = frame.drop(index=[100, 101, 102, 300])  # a gap of 3 rows and one of 1
+    gappy.loc[200, "pressure"] = np.nan  # a missing value is a gap too
+    gridded = replace(config, frequency="1h", max_gap=3)
+    arrays = forecast.prepare(gridded, gappy.sample(frac=1.0, random_state=1), "series")
+    plain = forecast.prepare(config, frame, "series")
+    assert len(arrays.target) == len(frame)
+    kept = np.setdiff1d(np.arange(len(frame)), [100, 101, 102, 300])
+    assert np.array_equal(arrays.target[kept], plain.target[kept])
+    # A filled value lies on the straight line between the known values around its gap.
+    temp = frame["temp"].to_numpy()
+    assert arrays.target[101] == pytest.approx(temp[99] + (temp[103] - temp[99]) / 2, rel=1e-6)
+    assert arrays.target[300] == pytest.approx((temp[299] + temp[301]) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda f: f.drop(index=range(100, 105)),
+            r"series.csv: column 'temp' has a gap of 5 missing rows from "
+            r"2020-01-05 04:00:00\+00:00 on the 1h grid, longer than max_gap = 3 \(the longest "
+            r"gap that is filled\); fill it first, or raise max_gap",
+        ),
+        (
+            lambda f: f.assign(humid=f["humid"].where(f.index >= 2)),
+            r"column 'humid' has no value in the first 2 rows of the 1h grid \(from "
+            r"2020-01-01 00:00:00\+00:00\), where nothing can be interpolated",
+        ),
+        (
+            lambda f: f.assign(time=f["time"].where(f.index != 5, f["time"][4])),
+            r"timestamp 2020-01-01 04:00:00\+00:00 appears more than once; a regular grid needs "
+            r"one row per time",
+        ),
+        (
+            lambda f: f.assign(time=f["time"].where(f.index != 5, "2020-01-01 05:30:00")),
+            r"timestamp 2020-01-01 05:30:00\+00:00 is not on the 1h grid that starts at "
+            r"2020-01-01 00:00:00\+00:00",
+        ),
+    ],
+)
+def test_what_a_regular_grid_cannot_mend_is_named(config, damage, message) -> None:
+    frame = damage(pd.read_csv(config.path))
+    with pytest.raises(DataError, match=message):
+        forecast.prepare(replace(config, frequency="1h", max_gap=3), frame, "series.csv")

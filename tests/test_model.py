@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tuner.model import Head, build_model
+from tuner.model import Head, Inputs, build_model, keras_loss
 from tuner.space import ModelSpec
 
 
@@ -84,3 +84,52 @@ def test_a_classification_head_has_its_units_and_activation() -> None:
     out = model.predict(np.random.default_rng(0).normal(size=(2, 12, 3)), verbose=0)
     assert out.shape == (2, 4)
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_masked_padding_after_a_sequence_changes_nothing(bidirectional) -> None:
+    rng = np.random.default_rng(0)
+    head = Head(units=3, activation="softmax")
+    changes = dict(units=(6, 5), dropout=0.0, recurrent_dropout=0.0, bidirectional=bidirectional)
+    padded = build_model(spec(**changes), Inputs((10, 3), masked=True), head, loss="crossentropy")
+    short = build_model(spec(**changes), Inputs((4, 3)), head, loss="crossentropy")
+    short.set_weights(padded.get_weights())
+    steps = np.concatenate([rng.normal(size=(1, 4, 2)), np.ones((1, 4, 1))], axis=2)
+    x = np.zeros((1, 10, 3), "float32")
+    x[:, :4] = steps
+    assert np.allclose(padded(x), short(steps.astype("float32")), atol=1e-5)
+
+
+def test_a_text_model_reads_its_own_vocabulary_and_length_of_the_ids() -> None:
+    text = spec(
+        vocabulary_size=20, sequence_length=5, embedding_dim=4, dropout=0.0, recurrent_dropout=0.0
+    )
+    model = build_model(
+        text,
+        Inputs((8,), tokens=True),
+        Head(1, "sigmoid"),
+        loss="crossentropy",
+        metrics=("accuracy",),
+    )
+    assert model.get_layer("embedding").input_dim == 20
+    assert model.loss == "binary_crossentropy"
+    ids = np.array([[5, 25, 3, 19, 0, 7, 8, 9]], "int32")
+    # Ids outside the vocabulary read as out-of-vocabulary (1); ids past the length not at all.
+    same = np.array([[5, 1, 3, 19, 0, 2, 2, 2]], "int32")
+    assert np.allclose(model(ids), model(same))
+    assert not np.allclose(model(ids), model(np.array([[5, 2, 3, 19, 0, 7, 8, 9]], "int32")))
+
+
+def test_crossentropy_is_binary_for_one_unit_and_sparse_categorical_for_more() -> None:
+    assert keras_loss("crossentropy", Head(1, "sigmoid")) == "binary_crossentropy"
+    assert keras_loss("crossentropy", Head(4, "softmax")) == "sparse_categorical_crossentropy"
+    assert keras_loss("huber", Head()) == "huber"
+
+
+def test_a_saved_text_model_loads_again(tmp_path) -> None:
+    text = spec(vocabulary_size=20, sequence_length=5, embedding_dim=4)
+    model = build_model(text, Inputs((8,), tokens=True), Head(3, "softmax"), loss="crossentropy")
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")  # safe mode: no lambdas
+    ids = np.array([[5, 25, 3, 19, 0, 7, 8, 9]], "int32")
+    assert np.allclose(loaded(ids), model(ids))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,18 @@ METRICS = {
 CELLS = ("gru", "lstm")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "linear")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
-LOSSES = ("mse", "mae", "huber")
-TASKS = ("forecast",)
+TASKS = ("forecast", "sequence-classification", "text-classification")
+# The loss `crossentropy` is binary or sparse categorical, as the number of classes requires.
+LOSSES = {
+    "forecast": ("mse", "mae", "huber"),
+    "sequence-classification": ("crossentropy",),
+    "text-classification": ("crossentropy",),
+}
+TASK_METRICS = {
+    "forecast": ("val_loss", "val_mae", "val_mse"),
+    "sequence-classification": ("val_loss", "val_accuracy"),
+    "text-classification": ("val_loss", "val_accuracy"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,14 @@ class Param:
     log: bool = False
     step: float | None = None
     choices: tuple[Any, ...] = ()
+
+    def largest(self) -> Any:
+        """The largest value this parameter can take."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "categorical":
+            return max(self.choices)
+        return int(self.high) if self.kind == "int" else self.high
 
     def contains(self, value: Any) -> bool:
         """Whether `value` could be sampled from this parameter."""
@@ -66,6 +84,11 @@ class SearchSpace:
     bidirectional: Param
     activation: Param
     learning_rate: Param
+    # Text classification only: the vocabulary (token ids, counting padding and out-of-vocabulary),
+    # the tokens read per text, and the size of a token's embedding.
+    vocabulary_size: Param | None = None
+    sequence_length: Param | None = None
+    embedding_dim: Param | None = None
 
 
 @dataclass(frozen=True)
@@ -87,17 +110,33 @@ class PrunerConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """The [data] table: where the data is, the task, and how to cut it into examples.
+
+    Fields that a task does not use keep their defaults.
+    """
+
     task: str
     dataset: str | None
     path: Path | None
-    target: str
-    features: tuple[str, ...] | None
-    timestamp: str | None
-    lookback: int
-    step: int
-    delay: int
-    split: tuple[float, float, float]
-    period: int | None
+    split: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    # forecast
+    target: str = ""
+    features: tuple[str, ...] | None = None
+    timestamp: str | None = None
+    frequency: str | None = None  # a pandas offset alias ("10min", "1h"): the regular grid
+    max_gap: int = 0  # missing rows in a row that interpolation may fill
+    lookback: int = 0
+    step: int = 1
+    delay: int = 0
+    period: int | None = None
+    # classification
+    text: str | None = None
+    label: str | None = None
+    seed: int = 0  # of the shuffled, stratified split
+    # text classification: the largest vocabulary and sequence length the search space allows,
+    # which is what the texts are vectorised with once, for every trial
+    max_vocabulary_size: int = 0
+    max_sequence_length: int = 0
 
     def key(self) -> dict[str, Any]:
         """What the prepared data depends on, for caching."""
@@ -114,7 +153,7 @@ class TrainingConfig:
     steps_per_epoch: int | None = None
     patience: int = 3
     optimizer: str = "rmsprop"
-    loss: str = "mse"
+    loss: str = "mse"  # "crossentropy" for the classification tasks
 
 
 @dataclass(frozen=True)
@@ -225,7 +264,22 @@ def load_study_config(path: str | Path) -> StudyConfig:
     n_trials = study.get("n_trials", int, 20, _positive, "must be > 0")
     seed_configs = study.get("seed_configs", bool, True)
 
-    training = _training(tables["training"])
+    data = _data(tables["data"], file.parent)
+    if metric not in TASK_METRICS[data.task]:
+        rule = (
+            "val_accuracy needs a classification task"
+            if metric == "val_accuracy"
+            else f'{metric} needs task = "forecast"'
+        )
+        raise study.fail("metric", rule, metric)
+    space = _space(tables["space"], data.task)
+    if data.task == "text-classification":
+        assert space.vocabulary_size is not None and space.sequence_length is not None
+        data = replace(
+            data,
+            max_vocabulary_size=int(space.vocabulary_size.largest()),
+            max_sequence_length=int(space.sequence_length.largest()),
+        )
     config = StudyConfig(
         path=file,
         name=name,
@@ -235,13 +289,11 @@ def load_study_config(path: str | Path) -> StudyConfig:
         seed_configs=seed_configs,
         sampler=_sampler(tables["sampler"]),
         pruner=_pruner(tables["pruner"]),
-        data=_data(tables["data"], file.parent),
-        space=_space(tables["space"]),
-        training=training,
+        data=data,
+        space=space,
+        training=_training(tables["training"], data.task),
         workers=_workers(tables["workers"]),
     )
-    if metric == "val_accuracy" and config.data.task == "forecast":
-        raise study.fail("metric", "val_accuracy needs a classification task", metric)
     for table in tables.values():
         table.done()
     return config
@@ -287,32 +339,81 @@ def _data(t: _Table, base: Path) -> DataConfig:
             "must be three positive fractions (train, validation, test) summing to 1",
             split,
         )
-    features = t.get("features", list, None)
-    if features is not None and (not features or not all(isinstance(f, str) for f in features)):
-        raise t.fail("features", "must be a non-empty list of column names", features)
-    return DataConfig(
+    common = DataConfig(
         task=task,
         dataset=dataset,
         path=(base / path).resolve() if path is not None else None,
+        split=(float(split[0]), float(split[1]), float(split[2])),
+    )
+    if task == "forecast":
+        return _forecast(t, common)
+    # Built-in datasets know their own columns; a file's must be named.
+    column = ... if path is not None else None
+    return replace(
+        common,
+        text=t.get("text", str, column) if task == "text-classification" else None,
+        label=t.get("label", str, column) if task == "text-classification" else None,
+        seed=t.get("seed", int, 0),
+    )
+
+
+def _forecast(t: _Table, common: DataConfig) -> DataConfig:
+    features = t.get("features", list, None)
+    if features is not None and (not features or not all(isinstance(f, str) for f in features)):
+        raise t.fail("features", "must be a non-empty list of column names", features)
+    timestamp = t.get("timestamp", str, None)
+    frequency = t.get("frequency", str, None)
+    if frequency is not None:
+        if timestamp is None:
+            raise t.fail("frequency", "needs a `timestamp` column to put on the grid", frequency)
+        if not _is_frequency(frequency):
+            raise t.fail(
+                "frequency", 'must be a pandas frequency such as "10min" or "1h"', frequency
+            )
+    max_gap = t.get("max_gap", int, 0, lambda v: v >= 0, "must be >= 0")
+    if max_gap and frequency is None:
+        raise t.fail(
+            "max_gap", "needs a `frequency` (gaps are missing rows of a regular grid)", max_gap
+        )
+    return replace(
+        common,
         target=t.get("target", str),
         features=tuple(features) if features is not None else None,
-        timestamp=t.get("timestamp", str, None),
+        timestamp=timestamp,
+        frequency=frequency,
+        max_gap=max_gap,
         lookback=t.get("lookback", int, check=_positive, rule="must be > 0"),
         step=t.get("step", int, 1, _positive, "must be > 0"),
         delay=t.get("delay", int, check=lambda v: v >= 0, rule="must be >= 0"),
-        split=(float(split[0]), float(split[1]), float(split[2])),
         period=t.get("period", int, None, _positive, "must be > 0"),
     )
 
 
-def _training(t: _Table) -> TrainingConfig:
+def _is_frequency(value: str) -> bool:
+    import pandas as pd
+
+    try:
+        pd.tseries.frequencies.to_offset(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _training(t: _Table, task: str) -> TrainingConfig:
+    losses = LOSSES[task]
     return TrainingConfig(
         epochs=t.get("epochs", int, 10, _positive, "must be > 0"),
         batch_size=t.get("batch_size", int, 128, _positive, "must be > 0"),
         steps_per_epoch=t.get("steps_per_epoch", int, None, _positive, "must be > 0"),
         patience=t.get("patience", int, 3, _positive, "must be > 0"),
         optimizer=t.choice("optimizer", OPTIMIZERS, "rmsprop"),
-        loss=t.choice("loss", LOSSES, "mse"),
+        loss=t.get(
+            "loss",
+            str,
+            losses[0],
+            lambda v: v in losses,
+            f"must be one of {', '.join(losses)} for task {task}",
+        ),
     )
 
 
@@ -365,8 +466,27 @@ _SPACE: Mapping[str, tuple[Any, type, Callable[[Any], bool], str]] = {
 }
 
 
-def _space(t: _Table) -> SearchSpace:
-    return SearchSpace(**{name: _param(t, name, *spec) for name, spec in _SPACE.items()})
+# Text classification only: the input side of the model.
+_TEXT_SPACE: Mapping[str, tuple[Any, type, Callable[[Any], bool], str]] = {
+    "vocabulary_size": (
+        10_000,
+        int,
+        lambda v: 3 <= v <= 1_000_000,
+        "must be in [3, 1000000] (it counts the padding and out-of-vocabulary ids)",
+    ),
+    "sequence_length": (200, int, lambda v: 1 <= v <= 100_000, "must be in [1, 100000]"),
+    "embedding_dim": (32, int, lambda v: 1 <= v <= 4096, "must be in [1, 4096]"),
+}
+
+
+def _space(t: _Table, task: str) -> SearchSpace:
+    params = {name: _param(t, name, *spec) for name, spec in _SPACE.items()}
+    for name, spec in _TEXT_SPACE.items():
+        if task == "text-classification":
+            params[name] = _param(t, name, *spec)
+        elif name in t.raw:
+            raise t.fail(name, 'is only for task = "text-classification"', t.raw[name])
+    return SearchSpace(**params)
 
 
 def _param(

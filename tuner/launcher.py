@@ -50,7 +50,14 @@ def run(
 
     data = prepare(config.data)  # checked here once, before any worker starts
     storage = open_storage(storage_url, config.workers)
-    study = open_study(config, storage, lambda: data.baselines, n_trials=n_trials, on_skip=say)
+    study = open_study(
+        config,
+        storage,
+        lambda: data.baselines,
+        n_trials=n_trials,
+        on_skip=say,
+        attrs=lambda: data.study_attrs,
+    )
     if n_trials is not None and n_trials != budget(study):
         set_budget(study, n_trials)
     say(f"budget: {budget(study)} trials, {count(study).finished} finished")

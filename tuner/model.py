@@ -1,6 +1,8 @@
 """Building and compiling the Keras model of one point of the search space.
 
-Knows nothing of Optuna: it takes a `ModelSpec` and the task's head.
+Knows nothing of Optuna: it takes a `ModelSpec`, and the task's inputs and head. The recurrent
+stack is the same for every task; only what comes before it (masking of padded sequences, or a
+token embedding) and the head differ.
 """
 
 from __future__ import annotations
@@ -12,6 +14,21 @@ from tuner.space import ModelSpec
 
 if TYPE_CHECKING:
     import keras
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the network reads, set by the task.
+
+    `masked`: sequences of different lengths padded with all-zero time steps after their end,
+    which the recurrent layers skip (the data adds a presence channel, so a real step is never
+    all zero). `tokens`: integer token ids, fed to a trial's own vocabulary, sequence length and
+    embedding (`ModelSpec`).
+    """
+
+    shape: tuple[int | None, ...]
+    masked: bool = False
+    tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,18 +48,36 @@ class Head:
 
 def build_model(
     spec: ModelSpec,
-    input_shape: tuple[int | None, ...],
+    inputs: Inputs | tuple[int | None, ...],
     head: Head,
     *,
     optimizer: str = "rmsprop",
     loss: str = "mse",
     metrics: tuple[str, ...] = ("mae",),
 ) -> keras.Model:
-    """A compiled recurrent network: `len(spec.units)` stacked GRU/LSTM layers and a dense head."""
+    """A compiled recurrent network: `len(spec.units)` stacked GRU/LSTM layers and a dense head.
+
+    `inputs` is the task's `Inputs`, or just a shape for windows of numbers. `loss` is a Keras
+    loss, or "crossentropy": binary or sparse categorical, as the head's units say.
+    """
     import keras
 
-    inputs = keras.Input(shape=input_shape, name="inputs")
-    x = inputs
+    if not isinstance(inputs, Inputs):
+        inputs = Inputs(tuple(inputs))
+    x = first = keras.Input(
+        shape=inputs.shape, dtype="int32" if inputs.tokens else "float32", name="inputs"
+    )
+    if inputs.tokens:
+        if spec.vocabulary_size is None or spec.embedding_dim is None:
+            raise ValueError("a model of token ids needs a vocabulary size and an embedding dim")
+        from tuner.layers import TokenWindow
+
+        x = TokenWindow(spec.vocabulary_size, spec.sequence_length, name="token_window")(x)
+        x = keras.layers.Embedding(
+            spec.vocabulary_size, spec.embedding_dim, mask_zero=True, name="embedding"
+        )(x)
+    elif inputs.masked:
+        x = keras.layers.Masking(0.0, name="padding")(x)
     rnn = keras.layers.GRU if spec.cell == "gru" else keras.layers.LSTM
     for i, units in enumerate(spec.units, start=1):
         top = i == len(spec.units)
@@ -60,11 +95,20 @@ def build_model(
     outputs = keras.layers.Dense(head.units, activation=head.activation, name="head")(x)
     if head.scale != 1.0 or head.offset != 0.0:
         outputs = keras.layers.Rescaling(head.scale, head.offset, name="target_units")(outputs)
-    model = keras.Model(inputs, outputs, name="rnn")
+    model = keras.Model(first, outputs, name="rnn")
     model.compile(
-        optimizer=_optimizer(optimizer, spec.learning_rate), loss=loss, metrics=list(metrics)
+        optimizer=_optimizer(optimizer, spec.learning_rate),
+        loss=keras_loss(loss, head),
+        metrics=list(metrics),
     )
     return model
+
+
+def keras_loss(loss: str, head: Head) -> str:
+    """The Keras loss a study's loss stands for with this head."""
+    if loss != "crossentropy":
+        return loss
+    return "binary_crossentropy" if head.units == 1 else "sparse_categorical_crossentropy"
 
 
 def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:

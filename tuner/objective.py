@@ -56,7 +56,7 @@ class Objective:
         keras.backend.clear_session(free_memory=False)
         model = build_model(
             spec,
-            self.data.input_shape,
+            self.data.inputs,
             self.data.head,
             optimizer=training.optimizer,
             loss=training.loss,
@@ -141,3 +141,6 @@ class _Stop(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.should_stop():
             raise Interrupted("stopped by a signal")
+
+    # A large validation split takes a while too (minutes for a big model on Jena's).
+    on_test_batch_end = on_train_batch_end

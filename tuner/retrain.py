@@ -114,7 +114,7 @@ def retrain(
     keras.utils.set_random_seed(seed)
     model = build_model(
         spec_from_params(trial.params),
-        data.input_shape,
+        data.inputs,
         data.head,
         optimizer=training.optimizer,
         loss=training.loss,

@@ -3,7 +3,8 @@
 A trial's parameters are named so that they read well in optuna-dashboard and stock Optuna:
 `cell`, `layers`, `units_1` .. `units_N` (one per recurrent layer, sampled only for the layers a
 trial has), `dropout`, `recurrent_dropout`, `bidirectional`, `activation` (of the top recurrent
-layer, the one that feeds the dense head; lower layers keep tanh) and `learning_rate`.
+layer, the one that feeds the dense head; lower layers keep tanh) and `learning_rate`; for text
+classification also `vocabulary_size`, `sequence_length` and `embedding_dim`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class ModelSpec:
     bidirectional: bool
     activation: str
     learning_rate: float
+    # Text classification only.
+    vocabulary_size: int | None = None
+    sequence_length: int | None = None
+    embedding_dim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> ModelSpec:
         bidirectional=bool(_suggest(trial, space.bidirectional)),
         activation=str(_suggest(trial, space.activation)),
         learning_rate=float(_suggest(trial, space.learning_rate)),
+        **{name: int(_suggest(trial, param)) for name, param in _text_params(space).items()},
     )
 
 
@@ -127,7 +133,16 @@ def spec_from_params(params: dict[str, Any]) -> ModelSpec:
         bidirectional=bool(params["bidirectional"]),
         activation=str(params["activation"]),
         learning_rate=float(params["learning_rate"]),
+        **{name: int(params[name]) for name in TEXT_PARAMS if name in params},
     )
+
+
+TEXT_PARAMS = ("vocabulary_size", "sequence_length", "embedding_dim")
+
+
+def _text_params(space: SearchSpace) -> dict[str, Param]:
+    params = {name: getattr(space, name) for name in TEXT_PARAMS}
+    return {name: param for name, param in params.items() if param is not None}
 
 
 def _suggest(trial: optuna.Trial, param: Param, name: str | None = None) -> Any:

@@ -64,10 +64,12 @@ def open_study(
     n_trials: int | None = None,
     worker_index: int = 0,
     on_skip: Callable[[str], None] = lambda message: None,
+    attrs: Callable[[], dict[str, Any]] = dict,
 ) -> optuna.Study:
     """The study named in `config`: loaded, or created with its baselines, seed configurations
     and a queue of `n_trials` trials (default: the study file's) when it does not exist yet, by
-    whichever worker gets there first."""
+    whichever worker gets there first. `attrs` gives more user attributes to record at creation
+    (a classification study's class names)."""
     kwargs: dict[str, Any] = {
         "study_name": config.name,
         "storage": storage,
@@ -76,12 +78,15 @@ def open_study(
     }
     if config.name not in study_names(storage):
         values = baselines()  # before anything is written: bad data must leave no study behind
+        more = attrs()
         try:
             direction = optuna.study.StudyDirection[config.direction.upper()]
             study = optuna.create_study(direction=direction, **kwargs)
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another worker created it a moment ago
         else:
+            for key, value in more.items():
+                study.set_user_attr(key, value)
             _set_up(study, config, values, n_trials or config.n_trials, on_skip)
             return study
     study = optuna.load_study(**kwargs)

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import StudyConfig
 from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.queue import claim
+from tuner.quiet import import_tensorflow
 
 logger = logging.getLogger("tuner.worker")
 
@@ -133,9 +134,14 @@ def work(
     data = prepare(config.data)
     storage = open_storage(storage_url, config.workers)
     study = open_study(
-        config, storage, lambda: data.baselines, worker_index=worker_index, on_skip=say
+        config,
+        storage,
+        lambda: data.baselines,
+        worker_index=worker_index,
+        on_skip=say,
+        attrs=lambda: data.study_attrs,
     )
-    _import_tensorflow_quietly()  # after `place`, which sizes its thread pools
+    import_tensorflow()  # after `place`, which sizes its thread pools
     from tuner.objective import Objective
 
     objective = Objective(config, data, should_stop=lambda: bool(stop))
@@ -233,23 +239,6 @@ def _sleep(seconds: float, stop: StopRequest) -> None:
     deadline = time.monotonic() + seconds
     while not stop and time.monotonic() < deadline:
         time.sleep(0.1)
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow without the banner its C++ side prints before logging is set up
-    (oneDNN, CPU features): harmless, and repeated by every worker."""
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
-
-        # A new model per trial means new traced functions: expected, not worth a warning.
-        tf.get_logger().setLevel("ERROR")
-    finally:
-        os.dup2(saved, 2)
-        os.close(devnull)
-        os.close(saved)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:

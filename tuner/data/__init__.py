@@ -1,21 +1,51 @@
 """Data: the only package that reads files. Turns a study's data section into tf.data splits,
-the model's input shape and head, and naive baselines on the validation split."""
+the model's inputs and head, and naive baselines on the validation split.
+
+One module per task (`forecast`, `sequences`, `text`; `classes` holds what the classification
+tasks share), `datasets` for the built-in datasets, `files` for user files, and `cache` for the
+prepared arrays kept on disk, so that a dataset configuration is prepared once, not by every
+worker.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from tuner.config import DataConfig
-from tuner.data import forecast
-from tuner.data.datasets import load_builtin
-from tuner.data.files import read_table
-from tuner.model import Head
+from tuner.data import cache, forecast, sequences, text
+from tuner.data.datasets import builtin
+from tuner.data.files import read_sequences, read_table
+from tuner.errors import DataError
+from tuner.model import Head, Inputs
 
 if TYPE_CHECKING:
     import tensorflow as tf
+
+
+class TaskArrays(Protocol):
+    """A task's prepared arrays (`forecast.ForecastArrays`, `sequences.SequenceArrays`,
+    `text.TextArrays`): dataclasses of numpy arrays and plain values, as cached."""
+
+    @property
+    def model_inputs(self) -> Inputs: ...
+
+    @property
+    def head(self) -> Head: ...
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def dataset(
+        self, split: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
+    ) -> tf.data.Dataset: ...
+
+    def baselines(self, split: str) -> dict[str, dict[str, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -23,44 +53,86 @@ class Prepared:
     """A study's data, ready for training: made once per worker, shared by its trials."""
 
     task: str
-    input_shape: tuple[int | None, ...]
+    inputs: Inputs
     head: Head
     metrics: tuple[str, ...]
     # Naive predictions' scores on the validation split: {name: {measure: value}}, where a
-    # measure is what a study metric measures ("mae", "mse", "huber", "accuracy").
+    # measure is what a study metric measures ("mae", "mse", "huber", "accuracy",
+    # "crossentropy").
     baselines: dict[str, dict[str, float]]
-    arrays: forecast.ForecastArrays
-    period: int | None = None
+    arrays: TaskArrays
+    # The class names of a classification task, in the order of the class ids.
+    classes: tuple[str, ...] = ()
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        return self.inputs.shape
+
+    @property
+    def study_attrs(self) -> dict[str, Any]:
+        """What a new study records about its data, beside the baselines."""
+        return {"classes": list(self.classes)} if self.classes else {}
 
     def split(
         self, name: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
     ) -> tf.data.Dataset:
         """Batches of one split: "train", "validation", "test" or "train+validation"."""
-        return forecast.dataset(self.arrays, name, batch_size, shuffle=shuffle, seed=seed)
+        return self.arrays.dataset(name, batch_size, shuffle=shuffle, seed=seed)
 
     def baselines_on(self, split: str) -> dict[str, dict[str, float]]:
         """The naive predictions' scores on another split ("test", say)."""
-        return forecast.baseline(self.arrays, split, self.period)
+        return self.arrays.baselines(split)
+
+
+def prepare(config: DataConfig) -> Prepared:
+    """Read, check and prepare a study's data, or map it in from the cache."""
+    if config.dataset is not None:
+        source = builtin(config.dataset, config.task).version()
+    else:
+        assert config.path is not None
+        if not config.path.is_file():
+            raise DataError(f"{config.path}: data file not found")
+        source = cache.file_fingerprint(config.path)
+    kind = _KINDS[config.task]
+    name = f"{config.task}-{cache.key(config.key(), source)}"
+    arrays: TaskArrays = cache.cached(kind, name, lambda: build(config))
+    return Prepared(
+        task=config.task,
+        inputs=arrays.model_inputs,
+        head=arrays.head,
+        metrics=arrays.metrics,
+        baselines=arrays.baselines("validation"),
+        arrays=arrays,
+        classes=arrays.classes,
+    )
+
+
+def build(config: DataConfig) -> TaskArrays:
+    """Prepare a study's data from its source, without the cache."""
+    if config.task == "sequence-classification":
+        assert config.path is not None  # no built-in dataset holds sequences to classify
+        return sequences.prepare(config, read_sequences(config.path), str(config.path))
+    frame, source = load_frame(config)
+    if config.task == "text-classification":
+        column, label = config.text, config.label
+        if config.dataset is not None:
+            found = builtin(config.dataset, config.task)
+            column, label = column or found.text, label or found.label
+        assert column is not None and label is not None
+        return text.prepare(config, frame, source, column, label)
+    return forecast.prepare(config, frame, source)
 
 
 def load_frame(config: DataConfig) -> tuple[pd.DataFrame, str]:
     """The raw table a data section names, and how to name it in messages."""
     if config.dataset is not None:
-        return load_builtin(config.dataset), f"dataset {config.dataset!r}"
+        return builtin(config.dataset, config.task).load(), f"dataset {config.dataset!r}"
     assert config.path is not None
     return read_table(config.path), str(config.path)
 
 
-def prepare(config: DataConfig) -> Prepared:
-    """Read, check and prepare a study's data."""
-    frame, source = load_frame(config)
-    arrays = forecast.prepare(config, frame, source)
-    return Prepared(
-        task=config.task,
-        input_shape=(arrays.timesteps, len(arrays.features)),
-        head=Head(units=1, scale=arrays.target_std, offset=arrays.target_mean),
-        metrics=("mae", "mse"),
-        baselines=forecast.baseline(arrays, "validation", config.period),
-        arrays=arrays,
-        period=config.period,
-    )
+_KINDS: dict[str, type] = {
+    "forecast": forecast.ForecastArrays,
+    "sequence-classification": sequences.SequenceArrays,
+    "text-classification": text.TextArrays,
+}
