@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.results import summary
+from tuner.results import metric_value, summary
 
 BOOTSTRAP_RESAMPLES = 4000
 CONFIDENCE = 0.95
@@ -140,7 +140,7 @@ def analyse(study: optuna.Study) -> StudyAnalysis:
         metric=s["metric"],
         direction=s["direction"],
         summary=s,
-        values={t.number: float(t.value) for t in complete if t.value is not None},
+        values={t.number: float(v) for t in complete if (v := metric_value(t)) is not None},
         importances=importances,
         importance_note=note,
         techniques=techniques,
@@ -156,9 +156,10 @@ def technique(
     """The groups and effects of one technique, or None when no trial has its parameter."""
     members: dict[str, list[tuple[Any, int, float]]] = {}
     for t in trials:
-        if spec.param in t.params and t.value is not None:
+        value = metric_value(t)
+        if spec.param in t.params and value is not None:
             members.setdefault(spec.level(t.params[spec.param]), []).append(
-                (t.params[spec.param], t.number, float(t.value))
+                (t.params[spec.param], t.number, float(value))
             )
     if not members:
         return None
@@ -254,13 +255,17 @@ def param_importances(
         for p, d in t.distributions.items()
         if d.single()
     }
+    # With a cost objective, the importances are those of the metric.
+    target = (lambda t: float(t.values[0])) if len(study.directions) > 1 else None
     result: dict[str, dict[str, float]] = {}
     reasons = []
     for name, evaluator in evaluators.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+                found = optuna.importance.get_param_importances(
+                    study, evaluator=evaluator, target=target
+                )
             except (ValueError, RuntimeError) as e:
                 reasons.append(f"{name}: {e}")
                 continue

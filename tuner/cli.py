@@ -224,7 +224,9 @@ def _print_trial(trial: Any) -> None:
     attrs = trial.user_attrs
     state = trial.state.name.lower()
     detail = (
-        f"value {trial.value:.4g}" if trial.value is not None else attrs.get("fail_reason", "")
+        "value " + ", ".join(f"{v:.4g}" for v in trial.values)
+        if trial.values
+        else attrs.get("fail_reason", "")
     )
     click.echo(
         f"trial {trial.number} {state}: {detail}".rstrip(": ")

@@ -15,6 +15,8 @@ from typing import Any
 
 from tuner.errors import ConfigError
 
+# A second objective to minimize beside the metric: a Pareto front of accuracy against cost.
+COST_OBJECTIVES = ("seconds_per_epoch", "n_params")
 METRICS = {
     "val_loss": "minimize",
     "val_mae": "minimize",
@@ -31,6 +33,8 @@ LOSSES = {
     "sequence-classification": ("crossentropy",),
     "text-classification": ("crossentropy",),
 }
+# A second objective to minimize beside the metric: a Pareto front of accuracy against cost.
+COST_OBJECTIVES = ("seconds_per_epoch", "n_params")
 TASK_METRICS = {
     "forecast": ("val_loss", "val_mae", "val_mse"),
     "sequence-classification": ("val_loss", "val_accuracy"),
@@ -179,6 +183,17 @@ class StudyConfig:
     space: SearchSpace
     training: TrainingConfig
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    cost_objective: str | None = None
+
+    @property
+    def directions(self) -> list[str]:
+        """The study's objectives: the metric, then the cost when training time (or size) is a
+        second objective."""
+        return [self.direction] + (["minimize"] if self.cost_objective else [])
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [self.metric] + ([self.cost_objective] if self.cost_objective else [])
 
     @property
     def measure(self) -> str:
@@ -263,6 +278,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
         raise study.fail("direction", f"{metric} must be {METRICS[metric]}d", direction)
     n_trials = study.get("n_trials", int, 20, _positive, "must be > 0")
     seed_configs = study.get("seed_configs", bool, True)
+    cost_objective = study.choice("cost_objective", COST_OBJECTIVES, None)
+    pruner = _pruner(tables["pruner"], multi_objective=cost_objective is not None)
 
     data = _data(tables["data"], file.parent)
     if metric not in TASK_METRICS[data.task]:
@@ -288,11 +305,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
         n_trials=n_trials,
         seed_configs=seed_configs,
         sampler=_sampler(tables["sampler"]),
-        pruner=_pruner(tables["pruner"]),
+        pruner=pruner,
         data=data,
         space=space,
         training=_training(tables["training"], data.task),
         workers=_workers(tables["workers"]),
+        cost_objective=cost_objective,
     )
     for table in tables.values():
         table.done()
@@ -311,9 +329,20 @@ def _sampler(t: _Table) -> SamplerConfig:
     )
 
 
-def _pruner(t: _Table) -> PrunerConfig:
+def _pruner(t: _Table, multi_objective: bool) -> PrunerConfig:
+    # Optuna prunes single-objective studies only: a cost objective makes two.
+    name = t.choice(
+        "name", ("hyperband", "median", "none"), "none" if multi_objective else "hyperband"
+    )
+    if multi_objective and name != "none":
+        raise t.fail(
+            "name",
+            "a study with a cost_objective cannot be pruned (Optuna prunes single-objective "
+            'studies only); use name = "none"',
+            name,
+        )
     return PrunerConfig(
-        name=t.choice("name", ("hyperband", "median", "none"), "hyperband"),
+        name=name,
         min_resource=t.get("min_resource", int, 1, _positive, "must be > 0"),
         reduction_factor=t.get("reduction_factor", int, 3, lambda v: v >= 2, "must be >= 2"),
         n_startup_trials=t.get("n_startup_trials", int, 5, lambda v: v >= 0, "must be >= 0"),

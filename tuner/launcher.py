@@ -18,7 +18,7 @@ import optuna
 import sqlalchemy
 
 from tuner.config import StudyConfig
-from tuner.errors import StorageError
+from tuner.errors import StorageError, TunerError
 from tuner.queue import Counts, budget, count, set_budget
 from tuner.storage import ENV_VAR, open_storage
 from tuner.study import open_study
@@ -182,9 +182,11 @@ class Progress:
         )
 
     def _best(self) -> str:
+        from tuner.results import best_trial, metric_value
+
         try:
-            best = self.study.best_trial
-        except ValueError:
+            best = best_trial(self.study)
+        except TunerError:
             return ""
         metric = self.study.user_attrs.get("metric", "value")
-        return f"; best {metric} {best.value:.4g} (trial {best.number})"
+        return f"; best {metric} {metric_value(best):.4g} (trial {best.number})"

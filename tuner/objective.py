@@ -7,6 +7,7 @@ import math
 import os
 import resource
 import socket
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +48,7 @@ class Objective:
         self.validation = data.split("validation", max(batch_size, VALIDATION_BATCH))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config, training = self.config, self.config.training
         spec = suggest(trial, config.space)
         trial.set_user_attr("worker", self.worker)
@@ -62,11 +63,14 @@ class Objective:
             loss=training.loss,
             metrics=self.data.metrics,
         )
-        trial.set_user_attr("n_params", model.count_params())
+        n_params = model.count_params()
+        trial.set_user_attr("n_params", n_params)
         report = _Report(
             trial,
             config.metric,
             config.direction,
+            # Optuna reports and prunes single-objective studies only.
+            single=config.cost_objective is None,
             # Seed configurations are the reference points: they always run to the end.
             prune="seed_config" not in trial.user_attrs,
         )
@@ -94,10 +98,14 @@ class Objective:
             trial.set_user_attr("best_epoch", report.best_epoch)
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if report.epochs:
-                trial.set_user_attr("seconds_per_epoch", round(seconds / report.epochs, 3))
+                trial.set_user_attr("seconds_per_epoch", round(report.seconds_per_epoch(), 3))
             trial.set_user_attr("worker_peak_rss_mb", _peak_rss_mb())
         if report.best is None:
             raise TrialFailed(f"no epoch finished, so there is no {config.metric}")
+        if config.cost_objective == "seconds_per_epoch":
+            return [report.best, report.seconds_per_epoch()]
+        if config.cost_objective == "n_params":
+            return [report.best, float(n_params)]
         return report.best
 
 
@@ -107,18 +115,32 @@ def _peak_rss_mb() -> int:
 
 
 class _Report(keras.callbacks.Callback):
-    """Reports the monitored metric after every epoch, keeps the best, prunes, and fails the
-    trial as soon as the loss or the metric stops being finite."""
+    """Reports the monitored metric after every epoch, keeps the best, prunes, times the epochs,
+    and fails the trial as soon as the loss or the metric stops being finite."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str, direction: str, prune: bool) -> None:
+    def __init__(
+        self, trial: optuna.Trial, monitor: str, direction: str, single: bool, prune: bool
+    ) -> None:
         super().__init__()
-        self.trial, self.monitor, self.prune = trial, monitor, prune
+        self.trial, self.monitor, self.single, self.prune = trial, monitor, single, prune
         self.better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
         self.epochs = 0
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.durations: list[float] = []
+        self._began = 0.0
+
+    def seconds_per_epoch(self) -> float:
+        """The median epoch, validation included; the first epoch, which also traces the
+        model's functions, only when it is the only one."""
+        steady = self.durations[1:] or self.durations
+        return statistics.median(steady) if steady else 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._began = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.durations.append(time.perf_counter() - self._began)
         logs = logs or {}
         self.epochs = epoch + 1
         for key in ("loss", self.monitor):
@@ -128,6 +150,8 @@ class _Report(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         if self.best is None or self.better(value, self.best):
             self.best, self.best_epoch = value, self.epochs
+        if not self.single:
+            return
         self.trial.report(value, step=self.epochs)
         if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {self.epochs}: {self.monitor}={value:.4g}")

@@ -15,21 +15,46 @@ from tuner.errors import TunerError
 from tuner.queue import count
 
 
+def metric_value(trial: FrozenTrial) -> float | None:
+    """A trial's value in the study's metric: its value, or its first value in a study whose
+    second objective is a cost."""
+    return trial.values[0] if trial.values else None
+
+
+def minimizes(study: optuna.Study) -> bool:
+    return study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    try:
-        return study.best_trial
-    except ValueError:
-        raise TunerError(f"study {study.study_name!r} has no complete trial yet") from None
+    """The complete trial with the best metric (the earliest of equals), cost aside."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise TunerError(f"study {study.study_name!r} has no complete trial yet")
+    sign = 1.0 if minimizes(study) else -1.0
+    return min(complete, key=lambda t: (sign * (metric_value(t) or 0.0), t.number))
+
+
+def pareto_front(study: optuna.Study) -> list[dict[str, Any]]:
+    """With a cost objective, the trials no other trial beats on both metric and cost, cheapest
+    first; empty for a single-objective study."""
+    if len(study.directions) < 2:
+        return []
+    front = sorted(study.best_trials, key=lambda t: (t.values[1], t.number))
+    return [
+        {"number": t.number, "value": t.values[0], "cost": t.values[1], "params": t.params}
+        for t in front
+    ]
 
 
 def summary(study: optuna.Study) -> dict[str, Any]:
     """The best trial, what it is measured against, and where the study stands."""
     best = best_trial(study)
+    value = metric_value(best)
     metric = study.user_attrs.get("metric", "value")
-    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    minimize = minimizes(study)
     baselines = study.user_attrs.get("baselines", {})
     seeds = {
-        t.user_attrs["seed_config"]: t.value
+        t.user_attrs["seed_config"]: metric_value(t)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if "seed_config" in t.user_attrs
     }
@@ -48,7 +73,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         },
         "best_trial": {
             "number": best.number,
-            "value": best.value,
+            "value": value,
             "params": best.params,
             "epochs": best.user_attrs.get("epochs"),
             "best_epoch": best.user_attrs.get("best_epoch"),
@@ -57,14 +82,23 @@ def summary(study: optuna.Study) -> dict[str, Any]:
             "seed_config": best.user_attrs.get("seed_config"),
         },
         "baselines": {
-            name: {"value": value, "improvement": improvement(best.value, value, minimize)}
-            for name, value in baselines.items()
+            name: {"value": v, "improvement": improvement(value, v, minimize)}
+            for name, v in baselines.items()
         },
         "seed_configs": {
-            name: {"value": value, "improvement": improvement(best.value, value, minimize)}
-            for name, value in seeds.items()
+            name: {"value": v, "improvement": improvement(value, v, minimize)}
+            for name, v in seeds.items()
         },
+        "cost_objective": _cost_name(study),
+        "pareto_front": pareto_front(study),
     }
+
+
+def _cost_name(study: optuna.Study) -> str | None:
+    if len(study.directions) < 2:
+        return None
+    names = study.metric_names
+    return names[1] if names else "cost"
 
 
 def improvement(best: float | None, reference: float | None, minimize: bool) -> float | None:
@@ -93,6 +127,14 @@ def format_summary(s: dict[str, Any]) -> str:
         for name, row in rows.items():
             lines.append(
                 f"{title} {name}: {s['metric']} = {row['value']:.4g}" + _versus(row["improvement"])
+            )
+    if s["pareto_front"]:
+        cost = s["cost_objective"]
+        lines.append(f"Pareto front of {s['metric']} against {cost}, cheapest first:")
+        for t in s["pareto_front"]:
+            lines.append(
+                f"  trial {t['number']}: {s['metric']} = {t['value']:.4g}, "
+                f"{cost} = {t['cost']:.4g}"
             )
     return "\n".join(lines)
 
@@ -123,7 +165,7 @@ def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
     minimize = s["direction"] == "minimize"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     sign = 1.0 if minimize else -1.0
-    ranked = sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))
+    ranked = sorted(complete, key=lambda t: (sign * (metric_value(t) or 0.0), t.number))
     retrained = retrained_models(study)
     seed_trials = {
         t.user_attrs["seed_config"]: t.number for t in complete if "seed_config" in t.user_attrs
@@ -137,7 +179,7 @@ def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
             {
                 "rank": rank,
                 "number": t.number,
-                "value": t.value,
+                "value": metric_value(t),
                 "params": t.params,
                 "epochs": t.user_attrs.get("epochs"),
                 "best_epoch": t.user_attrs.get("best_epoch"),

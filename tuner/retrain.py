@@ -27,7 +27,7 @@ from tuner.config import StudyConfig
 from tuner.data import Prepared, prepare
 from tuner.errors import TunerError
 from tuner.model import build_model
-from tuner.results import best_trial, improvement
+from tuner.results import best_trial, improvement, metric_value
 from tuner.space import spec_from_params
 from tuner.storage import open_storage
 from tuner.study import load_existing
@@ -152,7 +152,7 @@ def retrain(
         "trial": trial.number,
         "params": trial.params,
         "metric": config.metric,
-        "validation_value": trial.value,
+        "validation_value": metric_value(trial),
         "trained_on": "train+validation",
         "epochs": epochs,
         "train_seconds": round(seconds, 3),

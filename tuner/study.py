@@ -12,10 +12,10 @@ from typing import Any
 
 import optuna
 
-from tuner import __version__
+from tuner import __version__, results
 from tuner.artifacts import remove_all
 from tuner.config import StudyConfig
-from tuner.errors import StorageError
+from tuner.errors import StorageError, TunerError
 from tuner.queue import Counts, count, set_budget
 from tuner.space import SEED_CONFIGS, seed_fits
 from tuner.storage import study_names
@@ -80,20 +80,24 @@ def open_study(
         values = baselines()  # before anything is written: bad data must leave no study behind
         more = attrs()
         try:
-            direction = optuna.study.StudyDirection[config.direction.upper()]
-            study = optuna.create_study(direction=direction, **kwargs)
+            directions = [optuna.study.StudyDirection[d.upper()] for d in config.directions]
+            study = optuna.create_study(directions=directions, **kwargs)
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another worker created it a moment ago
         else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(config.objective_names)  # shown by optuna-dashboard
             for key, value in more.items():
                 study.set_user_attr(key, value)
             _set_up(study, config, values, n_trials or config.n_trials, on_skip)
             return study
     study = optuna.load_study(**kwargs)
-    if study.direction.name.lower() != config.direction:
+    found = [d.name.lower() for d in study.directions]
+    if found != config.directions:
         raise StorageError(
-            f"study {config.name!r} exists with direction {study.direction.name.lower()}, "
-            f"but {config.path} says {config.direction}"
+            f"study {config.name!r} exists with directions {found}, "
+            f"but {config.path} asks for {config.directions}"
         )
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not study.user_attrs.get("ready"):
@@ -158,13 +162,11 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
     listings = []
     for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        if len(study.directions) > 1:
-            best_trial, best_value = None, None  # not ours: a multi-objective study
-        else:
-            try:
-                best_trial, best_value = study.best_trial.number, study.best_value
-            except ValueError:
-                best_trial, best_value = None, None
+        try:
+            best = results.best_trial(study)
+            best_trial, best_value = best.number, results.metric_value(best)
+        except TunerError:
+            best_trial, best_value = None, None
         listings.append(
             StudyListing(
                 name=name,

@@ -154,7 +154,7 @@ def run_worker(
     config: StudyConfig,
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
-    objective: Callable[[optuna.Trial], float],
+    objective: Callable[[optuna.Trial], float | list[float]],
     stop: StopRequest,
     *,
     max_trials: int | None = None,
@@ -203,7 +203,7 @@ def _run(
     study: optuna.Study,
     storage: Any,
     trial: optuna.Trial,
-    objective: Callable[[optuna.Trial], float],
+    objective: Callable[[optuna.Trial], float | list[float]],
     stop: StopRequest,
     result: WorkerResult,
 ) -> tuple[FrozenTrial, str | None]:
