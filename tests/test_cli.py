@@ -243,10 +243,18 @@ def test_trials_lists_every_trial(finished_study, fmt: str) -> None:
     elif fmt == "json":
         frame = pd.DataFrame(json.loads(result.output))
     else:
-        assert result.output.splitlines()[0].split()[:3] == ["number", "state", "value"]
+        # The value column carries the metric's name (set on the study).
+        assert result.output.splitlines()[0].split()[:3] == ["number", "state", "value_val_mae"]
         return
     assert list(frame["number"]) == list(range(6))
-    for column in ("params_cell", "params_units_1", "epochs", "train_seconds", "n_params"):
+    for column in (
+        "value_val_mae",
+        "params_cell",
+        "params_units_1",
+        "epochs",
+        "train_seconds",
+        "n_params",
+    ):
         assert column in frame.columns
     assert frame["state"].isin(["COMPLETE", "PRUNED"]).all()
 
