@@ -16,8 +16,14 @@ def test_a_full_study_file_loads_into_frozen_typed_objects(write_study) -> None:
     assert config.space.units.kind == "int" and config.space.units.log
     assert config.space.cell.choices == ("gru", "lstm")
     assert config.training.epochs == 3
+    assert config.training.jit_compile is False
     with pytest.raises(AttributeError):
         config.name = "other"  # type: ignore[misc]
+
+
+def test_xla_is_chosen_in_the_training_section(write_study) -> None:
+    training = "epochs = 3\njit_compile = true"
+    assert load_study_config(write_study(training=training)).training.jit_compile is True
 
 
 def test_the_shipped_study_is_valid() -> None:
@@ -42,6 +48,10 @@ def test_one_value_or_one_choice_fixes_a_parameter(write_study) -> None:
         ),
         ({"training": 'epochs = "ten"'}, r"\[training\] epochs: must be of type int, got 'ten'"),
         ({"training": "epochs = 0"}, r"\[training\] epochs: must be > 0, got 0"),
+        (
+            {"training": 'jit_compile = "yes"'},
+            r"\[training\] jit_compile: must be of type bool, got 'yes'",
+        ),
         (
             {"space": "dropout = { low = 0.0, high = 1.0 }"},
             r"\[space\] dropout.high: must be in \[0, 1\), got 1.0",

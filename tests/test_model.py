@@ -133,3 +133,38 @@ def test_a_saved_text_model_loads_again(tmp_path) -> None:
     loaded = keras.saving.load_model(tmp_path / "model.keras")  # safe mode: no lambdas
     ids = np.array([[5, 25, 3, 19, 0, 7, 8, 9]], "int32")
     assert np.allclose(loaded(ids), model(ids))
+
+
+def _padded(rng: np.random.Generator) -> np.ndarray:
+    x = rng.normal(size=(16, 10, 3))
+    x[:, 6:] = 0.0  # padding after each sequence's end
+    return x
+
+
+@pytest.mark.parametrize(
+    "inputs, head, x",
+    [
+        (Inputs((12, 3)), Head(), np.random.default_rng(0).normal(size=(16, 12, 3))),
+        (Inputs((10, 3), masked=True), Head(2, "softmax"), _padded(np.random.default_rng(1))),
+        (Inputs((8,), tokens=True), Head(3, "softmax"), np.arange(128).reshape(16, 8) % 40),
+    ],
+    ids=["windows", "masked", "tokens"],
+)
+def test_xla_compiled_models_train_on_every_kind_of_input(inputs, head, x) -> None:
+    changes = dict(vocabulary_size=50, sequence_length=8, embedding_dim=4) if inputs.tokens else {}
+    forecast = head.units == 1
+    model = build_model(
+        spec(**changes),
+        inputs,
+        head,
+        loss="mse" if forecast else "crossentropy",
+        metrics=("mae",) if forecast else ("accuracy",),
+        jit_compile=True,
+    )
+    assert model.jit_compile
+    before = [w.copy() for w in model.get_weights()]
+    y = np.zeros((16, 1), "float32") if forecast else np.arange(16) % head.units
+    x = x.astype("int32" if inputs.tokens else "float32")
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))

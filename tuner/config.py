@@ -158,6 +158,7 @@ class TrainingConfig:
     patience: int = 3
     optimizer: str = "rmsprop"
     loss: str = "mse"  # "crossentropy" for the classification tasks
+    jit_compile: bool = False  # XLA: slower first epoch, faster later ones (BENCHMARKS.md)
 
 
 @dataclass(frozen=True)
@@ -436,6 +437,7 @@ def _training(t: _Table, task: str) -> TrainingConfig:
         steps_per_epoch=t.get("steps_per_epoch", int, None, _positive, "must be > 0"),
         patience=t.get("patience", int, 3, _positive, "must be > 0"),
         optimizer=t.choice("optimizer", OPTIMIZERS, "rmsprop"),
+        jit_compile=t.get("jit_compile", bool, False),
         loss=t.get(
             "loss",
             str,

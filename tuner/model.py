@@ -54,11 +54,13 @@ def build_model(
     optimizer: str = "rmsprop",
     loss: str = "mse",
     metrics: tuple[str, ...] = ("mae",),
+    jit_compile: bool = False,
 ) -> keras.Model:
     """A compiled recurrent network: `len(spec.units)` stacked GRU/LSTM layers and a dense head.
 
     `inputs` is the task's `Inputs`, or just a shape for windows of numbers. `loss` is a Keras
     loss, or "crossentropy": binary or sparse categorical, as the head's units say.
+    `jit_compile` compiles the training step with XLA.
     """
     import keras
 
@@ -100,6 +102,7 @@ def build_model(
         optimizer=_optimizer(optimizer, spec.learning_rate),
         loss=keras_loss(loss, head),
         metrics=list(metrics),
+        jit_compile=jit_compile,
     )
     return model
 

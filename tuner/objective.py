@@ -62,6 +62,7 @@ class Objective:
             optimizer=training.optimizer,
             loss=training.loss,
             metrics=self.data.metrics,
+            jit_compile=training.jit_compile,
         )
         n_params = model.count_params()
         trial.set_user_attr("n_params", n_params)

@@ -119,6 +119,7 @@ def retrain(
         optimizer=training.optimizer,
         loss=training.loss,
         metrics=data.metrics,
+        jit_compile=training.jit_compile,
     )
     train = data.split("train+validation", training.batch_size, shuffle=True, seed=seed)
     start = time.perf_counter()
