@@ -8,7 +8,7 @@ worker's span, from its first trial's start to its last trial's end, against the
 in `model.fit` (the trials' `train_seconds`); worker start-up (TensorFlow import, data
 preparation) is reported apart.
 
-    python benchmarks/overhead.py --repeats 3 --trials 6
+    python benchmarks/overhead.py --repeats 3 --trials 6 --epochs 4 --steps 40
 """
 
 from __future__ import annotations

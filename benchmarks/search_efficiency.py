@@ -249,7 +249,7 @@ def main() -> None:
         job, core, process = running.pop(0)
         out = process.communicate()[0]
         results[job] = json.loads(out.strip().splitlines()[-1])
-        print(f"done {job}", file=sys.stderr, flush=True)
+        print(f"done {job}: {json.dumps(results[job])}", file=sys.stderr, flush=True)
     ref = results.pop(("reference", 0))
     target = ref["best"]
     rows = []

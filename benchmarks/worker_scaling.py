@@ -7,7 +7,7 @@ features, batch 128), validating after every epoch. Throughput counts from the f
 to the last epoch's end, so the service's work between trials counts against it; process
 start-up is reported apart. Peak resident memory is read per process.
 
-    python benchmarks/worker_scaling.py --repeats 3 --epochs 3 --steps 40
+    python benchmarks/worker_scaling.py --repeats 3 --epochs 6 --trials 4 --steps 40
 """
 
 from __future__ import annotations
