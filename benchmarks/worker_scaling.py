@@ -34,22 +34,13 @@ def bare(study: Path, epochs: int) -> None:
     from tuner.config import load_study_config
     from tuner.data import prepare
     from tuner.model import build_model
-    from tuner.space import spec_from_params
+    from tuner.space import SEED_CONFIGS, spec_from_params
 
     config = load_study_config(study)
     data = prepare(config.data)
     import keras
 
-    params = {
-        "cell": "gru",
-        "layers": 1,
-        "units_1": 32,
-        "dropout": 0.0,
-        "recurrent_dropout": 0.0,
-        "bidirectional": False,
-        "activation": "tanh",
-        "learning_rate": 1e-3,
-    }
+    params = next(seed.params for seed in SEED_CONFIGS if seed.name == "gru")
     train = data.split("train", 128, shuffle=True, seed=0).repeat()
     validation = data.split("validation", 1024)
     start = time.time()

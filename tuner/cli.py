@@ -8,8 +8,9 @@ import socket
 import sys
 import traceback
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -75,6 +76,22 @@ def storage_option(f: Any) -> Any:
         callback=_remember_storage,
         expose_value=True,
     )(f)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    """`--format`, the first choice by default."""
+    option: Callable[[F], F] = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=choices[0],
+        show_default=True,
+        help="Output format.",
+    )
+    return option
 
 
 def _remember_storage(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
@@ -237,9 +254,7 @@ def _print_trial(trial: Any) -> None:
 @cli.command("best-trial")
 @study_file
 @storage_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 def best_trial(study_file: Path, storage: str, fmt: str) -> None:
     """Show the best trial: value, parameters, epochs and training time, beside the naive
     baseline and the seed configurations.
@@ -270,13 +285,7 @@ def _print_best(config: StudyConfig, url: str, required: bool, fmt: str = "text"
 @cli.command()
 @study_file
 @storage_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "csv", "json")
 def trials(study_file: Path, storage: str, fmt: str) -> None:
     """List every trial of a study: number, state, value, parameters, epochs, training time.
 
@@ -338,13 +347,7 @@ def dashboard(storage: str, artifacts: Path | None, port: int, host: str) -> Non
 @click.option(
     "--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="How many."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "json", "csv")
 def best_trials(study_file: Path, storage: str, top: int, fmt: str) -> None:
     """Show the best complete trials (value, parameters, epochs, training time, and the
     retrained model if there is one), then the naive baselines and the seed configurations.
@@ -448,9 +451,7 @@ def _versus_baseline(gain: float | None) -> str:
 
 @cli.command()
 @storage_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+@format_option("table", "json")
 def studies(storage: str, fmt: str) -> None:
     """List the studies in the storage, with their trial counts and best values.
 
