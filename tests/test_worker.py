@@ -15,6 +15,7 @@ import optuna
 import pytest
 from conftest import FAST_SPACE, tuner
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.pool import NullPool
 
 from tuner.launcher import Placement, plan
 
@@ -67,11 +68,19 @@ def test_workers_that_start_together_create_the_study_once(
     assert not any("locked" in e for e in errors)
 
 
+def _observer(url: str) -> optuna.storages.RDBStorage:
+    """One storage for a polling loop, holding no connection between polls: a new storage per
+    poll would leave a pooled connection behind each time, and a slow start on a busy machine
+    ran PostgreSQL out of connections."""
+    return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+
+
 def _wait_for_running(url: str, name: str, timeout: float = 120) -> None:
+    storage = _observer(url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            study = optuna.load_study(study_name=name, storage=url)
+            study = optuna.load_study(study_name=name, storage=storage)
             running = study.get_trials(states=(TrialState.RUNNING,))
             if running and running[0].intermediate_values:
                 return
@@ -238,10 +247,11 @@ def test_a_killed_workers_trial_is_failed_and_retried_and_the_study_completes(
 
 
 def _wait_for_study(url: str, name: str, timeout: float = 300) -> optuna.Study:
+    storage = _observer(url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            study = optuna.load_study(study_name=name, storage=url)
+            study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             time.sleep(0.3)
             continue
