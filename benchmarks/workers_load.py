@@ -155,9 +155,10 @@ def run(kind: str, where: str, n_workers: int, n_trials: int, sleep: float) -> d
 
 
 def queue_cost(kind: str, where: str, queued: int, measured: int, sleep: float) -> float:
-    """Milliseconds per trial of one worker taking `measured` trials from a queue of `queued`:
+    """Milliseconds per trial of one worker running `measured` trials of a budget of `queued`.
     Optuna's cached storage reads every unfinished trial whenever a study's trials are read, so
-    the worker loop's cost grows with the queue."""
+    this grew with the budget while the whole budget was queued up front; tuner.queue keeps the
+    queue short so that it does not."""
     storage = open_for_worker(kind, where)
     study = optuna.create_study(study_name=f"queue-{queued}", storage=storage)
     set_budget(study, queued)
@@ -199,14 +200,14 @@ def main() -> None:
     parser.add_argument(
         "--queue-cost",
         action="store_true",
-        help="instead: one worker's storage time per trial against the length of the queue",
+        help="instead: one worker's storage time per trial against the study's budget",
     )
     args = parser.parse_args()
     server = os.environ.get(
         "TUNER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
     if args.queue_cost:
-        print("| storage | queued trials | ms per trial, besides the objective |")
+        print("| storage | budget | ms per trial, besides the objective |")
         print("| --- | --- | --- |")
     rows = []
     for kind in args.storages.split(","):
