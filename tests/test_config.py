@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,26 @@ def test_the_shipped_study_is_valid() -> None:
     root = Path(__file__).parents[1]
     for path in sorted((root / "studies").glob("*.toml")):
         assert load_study_config(path).name
+
+
+def test_the_readme_study_file_is_valid_and_says_what_the_defaults_are(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme.toml").write_text(text)
+    config = load_study_config(tmp_path / "readme.toml")
+    assert config.name == "nyc-weather-temp" and config.n_trials == 30
+    assert config.pruner.prune_seed_configs is True
+    assert config.training.jit_compile is False
+    # Without the lines the README shows, the defaults are the same.
+    kept = [
+        line
+        for line in text.splitlines()
+        if not line.startswith(("prune_seed_configs", "jit_compile", "seed_configs"))
+    ]
+    (tmp_path / "bare" / "readme.toml").parent.mkdir()
+    (tmp_path / "bare" / "readme.toml").write_text("\n".join(kept))
+    bare = load_study_config(tmp_path / "bare" / "readme.toml")
+    assert dataclasses.replace(bare, path=config.path) == config
 
 
 def test_one_value_or_one_choice_fixes_a_parameter(write_study) -> None:

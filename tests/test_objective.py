@@ -36,7 +36,13 @@ def test_a_trial_reports_every_epoch_and_records_what_it_did(config) -> None:
     assert ":" in trial.user_attrs["worker"]
 
 
-def test_the_pruner_stops_a_trial_but_never_a_seed_configuration(config) -> None:
+@pytest.mark.parametrize("prune_seeds", [True, False])
+def test_the_pruner_stops_seed_configurations_only_when_the_study_file_lets_it(
+    write_study, prune_seeds
+) -> None:
+    pruner = 'name = "median"\n' + ("" if prune_seeds else "prune_seed_configs = false")
+    config = load_study_config(write_study(pruner=pruner))
+    assert config.pruner.prune_seed_configs is prune_seeds
     # Every value is above 0, so this pruner prunes any trial it is asked about.
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
     params = {
@@ -53,7 +59,10 @@ def test_the_pruner_stops_a_trial_but_never_a_seed_configuration(config) -> None
     study.enqueue_trial(params)
     study.optimize(Objective(config, prepare(config.data)), n_trials=2)
     seed, other = study.trials
-    assert seed.state == TrialState.COMPLETE and seed.user_attrs["epochs"] == 3
+    if prune_seeds:
+        assert seed.state == TrialState.PRUNED and seed.user_attrs["epochs"] == 1
+    else:
+        assert seed.state == TrialState.COMPLETE and seed.user_attrs["epochs"] == 3
     assert other.state == TrialState.PRUNED
     assert list(other.intermediate_values) == [1] and other.user_attrs["epochs"] == 1
 

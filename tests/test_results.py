@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from tuner.cli import cli
+from tuner.results import format_summary, summary
 
 pytestmark = pytest.mark.slow  # reads a study that real workers ran
 
@@ -39,11 +40,46 @@ def test_best_trials_ranks_complete_trials_with_the_references(finished_study) -
     seeds = {
         t.user_attrs["seed_config"]: t
         for t in study.trials
-        if "seed_config" in t.user_attrs and t.state == TrialState.COMPLETE
+        if "seed_config" in t.user_attrs and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
     }
     assert {n: s["number"] for n, s in report["seed_configs"].items()} == {
         n: t.number for n, t in seeds.items()
     }
+    for name, t in seeds.items():
+        row = report["seed_configs"][name]
+        assert row["value"] == min(t.intermediate_values.values())
+        pruned = t.state == TrialState.PRUNED
+        assert row["pruned_at"] == (t.user_attrs["epochs"] if pruned else None)
+
+
+def test_a_pruned_seed_configuration_is_shown_with_the_epoch_it_stopped_at(tmp_path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'seeds.db'}", study_name="s")
+    study.set_user_attr("metric", "val_mae")
+    study.enqueue_trial({"x": 1.0}, user_attrs={"seed_config": "gru"})
+    study.enqueue_trial({"x": 2.0}, user_attrs={"seed_config": "stacked-gru"})
+    for epochs, state in ((3, TrialState.COMPLETE), (2, TrialState.PRUNED)):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 3.0)
+        values = [5.0 - epochs + e * 0.5 for e in range(epochs)]  # the first epoch is the best
+        for step, value in enumerate(values, start=1):
+            trial.report(value, step)
+        attrs = {"epochs": epochs, "best_epoch": 1, "train_seconds": 1.0, "n_params": 100}
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, min(values) if state == TrialState.COMPLETE else None, state=state)
+    assert study.trials[1].value == 3.5  # Optuna gives a pruned trial its last value
+
+    s = summary(study)
+    assert s["seed_configs"]["stacked-gru"] == {
+        "number": 1,
+        "value": 3.0,
+        "improvement": pytest.approx((3.0 - 2.0) / 3.0),
+        "pruned_at": 2,
+    }
+    assert s["seed_configs"]["gru"]["pruned_at"] is None
+    text = format_summary(s)
+    assert "seed configuration stacked-gru (pruned at epoch 2): val_mae = 3;" in text
+    assert "seed configuration gru: val_mae = 2; the best trial is level with it" in text
 
 
 def test_best_trials_as_csv_and_table(finished_study) -> None:

@@ -110,6 +110,8 @@ class PrunerConfig:
     reduction_factor: int = 3
     n_startup_trials: int = 5
     n_warmup_steps: int = 2
+    # Whether the pruner may stop the seed configurations' trials like any other.
+    prune_seed_configs: bool = True
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,7 @@ def _pruner(t: _Table, multi_objective: bool) -> PrunerConfig:
         reduction_factor=t.get("reduction_factor", int, 3, lambda v: v >= 2, "must be >= 2"),
         n_startup_trials=t.get("n_startup_trials", int, 5, lambda v: v >= 0, "must be >= 0"),
         n_warmup_steps=t.get("n_warmup_steps", int, 2, lambda v: v >= 0, "must be >= 0"),
+        prune_seed_configs=t.get("prune_seed_configs", bool, True),
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.analysis import HELPED, HURT, TOO_FEW, Effect, StudyAnalysis
+from tuner.results import seed_label
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -19,7 +20,8 @@ def references(a: StudyAnalysis) -> list[tuple[str, float]]:
     """The best trial, the seed configurations and the baselines: (label, value), best first."""
     s = a.summary
     rows = [(f"best trial {s['best_trial']['number']}", float(s["best_trial"]["value"]))]
-    rows += [(f"seed {name}", float(r["value"])) for name, r in s["seed_configs"].items()]
+    seeds = s["seed_configs"].items()
+    rows += [(f"seed {seed_label(name, r)}", float(r["value"])) for name, r in seeds]
     rows += [(f"baseline {name}", float(r["value"])) for name, r in s["baselines"].items()]
     return rows
 

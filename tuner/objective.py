@@ -72,8 +72,8 @@ class Objective:
             config.direction,
             # Optuna reports and prunes single-objective studies only.
             single=config.cost_objective is None,
-            # Seed configurations are the reference points: they always run to the end.
-            prune="seed_config" not in trial.user_attrs,
+            # Seed configurations run to the end unless the study file lets the pruner stop them.
+            prune=config.pruner.prune_seed_configs or "seed_config" not in trial.user_attrs,
         )
         callbacks = [
             report,

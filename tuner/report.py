@@ -22,6 +22,7 @@ from tuner.analysis import (
 )
 from tuner.config import StudyConfig
 from tuner.errors import TunerError
+from tuner.results import seed_label
 from tuner.storage import open_storage
 from tuner.study import load_existing
 
@@ -261,7 +262,7 @@ def _html_table(
 def _references(a: StudyAnalysis) -> list[tuple[str, float, float | None]]:
     s = a.summary
     rows = [
-        (f"seed configuration {name}", r["value"], r["improvement"])
+        (f"seed configuration {seed_label(name, r)}", r["value"], r["improvement"])
         for name, r in s["seed_configs"].items()
     ]
     rows += [

@@ -21,6 +21,29 @@ def metric_value(trial: FrozenTrial) -> float | None:
     return trial.values[0] if trial.values else None
 
 
+def reached(trial: FrozenTrial, minimize: bool) -> float | None:
+    """The best metric value a trial reached: its value when complete, and its best epoch when
+    pruned (Optuna gives a pruned trial its last epoch's value)."""
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        values = trial.intermediate_values.values()
+        return min(values) if minimize else max(values)
+    return metric_value(trial)
+
+
+def seed_trials(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """The seed configurations' trials that finished, complete or pruned, by name."""
+    return {
+        t.user_attrs["seed_config"]: t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if "seed_config" in t.user_attrs
+    }
+
+
+def seed_label(name: str, row: dict[str, Any]) -> str:
+    """A seed configuration's name, saying when the pruner stopped it."""
+    return name + (f" (pruned at epoch {row['pruned_at']})" if row.get("pruned_at") else "")
+
+
 def minimizes(study: optuna.Study) -> bool:
     return study.directions[0] == optuna.study.StudyDirection.MINIMIZE
 
@@ -53,11 +76,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     metric = study.user_attrs.get("metric", "value")
     minimize = minimizes(study)
     baselines = study.user_attrs.get("baselines", {})
-    seeds = {
-        t.user_attrs["seed_config"]: metric_value(t)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "seed_config" in t.user_attrs
-    }
+    seeds = seed_trials(study)
     counts = count(study)
     return {
         "study": study.study_name,
@@ -86,8 +105,13 @@ def summary(study: optuna.Study) -> dict[str, Any]:
             for name, v in baselines.items()
         },
         "seed_configs": {
-            name: {"value": v, "improvement": improvement(value, v, minimize)}
-            for name, v in seeds.items()
+            name: {
+                "number": t.number,
+                "value": reached(t, minimize),
+                "improvement": improvement(value, reached(t, minimize), minimize),
+                "pruned_at": t.user_attrs.get("epochs") if t.state == TrialState.PRUNED else None,
+            }
+            for name, t in seeds.items()
         },
         "cost_objective": _cost_name(study),
         "pareto_front": pareto_front(study),
@@ -126,7 +150,8 @@ def format_summary(s: dict[str, Any]) -> str:
     for title, rows in (("baseline", s["baselines"]), ("seed configuration", s["seed_configs"])):
         for name, row in rows.items():
             lines.append(
-                f"{title} {name}: {s['metric']} = {row['value']:.4g}" + _versus(row["improvement"])
+                f"{title} {seed_label(name, row)}: {s['metric']} = {row['value']:.4g}"
+                + _versus(row["improvement"])
             )
     if s["pareto_front"]:
         cost = s["cost_objective"]
@@ -167,9 +192,6 @@ def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
     sign = 1.0 if minimize else -1.0
     ranked = sorted(complete, key=lambda t: (sign * (metric_value(t) or 0.0), t.number))
     retrained = retrained_models(study)
-    seed_trials = {
-        t.user_attrs["seed_config"]: t.number for t in complete if "seed_config" in t.user_attrs
-    }
     return {
         "study": s["study"],
         "metric": s["metric"],
@@ -192,7 +214,7 @@ def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
         ],
         "baselines": {name: row["value"] for name, row in s["baselines"].items()},
         "seed_configs": {
-            name: {"number": seed_trials[name], "value": row["value"]}
+            name: {"number": row["number"], "value": row["value"], "pruned_at": row["pruned_at"]}
             for name, row in s["seed_configs"].items()
         },
     }
@@ -242,6 +264,7 @@ def best_trials_frame(report: dict[str, Any]) -> pd.DataFrame:
                 "trial": seed["number"],
                 "name": name,
                 "value": seed["value"],
+                "pruned_at": seed["pruned_at"],
             }
         )
     frame = pd.DataFrame(rows)
@@ -278,7 +301,8 @@ def format_best_trials(report: dict[str, Any]) -> str:
         lines.append(f"baseline {name}: {metric} = {value:.4g}")
     for name, seed in report["seed_configs"].items():
         lines.append(
-            f"seed configuration {name} (trial {seed['number']}): {metric} = {seed['value']:.4g}"
+            f"seed configuration {seed_label(name, seed)}, trial {seed['number']}: "
+            f"{metric} = {seed['value']:.4g}"
         )
     for number, r in retrained:
         tests = ", ".join(
