@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from common import median, study_variant, table  # noqa: E402
 
 METHODS = (
     "tuner-default",
+    "tuner-seeds-to-end",
     "tpe-no-pruning",
     "random",
     "kerastuner-random",
@@ -84,8 +86,9 @@ def reference() -> dict[str, Any]:
     return {"values": values, "best": min(values.values()), "epochs": sum(SEED_BUDGETS.values())}
 
 
-def run_tuner(method: str, seed: int, budget: int, folder: Path) -> list[float]:
-    """One of tuner's own configurations, through the real worker loop."""
+def run_tuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, Any]:
+    """One of tuner's own configurations, through the real worker loop: the curve, and where
+    each trial's epochs are on it (the seed configurations' trials marked)."""
     from tuner.config import load_study_config
     from tuner.data import prepare
     from tuner.objective import Objective
@@ -94,7 +97,9 @@ def run_tuner(method: str, seed: int, budget: int, folder: Path) -> list[float]:
     from tuner.worker import StopRequest, run_worker
 
     changes: dict[str, dict[str, Any]] = {"study": {"n_trials": 200}, "sampler": {"seed": seed}}
-    if method != "tuner-default":
+    if method == "tuner-seeds-to-end":
+        changes["pruner"] = {"prune_seed_configs": False}
+    elif method != "tuner-default":
         changes["pruner"] = {"name": "none"}
     if method == "random":
         changes["sampler"]["name"] = "random"
@@ -105,16 +110,24 @@ def run_tuner(method: str, seed: int, budget: int, folder: Path) -> list[float]:
     study = open_study(config, storage, lambda: data.baselines)
     objective = Objective(config, data)
     curve: list[float] = []
+    trials: list[dict[str, Any]] = []
 
     def record(trial: Any) -> None:
         curve.extend(trial.intermediate_values[e] for e in sorted(trial.intermediate_values))
+        trials.append(
+            {
+                "epochs": len(trial.intermediate_values),
+                "state": trial.state.name.lower(),
+                "seed_config": trial.user_attrs.get("seed_config"),
+            }
+        )
 
     while len(curve) < budget:
         run_worker(config, study, storage, objective, StopRequest(), max_trials=1, on_trial=record)
-    return curve
+    return {"curve": curve, "trials": trials}
 
 
-def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> list[float]:
+def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, Any]:
     """KerasTuner on the same space, models and data."""
     import keras_tuner as kt
 
@@ -180,7 +193,7 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> list[fl
         )
     except kt.errors.FatalError:
         pass
-    return curve
+    return {"curve": curve, "trials": []}
 
 
 def one(method: str, seed: int, budget: int) -> None:
@@ -200,10 +213,23 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=140, help="training epochs per run")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one core each")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--save", metavar="FILE", help="also write every run's curve here (JSON)")
+    parser.add_argument(
+        "--load", metavar="FILE", help="report on the runs saved by --save instead of running"
+    )
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         one(args.one[0], int(args.one[1]), args.budget)
+        return
+    if args.load:
+        saved = json.loads(Path(args.load).read_text())
+        report(
+            {(r["method"], r["seed"]): r["result"] for r in saved},
+            args.methods.split(","),
+            args.seeds,
+            args.budget,
+        )
         return
     jobs = [("reference", 0)] + [
         (m, s) for s in range(args.seeds) for m in args.methods.split(",")
@@ -246,32 +272,50 @@ def main() -> None:
                     ),
                 )
             )
-        job, core, process = running.pop(0)
+        # Whichever run ends first frees its core (a run's output is one short line of JSON).
+        while all(process.poll() is None for _, _, process in running):
+            time.sleep(1)
+        done = next(r for r in running if r[2].poll() is not None)
+        running.remove(done)
+        job, core, process = done
         out = process.communicate()[0]
         results[job] = json.loads(out.strip().splitlines()[-1])
         print(f"done {job}: {json.dumps(results[job])}", file=sys.stderr, flush=True)
-    ref = results.pop(("reference", 0))
+    if args.save:
+        Path(args.save).write_text(
+            json.dumps([{"method": m, "seed": s, "result": r} for (m, s), r in results.items()])
+        )
+    report(results, args.methods.split(","), args.seeds, args.budget)
+
+
+def report(
+    results: dict[tuple[str, int], Any], methods: list[str], seeds: int, budget: int
+) -> None:
+    ref = results[("reference", 0)]
     target = ref["best"]
+    miss = budget + 1  # sorts after every hit; shown as ">budget"
+
+    def shown(epochs: float) -> str:
+        return f">{budget}" if epochs >= miss else f"{epochs:g}"
+
     rows = []
-    summary: dict[str, dict[str, float | None]] = {}
-    for method in args.methods.split(","):
-        bests, to_beat = [], []
-        for seed in range(args.seeds):
-            curve = results[(method, seed)][: args.budget]
+    summary: dict[str, dict[str, float]] = {}
+    for method in methods:
+        bests, to_beat, seed_epochs = [], [], []
+        for seed in range(seeds):
+            run = results[(method, seed)]
+            curve = run["curve"][:budget]
             bests.append(min(curve))
-            hit = next((i + 1 for i, v in enumerate(curve) if v < target), None)
-            to_beat.append(hit)
-        beaten = [h for h in to_beat if h is not None]
-        summary[method] = {
-            "best": median(bests),
-            "to_beat": median(beaten) if len(beaten) == len(to_beat) else None,
-        }
+            to_beat.append(next((i + 1 for i, v in enumerate(curve) if v < target), miss))
+            seed_epochs.append(sum(t["epochs"] for t in run["trials"] if t["seed_config"]))
+        summary[method] = {"best": median(bests), "to_beat": median(to_beat)}
         rows.append(
             [
                 method,
                 f"{median(bests):.3f}",
                 " / ".join(f"{b:.3f}" for b in bests),
-                " / ".join(str(h) if h else f">{args.budget}" for h in to_beat),
+                f"{shown(median(to_beat))} ({' / '.join(shown(h) for h in to_beat)})",
+                " / ".join(str(e) for e in seed_epochs) if any(seed_epochs) else "-",
             ]
         )
     print(
@@ -284,26 +328,29 @@ def main() -> None:
         table(
             [
                 "method",
-                f"best val_mae in {args.budget} epochs (median)",
+                f"best val_mae in {budget} epochs (median)",
                 "per seed",
-                "epochs to beat the best seed configuration, per seed",
+                f"epochs to beat {target:.3f}: median (per seed)",
+                "epochs spent on the seed configurations' trials, per seed",
             ],
             rows,
         )
     )
-    ours, kt_random = summary["tuner-default"], summary.get("kerastuner-random")
-    if kt_random and ours["to_beat"] and kt_random["to_beat"]:
+    kt_random = summary.get("kerastuner-random")
+    for method in methods:
+        ours = summary[method]
+        if not method.startswith("tuner-") or not kt_random:
+            continue
+        if ours["to_beat"] < miss and kt_random["to_beat"] < miss:
+            print(
+                f"\nepochs to beat, {method} / KerasTuner RandomSearch: "
+                f"{ours['to_beat'] / kt_random['to_beat']:.2f} (target <= 0.5)"
+            )
+        wins = sum(min(results[(method, s)]["curve"][:budget]) < target for s in range(seeds))
         print(
-            f"\nepochs to beat, tuner default / KerasTuner RandomSearch: "
-            f"{ours['to_beat'] / kt_random['to_beat']:.2f} (target <= 0.5)"
+            f"{method} beats every seed configuration within {budget} epochs in "
+            f"{wins} of {seeds} seeds"
         )
-    wins = sum(
-        min(results[("tuner-default", s)][: args.budget]) < target for s in range(args.seeds)
-    )
-    print(
-        f"tuner default beats every seed configuration within {args.budget} epochs in "
-        f"{wins} of {args.seeds} seeds"
-    )
 
 
 if __name__ == "__main__":
