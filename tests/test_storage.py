@@ -9,6 +9,7 @@ import pytest
 from tuner.errors import StorageError
 from tuner.storage import (
     DEFAULT_URL,
+    exclusive,
     hide_password_in_logs,
     mask,
     open_storage,
@@ -103,3 +104,19 @@ def test_a_password_is_hidden_in_every_log_line_once_asked() -> None:
             logger.removeHandler(handler)
     assert "s3cret-pw" not in logged.getvalue()
     assert logged.getvalue().count("postgresql://tuner:***@db-host/tuner") == 3
+
+
+def test_the_queue_lock_of_a_file_storage_lies_beside_its_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from optuna.storages.journal import JournalFileBackend
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "j").mkdir()
+    (tmp_path / "s").mkdir()
+    journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j" / "log")))
+    sqlite = open_storage(f"sqlite:///{tmp_path / 's' / 'tuner.db'}")
+    for storage, lock in ((journal, "j/log-tuner-lock"), (sqlite, "s/tuner.db-tuner-lock")):
+        with exclusive(storage, "queue:x"):
+            assert (tmp_path / lock).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j", "s"]  # nothing in the cwd

@@ -190,10 +190,8 @@ def exclusive(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]
         return
     if engine is not None:
         path = Path(f"{engine.url.database}-tuner-lock")
-    else:  # Optuna's journal file storage
-        path = Path(
-            f"{getattr(getattr(backend, '_backend', None), '_file_path', 'journal')}-tuner-lock"
-        )
+    else:  # Optuna's journal storage: `backend` is its JournalFileBackend
+        path = Path(f"{backend._file_path}-tuner-lock")
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
