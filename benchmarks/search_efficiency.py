@@ -1,7 +1,8 @@
 """Search efficiency on the shipped forecasting study (nyc-weather), the same search space and
 the same budget in training epochs, against what a user would pick instead:
 
-- tuner's default (TPE + Hyperband pruning, seed configurations first),
+- tuner's default (TPE + Hyperband pruning, seed configurations first, which the pruner may
+  stop like any trial), and the same with the seed configurations run to the end,
 - TPE without pruning, and random search (Optuna's RandomSampler, no pruning, no seeds),
 - KerasTuner's RandomSearch and Hyperband (a benchmark-only dependency: keras-tuner).
 
@@ -13,6 +14,8 @@ the epochs the classic example gave it (20 for the plain GRU, 40 for each of the
 140 in all); its best validation MAE is the value to beat.
 
     python benchmarks/search_efficiency.py --seeds 3 --budget 140 --jobs 2
+
+`--save FILE` keeps every run's curve, and `--load FILE` prints the tables from it again.
 """
 
 from __future__ import annotations
