@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from conftest import FAST_SPACE, tuner
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.pool import NullPool
@@ -71,7 +72,13 @@ def test_workers_that_start_together_create_the_study_once(
 def _observer(url: str) -> optuna.storages.RDBStorage:
     """One storage for a polling loop, holding no connection between polls: a new storage per
     poll would leave a pooled connection behind each time, and a slow start on a busy machine
-    ran PostgreSQL out of connections."""
+    ran PostgreSQL out of connections. A worker may be creating the database's tables at the
+    same moment; whichever of the two loses that race finds them made a moment later."""
+    for _ in range(20):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+        except sqlalchemy.exc.SQLAlchemyError:
+            time.sleep(0.2)
     return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
 
 
