@@ -76,7 +76,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     metric = study.user_attrs.get("metric", "value")
     minimize = minimizes(study)
     baselines = study.user_attrs.get("baselines", {})
-    seeds = seed_trials(study)
+    seeds = {name: (t, reached(t, minimize)) for name, t in seed_trials(study).items()}
     counts = count(study)
     return {
         "study": study.study_name,
@@ -107,11 +107,11 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         "seed_configs": {
             name: {
                 "number": t.number,
-                "value": reached(t, minimize),
-                "improvement": improvement(value, reached(t, minimize), minimize),
+                "value": v,
+                "improvement": improvement(value, v, minimize),
                 "pruned_at": t.user_attrs.get("epochs") if t.state == TrialState.PRUNED else None,
             }
-            for name, t in seeds.items()
+            for name, (t, v) in seeds.items()
         },
         "cost_objective": _cost_name(study),
         "pareto_front": pareto_front(study),
