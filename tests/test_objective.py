@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import optuna
@@ -9,9 +10,9 @@ from optuna.trial import TrialState
 
 from tuner.config import load_study_config
 from tuner.data import prepare
-from tuner.objective import Objective, TrialFailed
+from tuner.objective import Objective, TrialFailed, training_seed
 from tuner.storage import open_storage
-from tuner.study import open_study
+from tuner.study import make_sampler, open_study
 from tuner.worker import StopRequest, run_worker
 
 pytestmark = pytest.mark.slow
@@ -34,6 +35,29 @@ def test_a_trial_reports_every_epoch_and_records_what_it_did(config) -> None:
     assert trial.user_attrs["n_params"] > 0
     assert trial.user_attrs["train_seconds"] > 0
     assert ":" in trial.user_attrs["worker"]
+
+
+def test_a_trial_trains_the_same_whatever_ran_before_it_and_the_study_repeats(config) -> None:
+    """The trial's number and the study's seed decide its weights, dropout and batch order."""
+    data = prepare(config.data)
+
+    def run(n_trials: int) -> list[optuna.trial.FrozenTrial]:
+        study = optuna.create_study(sampler=make_sampler(config))
+        study.optimize(Objective(config, data), n_trials=n_trials)
+        return study.trials
+
+    first, again = run(3), run(3)
+    assert [t.params for t in first] == [t.params for t in again]
+    assert [t.intermediate_values for t in first] == [t.intermediate_values for t in again]
+    assert [t.user_attrs["training_seed"] for t in first] == [
+        training_seed(config.sampler.seed, n) for n in range(3)
+    ]
+    # Another study seed, same parameters: other weights, other values.
+    other = optuna.create_study()
+    other.enqueue_trial(first[0].params)
+    reseeded = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, seed=7))
+    other.optimize(Objective(reseeded, data), n_trials=1)
+    assert other.trials[0].intermediate_values != first[0].intermediate_values
 
 
 @pytest.mark.parametrize("prune_seeds", [True, False])

@@ -98,7 +98,8 @@ class SearchSpace:
 @dataclass(frozen=True)
 class SamplerConfig:
     name: str = "tpe"
-    seed: int | None = 0
+    # The sampler's (plus the worker's index) and, with the trial's number, its training's.
+    seed: int = 0
     n_startup_trials: int = 10
     multivariate: bool = True
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import optuna
 
 from tuner.config import StudyConfig
@@ -40,12 +41,9 @@ class Objective:
         self.config = config
         self.data = data
         self.should_stop = should_stop
-        batch_size = config.training.batch_size
-        train = data.split("train", batch_size, shuffle=True, seed=config.sampler.seed)
-        # With a step budget, epochs walk on through a repeated stream instead of restarting it.
-        self.train = train.repeat() if config.training.steps_per_epoch else train
         # Validation batches can be large: their size changes nothing but the speed.
-        self.validation = data.split("validation", max(batch_size, VALIDATION_BATCH))
+        batch_size = max(config.training.batch_size, VALIDATION_BATCH)
+        self.validation = data.split("validation", batch_size)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -55,6 +53,12 @@ class Objective:
         # Forget the previous trial's model; its memory goes with Python's own collection,
         # since a forced one here cost ~0.8 s a trial (BENCHMARKS.md, service overhead).
         keras.backend.clear_session(free_memory=False)
+        # The trial's own seed makes its weights, dropout masks and batch order depend on its
+        # number alone, not on which worker ran it or what that worker ran before.
+        seed = training_seed(config.sampler.seed, trial.number)
+        keras.utils.set_random_seed(seed)
+        trial.set_user_attr("training_seed", seed)
+        train = self.data.split("train", training.batch_size, shuffle=True, seed=seed)
         model = build_model(
             spec,
             self.data.inputs,
@@ -85,7 +89,9 @@ class Objective:
         start = time.perf_counter()
         try:
             model.fit(
-                self.train,
+                # With a step budget, epochs walk on through a repeated stream instead of
+                # restarting it.
+                train.repeat() if training.steps_per_epoch else train,
                 validation_data=self.validation,
                 epochs=training.epochs,
                 steps_per_epoch=training.steps_per_epoch,
@@ -108,6 +114,11 @@ class Objective:
         if config.cost_objective == "n_params":
             return [report.best, float(n_params)]
         return report.best
+
+
+def training_seed(study_seed: int, number: int) -> int:
+    """Trial `number`'s seed for its training, drawn from the study's `[sampler] seed`."""
+    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0] >> 1)
 
 
 def _peak_rss_mb() -> int:

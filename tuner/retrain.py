@@ -109,7 +109,9 @@ def retrain(
 
     training = config.training
     epochs = epochs_of(trial, config)
-    seed = config.sampler.seed or 0
+    # The trial's own seed (trials before it was recorded: the study's), so the weights start
+    # where the trial's did.
+    seed = int(trial.user_attrs.get("training_seed", config.sampler.seed))
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     model = build_model(

@@ -27,7 +27,7 @@ def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.
     """The study's sampler; each worker of a study gets its own seed, or they would all propose
     the same parameters."""
     s = config.sampler
-    seed = None if s.seed is None else s.seed + worker_index
+    seed = s.seed + worker_index
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
