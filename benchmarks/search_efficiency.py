@@ -2,7 +2,8 @@
 the same budget in training epochs, against what a user would pick instead:
 
 - tuner's default (TPE + Hyperband pruning, seed configurations first, which the pruner may
-  stop like any trial), and the same with the seed configurations run to the end,
+  stop like any trial), the same with the seed configurations run to the end, and the same
+  with successive halving (one bracket) in place of Hyperband,
 - TPE without pruning, and random search (Optuna's RandomSampler, no pruning, no seeds),
 - KerasTuner's RandomSearch and Hyperband (a benchmark-only dependency: keras-tuner).
 
@@ -36,6 +37,7 @@ from common import median, study_variant, table  # noqa: E402
 METHODS = (
     "tuner-default",
     "tuner-seeds-to-end",
+    "tuner-successive-halving",
     "tpe-no-pruning",
     "random",
     "kerastuner-random",
@@ -102,6 +104,8 @@ def run_tuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, An
     changes: dict[str, dict[str, Any]] = {"study": {"n_trials": 200}, "sampler": {"seed": seed}}
     if method == "tuner-seeds-to-end":
         changes["pruner"] = {"prune_seed_configs": False}
+    elif method == "tuner-successive-halving":
+        changes["pruner"] = {"name": "successive-halving"}
     elif method != "tuner-default":
         changes["pruner"] = {"name": "none"}
     if method == "random":

@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from tuner.cli import cli
+from tuner.config import load_study_config
 from tuner.errors import StorageError
 from tuner.storage import open_storage
-from tuner.study import delete, list_studies, load_existing
+from tuner.study import delete, list_studies, load_existing, make_pruner
 
 
 @pytest.fixture
@@ -98,3 +99,17 @@ def test_deleting_an_unknown_study_gets_one_line_and_exit_2(storage_url: str) ->
     with pytest.raises(StorageError, match=r"^no study named 'nobody' in this storage$"):
         delete(load_existing("nobody", storage), storage, None)
     assert sorted(optuna.get_all_study_names(storage_url)) == ["done", "empty"]
+
+
+def test_successive_halving_stops_a_trial_below_the_best_at_its_first_rung(write_study) -> None:
+    config = load_study_config(
+        write_study(pruner='name = "successive-halving"\nmin_resource = 1\nreduction_factor = 2')
+    )
+    study = optuna.create_study(pruner=make_pruner(config))
+    verdicts = []
+    for value in (1.0, 0.5, 2.0):  # minimized: the third is the worst at epoch 1
+        trial = study.ask()
+        trial.report(value, step=1)
+        verdicts.append(trial.should_prune())
+        study.tell(trial, value)
+    assert verdicts == [False, False, True]

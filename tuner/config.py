@@ -336,7 +336,9 @@ def _sampler(t: _Table) -> SamplerConfig:
 def _pruner(t: _Table, multi_objective: bool) -> PrunerConfig:
     # Optuna prunes single-objective studies only: a cost objective makes two.
     name = t.choice(
-        "name", ("hyperband", "median", "none"), "none" if multi_objective else "hyperband"
+        "name",
+        ("hyperband", "successive-halving", "median", "none"),
+        "none" if multi_objective else "hyperband",
     )
     if multi_objective and name != "none":
         raise t.fail(

@@ -49,6 +49,12 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
         )
     if p.name == "none":
         return optuna.pruners.NopPruner()
+    if p.name == "successive-halving":
+        # One bracket: the sampler learns from every trial, where Hyperband's TPE sees only the
+        # trials of the current trial's bracket.
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_resource, reduction_factor=p.reduction_factor
+        )
     return optuna.pruners.HyperbandPruner(
         min_resource=p.min_resource,
         max_resource=config.training.epochs,
