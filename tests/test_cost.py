@@ -62,6 +62,8 @@ def test_a_cost_aware_study_records_a_pareto_front(write_study, study_dir) -> No
         assert len(t.values) == 2 and t.values[1] > 0
         assert t.values[1] == pytest.approx(t.user_attrs["seconds_per_epoch"], abs=1e-3)
         assert not t.intermediate_values  # Optuna reports single-objective studies only
+        curve = t.user_attrs["epoch_values"]  # so the trial keeps its own
+        assert len(curve) == t.user_attrs["epochs"] and min(curve) == t.values[0]
     s = summary(study)
     front = s["pareto_front"]
     assert s["cost_objective"] == "seconds_per_epoch" and front

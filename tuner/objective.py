@@ -106,6 +106,9 @@ class Objective:
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if report.epochs:
                 trial.set_user_attr("seconds_per_epoch", round(report.seconds_per_epoch(), 3))
+            if report.values and not report.single:
+                # Optuna keeps intermediate values of single-objective studies only.
+                trial.set_user_attr("epoch_values", report.values)
             trial.set_user_attr("worker_peak_rss_mb", _peak_rss_mb())
         if report.best is None:
             raise TrialFailed(f"no epoch finished, so there is no {config.metric}")
@@ -140,6 +143,7 @@ class _Report(keras.callbacks.Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.durations: list[float] = []
+        self.values: list[float] = []  # the monitored metric, epoch after epoch
         self._began = 0.0
 
     def seconds_per_epoch(self) -> float:
@@ -160,6 +164,7 @@ class _Report(keras.callbacks.Callback):
             if not math.isfinite(value):
                 raise TrialFailed(f"{key} became {value} at epoch {self.epochs}")
         value = float(logs[self.monitor])
+        self.values.append(value)
         if self.best is None or self.better(value, self.best):
             self.best, self.best_epoch = value, self.epochs
         if not self.single:
