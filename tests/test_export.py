@@ -198,8 +198,7 @@ def test_a_text_model_takes_raw_strings_and_gives_probabilities(
     path = write_study(
         "reviews",
         study='name = "reviews"\nmetric = "val_accuracy"\nn_trials = 1\nseed_configs = false',
-        data='task = "text-classification"\npath = "reviews.csv"\ntext = "body"\n'
-        'label = "stars"',
+        data='task = "text-classification"\npath = "reviews.csv"\ntext = "body"\nlabel = "stars"',
         space=FAST_SPACE + "\nvocabulary_size = 20\nsequence_length = 8\nembedding_dim = 4",
         training="epochs = 3\nbatch_size = 16",
         pruner='name = "none"',
