@@ -135,6 +135,23 @@ def test_a_forecast_model_takes_raw_rows_and_gives_the_target_in_its_units(
     assert list(table["forecast_for"].iloc[first[:2]]) == [
         str(pd.Timestamp(t, tz="UTC")) for t in frame["time"].iloc[ends[:2] + 3]
     ]
+    # The README's example forecasts from the file's last window.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("## Using the model")[1].split("```python\n")[1].split("```")[0]
+    assert len(example.splitlines()) == 5
+    stem = "artifacts/models/nyc-weather-trial-12/nyc-weather-trial-12"
+    example = example.replace(f"{stem}.keras", str(model)).replace(
+        f"{stem}.json", str(model.with_suffix(".json"))
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", example.replace("latest.csv", str(study_dir / "series.csv"))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr
+    value = float(shown.stdout.strip().splitlines()[-1].strip("[] "))
+    assert value == pytest.approx(table["temp"].iloc[-1], abs=1e-4)
     # The preprocessing is backend-neutral: the same model gives the same on JAX.
     on_jax = predict_elsewhere(model, windows, study_dir, backend="jax")
     assert np.allclose(on_jax, predicted, rtol=0, atol=1e-5)
