@@ -113,7 +113,7 @@ def test_a_trial_without_a_model_is_retrained_first_into_the_artifacts_folder(
     first = predict(searched, "--data", str(data), env=env)
     assert first.exit_code == 0, first.output + first.stderr
     lines = first.output.splitlines()
-    assert lines[0] == "trial 0 has no retrained model yet: retraining it first"
+    assert lines[0] == "trial 0's retrained model is not there yet: retraining it first"
     assert lines[1].startswith("retraining trial 0 on training + validation data for")
     model = tmp_path / "shared" / "models" / "walk-trial-0" / "walk-trial-0.keras"
     assert lines[-1] == (

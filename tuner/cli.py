@@ -505,6 +505,8 @@ def predict(
     from tuner.predict import predict_file
 
     config = _load(study_file)
+    if not out.absolute().parent.is_dir():
+        raise click.BadParameter(f"the folder {out.parent} does not exist", param_hint="--out")
     done = predict_file(config, storage, data_path, number, artifacts, say=click.echo)
     done.frame.to_csv(out, index=False)
     click.echo(

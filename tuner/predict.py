@@ -59,9 +59,11 @@ def predict_file(
     data = prepare(config.data)
     # The file is checked before anything is retrained or written.
     new = read_new(config.data, data, data_path)
-    model_path = _model_path(retrained_models(study).get(trial.number), chosen_dir(artifacts))
+    record = retrained_models(study).get(trial.number)
+    model_path = _model_path(record, chosen_dir(artifacts))
     if model_path is None:
-        say(f"trial {trial.number} has no retrained model yet: retraining it first")
+        why = "takes no raw data (retrained by an older tuner)" if record else "is not there yet"
+        say(f"trial {trial.number}'s retrained model {why}: retraining it first")
         directory = artifact_dir(url, artifacts)
         model_path = retrain_trial(config, url, directory, trial.number, say=say).model_path
     elif not model_path.is_file():
