@@ -12,7 +12,8 @@ Only built-in Keras layers and `keras.ops` go into it (no layer of ours, no `Lam
 - text classification: strings -> `TextVectorization` with the training vocabulary cut to the
   trial's vocabulary size and sequence length -> the network -> class probabilities.
 
-Forecast and sequence models run on any Keras backend; `TextVectorization` needs TensorFlow.
+Forecast and sequence models run on any Keras backend; text models need the TensorFlow backend
+(Keras cannot feed strings to a model on JAX).
 Beside the model goes `card`, the JSON a caller needs to feed it and read its output.
 """
 
@@ -136,7 +137,7 @@ def card(config: DataConfig, data: Prepared, spec: ModelSpec) -> dict[str, Any]:
             "shape": [None],
             "dtype": "string",
             "what": "raw texts (a numpy array of dtype object, or a tf.string tensor); "
-            "needs TensorFlow installed",
+            "needs the TensorFlow backend",
             "vocabulary_size": spec.vocabulary_size,
             "sequence_length": spec.sequence_length or int(arrays.tokens.shape[1]),
         }
