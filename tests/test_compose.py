@@ -132,3 +132,17 @@ def test_only_the_dashboard_is_published_and_only_on_localhost(compose: dict[str
     published = {name: s.get("ports", []) for name, s in compose["services"].items()}
     assert published == {"postgres": [], "worker": [], "optuna-dashboard": ["127.0.0.1:8080:8080"]}
     assert all("expose" not in s and "network_mode" not in s for s in compose["services"].values())
+
+
+def test_workers_and_the_dashboard_share_one_artifact_store(compose: dict[str, Any]) -> None:
+    assert "artifacts" in compose["volumes"]
+    for name in ("worker", "optuna-dashboard"):
+        service = compose["services"][name]
+        assert "artifacts:/artifacts" in service["volumes"]
+        assert service["environment"]["TUNER_ARTIFACTS"] == "/artifacts"
+    code = compose["services"]["optuna-dashboard"]["entrypoint"][-1]
+    assert 'artifact_store=FileSystemArtifactStore(os.environ["TUNER_ARTIFACTS"])' in code
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert (
+        "chown tuner /artifacts" in dockerfile and "ENV TUNER_ARTIFACTS=/artifacts" in dockerfile
+    )

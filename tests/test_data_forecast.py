@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_series
 
 from tuner.config import load_study_config
 from tuner.data import forecast, prepare
@@ -247,3 +248,36 @@ def test_what_a_regular_grid_cannot_mend_is_named(config, damage, message) -> No
     frame = damage(pd.read_csv(config.path))
     with pytest.raises(DataError, match=message):
         forecast.prepare(replace(config, frequency="1h", max_gap=3), frame, "series.csv")
+
+
+def test_new_windows_are_raw_rows_and_say_what_each_forecast_is_for(config) -> None:
+    """What `tuner predict` feeds an exported model: every window of a new file, raw, with the
+    time its forecast is for (on a grid, also beyond the file's end)."""
+    train = make_series()
+    arrays = forecast.prepare(replace(config, frequency="1h"), train, "series.csv")
+    assert np.allclose(
+        arrays.inputs[:, 0] * arrays.input_std[0] + arrays.input_mean[0], train["temp"], atol=1e-4
+    )
+    new = make_series(20, seed=5).drop(columns="humid").assign(humid=1.0)  # any column order
+    windows, keys = forecast.new_windows(replace(config, frequency="1h"), arrays, new, "new.csv")
+    # lookback 12, step 2: 6 rows a window, spanning 11 rows; the first ends at row 10.
+    assert windows.shape == (10, 6, 3) and windows.dtype == np.float32
+    assert np.array_equal(windows[0, :, 0], new["temp"].to_numpy("float32")[0:11:2])
+    assert np.array_equal(windows[-1, :, 2], np.ones(6))
+    assert list(keys["window_end"].astype(str)[:1]) == ["2020-01-01 10:00:00+00:00"]
+    assert str(keys["forecast_for"].iloc[-1]) == "2020-01-01 22:00:00+00:00"  # 3 h past the end
+    # Without a grid, a time past the end is unknown.
+    _, keys = forecast.new_windows(config, arrays, new, "new.csv")
+    assert keys["forecast_for"].isna().sum() == 3
+
+
+def test_new_windows_need_the_features_and_one_windows_rows(config) -> None:
+    arrays = forecast.prepare(config, make_series(), "series.csv")
+    with pytest.raises(DataError, match=r"^new.csv: column 'pressure' not found"):
+        forecast.new_windows(config, arrays, make_series(20).drop(columns="pressure"), "new.csv")
+    with pytest.raises(
+        DataError,
+        match=r"^new.csv: one window needs 11 rows \(lookback 12, step 2\) but the file has "
+        r"only 9$",
+    ):
+        forecast.new_windows(config, arrays, make_series(9), "new.csv")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tuner.config import DataConfig
-from tuner.data import prepare
+from tuner.data import prepare, sequences
 from tuner.data.files import read_sequences
 from tuner.errors import DataError
 
@@ -161,3 +161,21 @@ def test_empty_and_foreign_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a\n1\n")
     with pytest.raises(DataError, match=r"sequence classification reads .npz files, got '.csv'"):
         read_sequences(tmp_path / "x.csv")
+
+
+def test_new_sequences_need_no_labels_and_are_padded_with_nan(tmp_path: Path) -> None:
+    seqs, labels = ragged()
+    data = prepare(config(write_flat(tmp_path / "x.npz", seqs, labels)))
+    new = [np.ones((2, 2)), np.zeros((4, 2))]
+    np.savez(tmp_path / "new.npz", values=np.concatenate(new), lengths=[2, 4])
+    read = read_sequences(tmp_path / "new.npz", labelled=False)
+    assert read.labels is None
+    x = sequences.new_sequences(data.arrays, read, "new.npz")
+    assert x.shape == (2, 4, 2) and np.isnan(x[0, 2:]).all() and (x[1] == 0).all()
+    np.savez(tmp_path / "three.npz", sequences=np.zeros((2, 4, 3)))
+    with pytest.raises(DataError, match=r"^new.npz: the sequences have 3 features per time step"):
+        sequences.new_sequences(
+            data.arrays, read_sequences(tmp_path / "three.npz", labelled=False), "new.npz"
+        )
+    with pytest.raises(DataError, match=r"needs `labels` and either"):
+        read_sequences(tmp_path / "three.npz")

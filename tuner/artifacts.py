@@ -1,8 +1,17 @@
 """Where a storage's artifacts (retrained models and their metrics) live: a folder used as
-Optuna's `FileSystemArtifactStore`, `artifacts/` beside a SQLite storage file by default."""
+Optuna's `FileSystemArtifactStore`: `--artifacts DIR`, else `$TUNER_ARTIFACTS`, else
+`artifacts/` beside a SQLite storage file (the current folder for other storages).
+
+Optuna's store names each file by its artifact id, without an extension, which
+`keras.saving.load_model` refuses; so each retrained model also gets a readable name,
+`models/<study>-trial-<N>/<study>-trial-<N>.keras` (a hard link to the artifact's file, or a
+copy where links cannot be made), with its JSON beside it."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +21,9 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy.engine import make_url
 
 FOLDER = "artifacts"
+ENV_VAR = "TUNER_ARTIFACTS"
+# The folder of the store where artifacts get readable names.
+NAMED = "models"
 # A study user attribute `retrained:N` links trial N to its retrained model's artifacts.
 RETRAINED_PREFIX = "retrained:"
 
@@ -28,7 +40,35 @@ def default_dir(url: str) -> Path:
 
 
 def artifact_dir(url: str, given: Path | None) -> Path:
-    return (given or default_dir(url)).absolute()
+    """The artifact store's folder: `given` (--artifacts), else $TUNER_ARTIFACTS, else the
+    default for the storage `url`."""
+    return (chosen_dir(given) or default_dir(url)).absolute()
+
+
+def chosen_dir(given: Path | None) -> Path | None:
+    """The artifact folder the user chose: `given` (--artifacts), else $TUNER_ARTIFACTS."""
+    if given is None and os.environ.get(ENV_VAR):
+        given = Path(os.environ[ENV_VAR]).expanduser()
+    return given.absolute() if given is not None else None
+
+
+def name_artifact(directory: Path, artifact_id: str, folder: str, filename: str) -> str:
+    """Give the artifact `artifact_id` of the store in `directory` the readable path
+    `models/<folder>/<filename>` (replacing what had that name); returns it, relative to
+    `directory`."""
+    relative = Path(NAMED, folder, filename)
+    target = directory / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=".naming-", dir=target.parent)) / filename
+    try:
+        try:
+            os.link(directory / artifact_id, temporary)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(directory / artifact_id, temporary)
+        os.replace(temporary, target)
+    finally:
+        shutil.rmtree(temporary.parent, ignore_errors=True)
+    return str(relative)
 
 
 def open_store(directory: Path) -> FileSystemArtifactStore:
@@ -49,6 +89,10 @@ def remove_all(study: optuna.Study, storage: optuna.storages.BaseStorage, direct
             meta.artifact_id
             for meta in optuna.artifacts.get_all_artifact_meta(trial, storage=storage)
         ]
+    for record in retrained_models(study).values():
+        named = directory / str(record.get("model_path", ""))
+        if record.get("model_path") and named.parent.parent == directory / NAMED:
+            shutil.rmtree(named.parent, ignore_errors=True)
     removed = 0
     for artifact_id in ids:
         try:

@@ -310,9 +310,11 @@ def artifacts_option(f: Any) -> Any:
     return click.option(
         "--artifacts",
         type=click.Path(file_okay=False, path_type=Path),
+        envvar="TUNER_ARTIFACTS",
+        show_envvar=True,
         metavar="DIR",
-        help="The artifact store: a folder.  [default: artifacts/ beside a SQLite storage "
-        "file, else in the current folder]",
+        help="The artifact store (retrained models): a folder.  [default: artifacts/ beside a "
+        "SQLite storage file, else in the current folder]",
     )(f)
 
 
@@ -348,7 +350,18 @@ def dashboard(storage: str, artifacts: Path | None, port: int, host: str) -> Non
     "--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="How many."
 )
 @format_option("table", "json", "csv")
-def best_trials(study_file: Path, storage: str, top: int, fmt: str) -> None:
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="TUNER_ARTIFACTS",
+    show_envvar=True,
+    metavar="DIR",
+    help="Show retrained models' paths in this artifact folder.  [default: the folder each "
+    "was saved in]",
+)
+def best_trials(
+    study_file: Path, storage: str, top: int, fmt: str, artifacts: Path | None
+) -> None:
     """Show the best complete trials (value, parameters, epochs, training time, and the
     retrained model if there is one), then the naive baselines and the seed configurations.
 
@@ -361,7 +374,8 @@ def best_trials(study_file: Path, storage: str, top: int, fmt: str) -> None:
     from tuner.study import load_existing
 
     config = _load(study_file)
-    report = top_trials(load_existing(config.name, open_storage(storage, must_exist=True)), top)
+    study = load_existing(config.name, open_storage(storage, must_exist=True))
+    report = top_trials(study, top, artifacts.absolute() if artifacts else None)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     elif fmt == "csv":
@@ -439,8 +453,66 @@ def retrain(study_file: Path, storage: str, artifacts: Path | None, number: int 
             f"baseline {name}: {key} = {value:.4g}"
             + _versus_baseline(m["improvement_on_test"][name])
         )
-    click.echo(f"model: {done.model_path} (a .keras file; artifact {done.model_artifact})")
-    click.echo(f"metrics: {done.directory / done.metrics_artifact} (JSON)")
+    click.echo(f"model: {done.model_path} (takes raw data; keras.saving.load_model loads it)")
+    click.echo(f"about it: {done.metrics_path} (JSON: inputs, outputs, test scores, versions)")
+
+
+@cli.command()
+@study_file
+@storage_option
+@artifacts_option
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="The data to predict on, in the study's own format (CSV or Parquet for a forecast or "
+    "texts, .npz for sequences); targets and labels are not needed.",
+)
+@click.option(
+    "--trial",
+    "number",
+    type=click.IntRange(min=0),
+    help="The trial whose model predicts.  [default: the best trial]",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("predictions.csv"),
+    show_default=True,
+    metavar="FILE",
+    help="The CSV file to write, one row per prediction.",
+)
+def predict(
+    study_file: Path,
+    storage: str,
+    artifacts: Path | None,
+    data_path: Path,
+    number: int | None,
+    out: Path,
+) -> None:
+    """Predict on a data file with a trial's retrained model (retraining the trial first if it
+    has none), and write one row per prediction: for a forecast, the row or time its window
+    ends at, the one it is for, and the predicted target; for a classifier, the predicted
+    class and each class's probability.
+
+    \b
+    Example:
+      tuner predict studies/nyc-weather.toml --data latest.csv --out forecast.csv
+    """
+    from tuner.predict import predict_file
+
+    config = _load(study_file)
+    if not out.absolute().parent.is_dir():
+        raise click.BadParameter(f"the folder {out.parent} does not exist", param_hint="--out")
+    done = predict_file(config, storage, data_path, number, artifacts, say=click.echo)
+    done.frame.to_csv(out, index=False)
+    click.echo(
+        f"wrote {len(done.frame)} predictions of trial {done.trial} to {out} "
+        f"(model {done.model_path})"
+    )
 
 
 def _versus_baseline(gain: float | None) -> str:

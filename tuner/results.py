@@ -183,9 +183,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame.rename(columns=lambda c: c.removeprefix("user_attrs_"))
 
 
-def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
+def best_trials(study: optuna.Study, top: int, artifacts: Path | None = None) -> dict[str, Any]:
     """The `top` best complete trials, with the naive baselines, the seed configurations and any
-    retrained model for reference."""
+    retrained model for reference (in the artifact folder `artifacts`, default: where it was
+    saved)."""
     s = summary(study)
     minimize = s["direction"] == "minimize"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -208,7 +209,7 @@ def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
                 "train_seconds": t.user_attrs.get("train_seconds"),
                 "n_params": t.user_attrs.get("n_params"),
                 "seed_config": t.user_attrs.get("seed_config"),
-                "retrained": _retrained(retrained.get(t.number)),
+                "retrained": _retrained(retrained.get(t.number), artifacts),
             }
             for rank, t in enumerate(ranked[:top], start=1)
         ],
@@ -220,14 +221,16 @@ def best_trials(study: optuna.Study, top: int) -> dict[str, Any]:
     }
 
 
-def _retrained(record: dict[str, Any] | None) -> dict[str, Any] | None:
+def _retrained(record: dict[str, Any] | None, artifacts: Path | None) -> dict[str, Any] | None:
     if record is None:
         return None
+    store = artifacts or Path(record["artifact_store"])
     tests = {k: v for k, v in record.items() if k.startswith("test_") and k != "test_baselines"}
     return {
         **tests,
         "test_baselines": record.get("test_baselines", {}),
-        "model": str(Path(record["artifact_store"]) / record["model_artifact"]),
+        # Older records have no readable name: the file named by its artifact id.
+        "model": str(store / record.get("model_path", record["model_artifact"])),
         "model_artifact": record["model_artifact"],
         "metrics_artifact": record["metrics_artifact"],
     }

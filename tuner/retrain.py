@@ -1,6 +1,7 @@
 """Retraining the winner: rebuild a complete trial's model, train it on the training and
 validation data for its best number of epochs, score it on the held-out test split beside the
-naive baseline, and keep the `.keras` model and its scores as artifacts of the study.
+naive baseline, and keep as artifacts of the study the exported `.keras` model (which takes raw
+data: `tuner.export`) and a JSON of its scores and of what a caller needs to use it.
 
 Optuna allows no change to a finished trial, so the artifacts are uploaded to the study, and the
 study's user attribute `retrained:N` links them to trial N.
@@ -22,10 +23,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.artifacts import RETRAINED_PREFIX, open_store
+from tuner.artifacts import RETRAINED_PREFIX, name_artifact, open_store
 from tuner.config import StudyConfig
 from tuner.data import Prepared, prepare
 from tuner.errors import TunerError
+from tuner.export import card, export_model, versions
 from tuner.model import build_model
 from tuner.results import best_trial, improvement, metric_value
 from tuner.space import spec_from_params
@@ -48,11 +50,19 @@ class Retrained:
     metrics_artifact: str
     directory: Path
     metrics: dict[str, Any]
+    # Where the model and its JSON are under readable names, relative to `directory`.
+    model_name: str = ""
+    metrics_name: str = ""
 
     @property
     def model_path(self) -> Path:
-        """The `.keras` file in the file-system artifact store (named by its artifact id)."""
-        return self.directory / self.model_artifact
+        """The `.keras` file, with its extension, as `keras.saving.load_model` wants it."""
+        return self.directory / (self.model_name or self.model_artifact)
+
+    @property
+    def metrics_path(self) -> Path:
+        """The JSON beside the model."""
+        return self.directory / (self.metrics_name or self.metrics_artifact)
 
 
 def retrain_trial(
@@ -90,7 +100,7 @@ def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     if trial.state != TrialState.COMPLETE:
         raise RetrainError(
             f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}; "
-            "only a complete trial can be retrained"
+            "only a complete trial has a model to retrain or to predict with"
         )
     return trial
 
@@ -114,8 +124,9 @@ def retrain(
     seed = int(trial.user_attrs.get("training_seed", config.sampler.seed))
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
+    spec = spec_from_params(trial.params)
     model = build_model(
-        spec_from_params(trial.params),
+        spec,
         data.inputs,
         data.head,
         optimizer=training.optimizer,
@@ -158,6 +169,7 @@ def retrain(
         "validation_value": metric_value(trial),
         "trained_on": "train+validation",
         "epochs": epochs,
+        "training_seed": seed,
         "train_seconds": round(seconds, 3),
         "n_params": model.count_params(),
         "test": test,
@@ -166,13 +178,16 @@ def retrain(
         "improvement_on_test": {
             name: improvement(value, reference, minimize) for name, reference in baselines.items()
         },
+        # How to feed the saved model and read its output, and what made it.
+        "model": card(config.data, data, spec),
+        "versions": versions(),
     }
     store = open_store(directory)
     stem = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', study.study_name)}-trial-{trial.number}"
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp, f"{stem}.keras")
-        metrics_file = Path(tmp, f"{stem}-metrics.json")
-        model.save(model_file)
+        metrics_file = Path(tmp, f"{stem}.json")
+        export_model(model, data, spec).save(model_file)
         metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
         model_id = optuna.artifacts.upload_artifact(
             artifact_store=store, file_path=str(model_file), study_or_trial=study
@@ -180,16 +195,22 @@ def retrain(
         metrics_id = optuna.artifacts.upload_artifact(
             artifact_store=store, file_path=str(metrics_file), study_or_trial=study
         )
+    model_name = name_artifact(directory, model_id, stem, model_file.name)
+    metrics_name = name_artifact(directory, metrics_id, stem, metrics_file.name)
     study.set_user_attr(
         f"{RETRAINED_PREFIX}{trial.number}",
         {
             "model_artifact": model_id,
             "model_file": model_file.name,
+            "model_path": model_name,
             "metrics_artifact": metrics_id,
+            "metrics_path": metrics_name,
             "artifact_store": str(directory),
             f"test_{key}": value,
             "test_baselines": baselines,
             "epochs": epochs,
         },
     )
-    return Retrained(trial.number, model_id, metrics_id, directory, metrics)
+    return Retrained(
+        trial.number, model_id, metrics_id, directory, metrics, model_name, metrics_name
+    )

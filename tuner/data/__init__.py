@@ -10,8 +10,10 @@ worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from tuner.config import DataConfig
@@ -114,13 +116,43 @@ def build(config: DataConfig) -> TaskArrays:
         return sequences.prepare(config, read_sequences(config.path), str(config.path))
     frame, source = load_frame(config)
     if config.task == "text-classification":
-        column, label = config.text, config.label
-        if config.dataset is not None:
-            found = builtin(config.dataset, config.task)
-            column, label = column or found.text, label or found.label
-        assert column is not None and label is not None
-        return text.prepare(config, frame, source, column, label)
+        return text.prepare(config, frame, source, *text_columns(config))
     return forecast.prepare(config, frame, source)
+
+
+def text_columns(config: DataConfig) -> tuple[str, str]:
+    """The text and label columns of a text classification study."""
+    column, label = config.text, config.label
+    if config.dataset is not None:
+        found = builtin(config.dataset, config.task)
+        column, label = column or found.text, label or found.label
+    assert column is not None and label is not None
+    return column, label
+
+
+@dataclass(frozen=True)
+class NewData:
+    """Examples of a new data file to predict on, as an exported model reads them (raw:
+    windows of feature rows, NaN-padded sequences, or texts), and what each one is."""
+
+    inputs: np.ndarray
+    # One row per example: the row and time a forecast's window ends at and the one it is
+    # for, or the sequence's or text's position in the file.
+    keys: pd.DataFrame
+
+
+def read_new(config: DataConfig, prepared: Prepared, path: Path) -> NewData:
+    """Read a data file in the study's own format to predict on; no target or label needed."""
+    source = str(path)
+    arrays = prepared.arrays
+    if isinstance(arrays, forecast.ForecastArrays):
+        windows, keys = forecast.new_windows(config, arrays, read_table(path), source)
+        return NewData(windows, keys)
+    if isinstance(arrays, sequences.SequenceArrays):
+        x = sequences.new_sequences(arrays, read_sequences(path, labelled=False), source)
+        return NewData(x, pd.DataFrame({"sequence": np.arange(len(x))}))
+    texts = text.texts_of(read_table(path), source, text_columns(config)[0])
+    return NewData(texts.astype(object), pd.DataFrame({"row": np.arange(len(texts))}))
 
 
 def load_frame(config: DataConfig) -> tuple[pd.DataFrame, str]:

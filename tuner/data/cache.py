@@ -30,7 +30,7 @@ logger = logging.getLogger("tuner.data")
 
 ENV_VAR = "TUNER_CACHE_DIR"
 # Bump when what an entry holds, or how it is computed, changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the normalisation statistics, for exported models
 
 T = TypeVar("T")
 

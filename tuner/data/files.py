@@ -44,10 +44,10 @@ class Sequences:
 
     values: np.ndarray  # (total steps, features)
     lengths: np.ndarray  # (sequences,)
-    labels: np.ndarray  # (sequences,)
+    labels: np.ndarray | None  # (sequences,); None when read without labels
 
 
-def read_sequences(path: Path) -> Sequences:
+def read_sequences(path: Path, labelled: bool = True) -> Sequences:
     """Labelled sequences from an `.npz` file, in one of two layouts.
 
     - `sequences` (n, steps) or (n, steps, features), optionally with `lengths` (n,) when the
@@ -59,6 +59,7 @@ def read_sequences(path: Path) -> Sequences:
     with `labels` (n,): integers, booleans or strings (`np.str_`). Written for instance by
     `np.savez("x.npz", values=np.concatenate(seqs), lengths=[len(s) for s in seqs],
     labels=labels)`. The file is read without unpickling: arrays of Python objects are refused.
+    Sequences to predict on (`labelled=False`) need no `labels`.
     """
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
@@ -80,13 +81,15 @@ def read_sequences(path: Path) -> Sequences:
         raise DataError(f"{path}: cannot be read as .npz: {e}") from e
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: cannot be read as .npz: {e}") from e
-    return _sequences(arrays, str(path))
+    return _sequences(arrays, str(path), labelled)
 
 
-def _sequences(arrays: dict[str, np.ndarray], source: str) -> Sequences:
+def _sequences(arrays: dict[str, np.ndarray], source: str, labelled: bool = True) -> Sequences:
     found = ", ".join(sorted(arrays)) or "nothing"
-    layout = "`labels` and either `sequences` (with optional `lengths`) or `values` + `lengths`"
-    if "labels" not in arrays or ("sequences" in arrays) == ("values" in arrays):
+    layout = "either `sequences` (with optional `lengths`) or `values` + `lengths`"
+    if labelled:
+        layout = f"`labels` and {layout}"
+    if (labelled and "labels" not in arrays) or ("sequences" in arrays) == ("values" in arrays):
         raise DataError(f"{source}: needs {layout}; found {found}")
     if "values" in arrays and "lengths" not in arrays:
         raise DataError(f"{source}: `values` needs `lengths`; found {found}")
@@ -95,8 +98,8 @@ def _sequences(arrays: dict[str, np.ndarray], source: str) -> Sequences:
     assert data is not None
     if data.dtype.kind not in "biuf":
         raise DataError(f"{source}: `{name}` must be numeric, got dtype {data.dtype}")
-    labels = arrays["labels"]
-    if labels.ndim != 1 or labels.dtype.kind not in "biuU":
+    labels = arrays.get("labels") if labelled else None
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "biuU"):
         raise DataError(
             f"{source}: `labels` must be one integer, boolean or string per sequence, "
             f"got shape {labels.shape} dtype {labels.dtype}"
@@ -120,7 +123,7 @@ def _sequences(arrays: dict[str, np.ndarray], source: str) -> Sequences:
         raise DataError(f"{source}: `lengths` must be one integer per sequence, got {lengths!r}")
     if len(lengths) == 0:
         raise DataError(f"{source}: holds no sequences")
-    if len(labels) != len(lengths):
+    if labels is not None and len(labels) != len(lengths):
         raise DataError(
             f"{source}: `labels` has {len(labels)} entries for {len(lengths)} sequences"
         )

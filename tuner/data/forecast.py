@@ -44,6 +44,11 @@ class ForecastArrays:
     delay: int
     period: int | None = None
     classes: tuple[str, ...] = ()
+    # The training rows' mean and standard deviation of each feature (a constant feature's
+    # deviation is 1): what inputs were normalised with, and what an exported model normalises
+    # raw rows with.
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -78,8 +83,11 @@ class ForecastArrays:
         return np.arange(first, stop - self.delay)
 
 
-def select(config: DataConfig, frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The numeric columns the study uses, in chronological order, checked."""
+def select(
+    config: DataConfig, frame: pd.DataFrame, source: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """The numeric columns the study uses (or `columns`), in chronological order, checked."""
+    wanted = columns
     columns = list(frame.columns)
     if config.timestamp is not None:
         if config.timestamp not in columns:
@@ -102,11 +110,14 @@ def select(config: DataConfig, frame: pd.DataFrame, source: str) -> pd.DataFrame
             )
         else:
             frame = frame.assign(**{config.timestamp: stamps}).sort_values(config.timestamp)
-    if config.features is not None:
-        features = list(config.features)
-    else:
-        features = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c])]
-    for column in [*features, config.target]:
+            frame = frame.set_axis(pd.DatetimeIndex(frame[config.timestamp]))
+    if wanted is None:
+        if config.features is not None:
+            features = list(config.features)
+        else:
+            features = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c])]
+        wanted = features + ([config.target] if config.target not in features else [])
+    for column in wanted:
         if column not in frame.columns:
             raise DataError(f"{source}: column {column!r} not found (columns: {columns})")
         if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(
@@ -123,7 +134,7 @@ def select(config: DataConfig, frame: pd.DataFrame, source: str) -> pd.DataFrame
             )
         if not np.isfinite(frame[column].to_numpy(dtype="float64")).all():
             raise DataError(f"{source}: column {column!r} has infinite values")
-    return frame[features + ([config.target] if config.target not in features else [])]
+    return frame[wanted]
 
 
 def prepare(config: DataConfig, frame: pd.DataFrame, source: str) -> ForecastArrays:
@@ -172,7 +183,43 @@ def prepare(config: DataConfig, frame: pd.DataFrame, source: str) -> ForecastArr
         step=config.step,
         delay=config.delay,
         period=config.period,
+        input_mean=tuple(float(v) for v in mean),
+        input_std=tuple(float(v) for v in std),
     )
+
+
+def new_windows(
+    config: DataConfig, arrays: ForecastArrays, frame: pd.DataFrame, source: str
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Every window of raw rows of a new series to predict on, as an exported model reads them
+    ((windows, timesteps, features) float32, not normalised), and for each the row (or time) it
+    ends at and the row (or time) its forecast is for.
+
+    The series is read like the study's (same columns, sorting and grid), but needs no target
+    column: the target of the last windows lies beyond its end.
+    """
+    frame = select(config, frame, source, list(arrays.features))
+    n, span = len(frame), (arrays.timesteps - 1) * arrays.step + 1
+    if span > n:
+        raise DataError(
+            f"{source}: one window needs {span} rows (lookback {config.lookback}, "
+            f"step {config.step}) but the file has only {n}"
+        )
+    values = frame.to_numpy(dtype="float32")
+    ends = np.arange(span - 1, n)
+    offsets = np.arange(-(arrays.timesteps - 1), 1) * arrays.step
+    windows = values[ends[:, None] + offsets[None, :]]
+    target = ends + arrays.delay
+    if config.timestamp is None:
+        return windows, pd.DataFrame({"window_end": ends, "forecast_for": target})
+    index = pd.DatetimeIndex(frame.index)
+    if config.frequency is not None:  # on a regular grid, times beyond the end are known too
+        step = pd.tseries.frequencies.to_offset(config.frequency)
+        forecast_for = index[ends] + arrays.delay * step
+    else:  # times as they come: one beyond the last row is unknown
+        inside = np.minimum(target, n - 1)
+        forecast_for = index[inside].where(target < n, pd.NaT)
+    return windows, pd.DataFrame({"window_end": index[ends], "forecast_for": forecast_for})
 
 
 def dataset(

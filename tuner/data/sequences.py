@@ -18,6 +18,7 @@ import pandas as pd
 from tuner.config import DataConfig
 from tuner.data import classes
 from tuner.data.files import Sequences
+from tuner.errors import DataError
 from tuner.model import Head, Inputs
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ class SequenceArrays:
     lengths: np.ndarray  # (examples,) int32
     classes: tuple[str, ...]
     masked: bool
+    # The training time steps' mean and standard deviation of each feature (a constant
+    # feature's deviation is 1), which an exported model normalises raw sequences with.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -61,6 +66,7 @@ class SequenceArrays:
 
 def prepare(config: DataConfig, sequences: Sequences, source: str) -> SequenceArrays:
     """Split, normalise and pad labelled sequences."""
+    assert sequences.labels is not None  # read with labels
     labels, names = classes.encode(pd.Series(sequences.labels), "'labels'", source)
     part = classes.stratified_split(labels, config.split, config.seed, source)
     lengths = sequences.lengths
@@ -86,4 +92,33 @@ def prepare(config: DataConfig, sequences: Sequences, source: str) -> SequenceAr
         lengths=lengths.astype("int32"),
         classes=names,
         masked=masked,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
     )
+
+
+def new_sequences(arrays: SequenceArrays, sequences: Sequences, source: str) -> np.ndarray:
+    """New sequences to predict on, as an exported model reads them: raw (not normalised),
+    float32, (sequences, steps, features), padded at the end with NaN time steps.
+
+    A model trained on sequences of one length reads sequences of that length only.
+    """
+    features, lengths = len(arrays.mean), sequences.lengths
+    if sequences.values.shape[1] != features:
+        raise DataError(
+            f"{source}: the sequences have {sequences.values.shape[1]} features per time step; "
+            f"the study's have {features}"
+        )
+    steps = arrays.x.shape[1]
+    if not arrays.masked and (lengths != steps).any():
+        first = int(np.flatnonzero(lengths != steps)[0])
+        raise DataError(
+            f"{source}: sequence {first} has {int(lengths[first])} time steps; the study's "
+            f"sequences all have {steps}, and its models read that length only"
+        )
+    x = np.full((len(lengths), int(lengths.max()), features), np.nan, dtype="float32")
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    example = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(len(sequences.values)) - np.repeat(starts, lengths)
+    x[example, position] = sequences.values
+    return x

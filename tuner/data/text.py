@@ -70,15 +70,12 @@ class TextArrays:
         return classes.baselines(self.labels, self.part, len(self.classes), split)
 
 
-def prepare(
-    config: DataConfig, frame: pd.DataFrame, source: str, text: str, label: str
-) -> TextArrays:
-    """Check, split and vectorise labelled texts (columns `text` and `label` of `frame`)."""
-    for role, column in (("text", text), ("label", label)):
-        if column not in frame.columns:
-            raise DataError(
-                f"{source}: {role} column {column!r} not found (columns: {list(frame.columns)})"
-            )
+def texts_of(frame: pd.DataFrame, source: str, text: str) -> np.ndarray:
+    """The texts of column `text`, checked: (examples,) str."""
+    if text not in frame.columns:
+        raise DataError(
+            f"{source}: text column {text!r} not found (columns: {list(frame.columns)})"
+        )
     texts = frame[text]
     if not (pd.api.types.is_string_dtype(texts) or pd.api.types.is_object_dtype(texts)):
         raise DataError(f"{source}: text column {text!r} must hold text, got dtype {texts.dtype}")
@@ -88,7 +85,20 @@ def prepare(
             f"{source}: text column {text!r} has {int(missing.sum())} missing values "
             f"(first at row {int(np.flatnonzero(missing)[0])})"
         )
-    strings = texts.astype(str).to_numpy()
+    strings: np.ndarray = texts.astype(str).to_numpy()
+    return strings
+
+
+def prepare(
+    config: DataConfig, frame: pd.DataFrame, source: str, text: str, label: str
+) -> TextArrays:
+    """Check, split and vectorise labelled texts (columns `text` and `label` of `frame`)."""
+    for role, column in (("text", text), ("label", label)):
+        if column not in frame.columns:
+            raise DataError(
+                f"{source}: {role} column {column!r} not found (columns: {list(frame.columns)})"
+            )
+    strings = texts_of(frame, source, text)
     labels, names = classes.encode(frame[label], f"label column {label!r}", source)
     part = classes.stratified_split(labels, config.split, config.seed, source)
     # Only now: bad data is reported without waiting for TensorFlow.
