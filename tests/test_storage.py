@@ -218,3 +218,68 @@ def test_a_read_only_copy_of_a_study_can_be_read(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name="s", storage=storage).trials) == 3
     assert copy.read_bytes() == before
     assert [p.name for p in (tmp_path / "ro").iterdir()] == ["studies.db"]
+
+
+# --- a failed trial is retried once ------------------------------------------------------------
+
+RACING = 4
+
+
+def _fail_stale_and_retry(url: str, start, done) -> None:  # type: ignore[no-untyped-def]
+    """One worker finding the study's trials stale, at the same moment as the others; then, as
+    a worker that lost the answer to its own "fail" and cannot tell whether it won, queuing a
+    retry of each failed trial."""
+    import warnings
+
+    from optuna.trial import TrialState
+
+    from tuner.config import WorkersConfig
+
+    warnings.simplefilter("ignore")
+    storage = open_storage(url, WorkersConfig(heartbeat_interval=1, grace_period=2))
+    study = optuna.load_study(study_name="r", storage=storage)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    start.wait()
+    optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(states=(TrialState.FAIL,)):
+        retry(study, trial)
+    done.put(True)
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_retried_once_however_many_workers_find_it_stale(
+    storage_url: str,
+) -> None:
+    import multiprocessing as mp
+    import time
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from tuner.config import WorkersConfig
+    from tuner.queue import claim
+    from tuner.storage import RETRY_OF
+
+    storage = open_storage(storage_url, WorkersConfig(heartbeat_interval=1, grace_period=2))
+    study = optuna.create_study(study_name="r", storage=storage)
+    for x in (1.0, 2.0, 3.0):
+        study.enqueue_trial({"x": x})
+    while claim(study) is not None:  # their workers die: no heartbeat after the claim
+        pass
+    time.sleep(3)
+    context = mp.get_context("spawn")
+    start, done = context.Barrier(RACING), context.Queue()
+    racers = [
+        context.Process(target=_fail_stale_and_retry, args=(storage_url, start, done))
+        for _ in range(RACING)
+    ]
+    for p in racers:
+        p.start()
+    assert [done.get(timeout=300) for _ in racers] == [True] * RACING
+    for p in racers:
+        p.join(timeout=60)
+    trials = optuna.load_study(study_name="r", storage=storage_url).trials
+    assert Counter(t.state for t in trials) == {TrialState.FAIL: 3, TrialState.WAITING: 3}
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs[RETRY_OF] for t in retries) == [0, 1, 2]
+    assert sorted(t.system_attrs["fixed_params"]["x"] for t in retries) == [1.0, 2.0, 3.0]
