@@ -116,3 +116,16 @@ def test_a_study_made_before_definitions_were_stored_takes_the_file_once(
     changed = dataclasses.replace(config, metric="val_mse")
     with pytest.raises(DefinitionError, match=r'metric = "val_mae"'):
         open_study(changed, open_storage(url, config.workers), dict)
+
+
+def test_a_field_added_to_the_definition_later_takes_the_files_value(
+    write_study, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    config = load_study_config(write_study())
+    study = _create(config.path, url)
+    older = dict(study.user_attrs[DEFINITION_ATTR])
+    older["training"] = {k: v for k, v in older["training"].items() if k != "patience"}
+    study.set_user_attr(DEFINITION_ATTR, older)
+    again = _create(config.path, url)  # a definition stored before `patience` was in it
+    assert stored_config(again, config).training.patience == config.training.patience

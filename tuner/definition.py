@@ -53,18 +53,20 @@ def definition(config: StudyConfig) -> dict[str, Any]:
 
 
 def check(stored: dict[str, Any], config: StudyConfig) -> None:
-    """Refuse `config` if it differs from the `stored` definition of its study."""
+    """Refuse `config` if it differs from the `stored` definition of its study.
+
+    Only the fields stored are compared: a field that a later version of tuner added to the
+    definition takes the study file's value in a study stored before it."""
     new = _flat(definition(config))
-    old = _flat(stored)
-    for field in sorted(set(old) | set(new), key=_order(stored)):
-        if field.split(".")[-1] in EXECUTION_DETAILS and field.startswith("training."):
+    for field, value in _flat(stored).items():
+        if field.startswith("training.") and field.split(".")[-1] in EXECUTION_DETAILS:
             continue
-        if old.get(field, _MISSING) != new.get(field, _MISSING):
+        if value != new.get(field, _MISSING):
             raise DefinitionError(
                 f"{config.path}: study {config.name!r} was created with {field} = "
-                f"{_show(old.get(field, _MISSING))}, but the file now gives "
-                f"{_show(new.get(field, _MISSING))}; a study's definition is fixed when it is "
-                "created: to run the changed file, give it a new [study] name"
+                f"{_show(value)}, but the file now gives {_show(new.get(field, _MISSING))}; a "
+                "study's definition is fixed when it is created: to run the changed file, give "
+                "it a new [study] name"
             )
 
 
@@ -75,22 +77,27 @@ def study_config(stored: dict[str, Any] | None, config: StudyConfig) -> StudyCon
     if stored is None:
         return config
     check(stored, config)
-    data = {k: v for k, v in stored["data"].items() if k != "file"}
     space: dict[str, Any] = {
-        name: None if p is None else Param(**_tuples(p)) for name, p in stored["space"].items()
+        name: None if p is None else Param(**_known(Param, p))
+        for name, p in _known(SearchSpace, stored["space"]).items()
     }
-    execution = {
-        k: v for k, v in dataclasses.asdict(config.training).items() if k in EXECUTION_DETAILS
-    }
+    training = {k: v for k, v in stored["training"].items() if k not in EXECUTION_DETAILS}
     return dataclasses.replace(
         config,
         metric=stored["metric"],
         direction=stored["direction"],
         cost_objective=stored["cost_objective"],
-        data=DataConfig(**_tuples(data), path=config.data.path),
-        space=SearchSpace(**space),
-        training=TrainingConfig(**stored["training"], **execution),
+        data=dataclasses.replace(config.data, **_known(DataConfig, stored["data"], "path")),
+        space=dataclasses.replace(config.space, **space),
+        training=dataclasses.replace(config.training, **_known(TrainingConfig, training)),
     )
+
+
+def _known(kind: type, fields: dict[str, Any], *but: str) -> dict[str, Any]:
+    """The stored `fields` that dataclass `kind` has (less `but`), with JSON's lists turned back
+    into the tuples it holds."""
+    names = {f.name for f in dataclasses.fields(kind)} - set(but)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in names}
 
 
 _MISSING = object()
@@ -108,14 +115,3 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _order(stored: dict[str, Any]) -> Any:
-    """Fields in the order they are stored (task, metric, ... data, space, training)."""
-    order = {field: i for i, field in enumerate(_flat(stored))}
-    return lambda field: (order.get(field, len(order)), field)
-
-
-def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
-    """JSON's lists back into the tuples the configuration's dataclasses hold."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
