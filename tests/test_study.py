@@ -246,3 +246,52 @@ def test_a_set_up_whose_commit_answer_was_lost_is_finished(
     queued = set(seeds) - {None}
     assert len(seeds) == 6 and len(queued) == len(observed.user_attrs["seed_configs"]) > 0
     assert optuna.get_all_study_names(postgres_url) == ["tiny"]
+
+
+_KILLED_CREATOR = """
+import os, signal, sys
+import optuna
+from tuner.config import load_study_config
+from tuner.storage import open_storage
+from tuner import study as tuner_study
+
+config = load_study_config(sys.argv[1])
+real = optuna.Study.enqueue_trial
+
+def enqueue_then_die(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # holding the set-up lock, one seed queued
+
+optuna.Study.enqueue_trial = enqueue_then_die
+tuner_study.open_study(config, open_storage(sys.argv[2], config.workers), dict)
+"""
+
+
+@pytest.mark.slow
+def test_a_creator_killed_holding_the_set_up_lock_does_not_wedge_the_study(
+    write_study, fresh_url: str, study_dir: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tuner.study import open_study
+
+    path = write_study()
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_CREATOR, str(path), fresh_url],
+        cwd=study_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [queued] = optuna.load_study(study_name="tiny", storage=fresh_url).trials
+    config = load_study_config(path)
+    started = time.monotonic()
+    study = open_study(config, open_storage(fresh_url, config.workers), dict)
+    assert time.monotonic() - started < 60
+    assert study.user_attrs["ready"] is True
+    seeds = [t.user_attrs.get("seed_config") for t in study.trials]
+    assert seeds[0] == queued.user_attrs["seed_config"]
+    assert len(seeds) == 6 and len(set(seeds) - {None}) == len(study.user_attrs["seed_configs"])
