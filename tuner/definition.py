@@ -52,12 +52,15 @@ def definition(config: StudyConfig) -> dict[str, Any]:
     return dict(json.loads(json.dumps(made, default=str)))
 
 
-def check(stored: dict[str, Any], config: StudyConfig) -> None:
-    """Refuse `config` if it differs from the `stored` definition of its study.
+def check(
+    stored: dict[str, Any], config: StudyConfig, defined: dict[str, Any] | None = None
+) -> None:
+    """Refuse `config` if it differs from the `stored` definition of its study (`defined`:
+    `definition(config)`, if already made; it reads the whole data file).
 
     Only the fields stored are compared: a field that a later version of tuner added to the
     definition takes the study file's value in a study stored before it."""
-    new = _flat(definition(config))
+    new = _flat(defined if defined is not None else definition(config))
     for field, value in _flat(stored).items():
         if field.startswith("training.") and field.split(".")[-1] in EXECUTION_DETAILS:
             continue

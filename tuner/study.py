@@ -110,7 +110,7 @@ def open_study(
         )
     stored = study.user_attrs.get(DEFINITION_ATTR)
     if stored is not None:
-        check(stored, config)
+        check(stored, config, defined)
     if not study.user_attrs.get("ready"):
         if plan is None:
             plan = _Plan(
@@ -123,7 +123,7 @@ def open_study(
             f"study {config.name!r} was created before tuner stored study definitions: "
             f"{config.path} is stored as its definition now, and later runs must match it"
         )
-    check(study.user_attrs[DEFINITION_ATTR], config)  # as stored by whoever set it up
+    check(study.user_attrs[DEFINITION_ATTR], config, defined)  # as whoever set it up stored it
     proposed = len(study.get_trials(deepcopy=False, states=_PROPOSED))
     study.sampler = make_sampler(config, worker_index, proposed)
     return study
