@@ -102,15 +102,15 @@ def open_study(
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another worker created it a moment ago (or this one, answer lost)
     study = optuna.load_study(**kwargs)
+    stored = study.user_attrs.get(DEFINITION_ATTR)
+    if stored is not None:
+        check(stored, config, defined)
     found = [d.name.lower() for d in study.directions]
     if found != config.directions:
         raise StorageError(
             f"study {config.name!r} exists with directions {found}, "
             f"but {config.path} asks for {config.directions}"
         )
-    stored = study.user_attrs.get(DEFINITION_ATTR)
-    if stored is not None:
-        check(stored, config, defined)
     if not study.user_attrs.get("ready"):
         if plan is None:
             plan = _Plan(
