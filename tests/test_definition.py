@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 
 import optuna
@@ -60,8 +61,11 @@ def test_a_changed_study_file_is_refused_naming_the_field_and_nothing_is_written
         _create(changed, storage_url)
     assert str(info.value).startswith(f"{changed}: study 'tiny' was created with ")
     assert str(info.value).endswith("to run the changed file, give it a new [study] name")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for command in (["run", str(changed)], ["worker", str(changed)], ["retrain", str(changed)]):
         result = CliRunner().invoke(cli, [*command, "--storage", storage_url])
+        for sig, handler in handlers.items():  # `tuner worker` turns signals into a stop flag
+            signal.signal(sig, handler)
         assert result.exit_code == 2, result.output
         assert len(result.stderr.splitlines()) == 1 and "give it a new [study] name" in (
             result.stderr
