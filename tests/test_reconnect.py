@@ -26,8 +26,7 @@ from sqlalchemy.pool import NullPool
 from tuner.config import WorkersConfig
 from tuner.errors import StorageError
 from tuner.queue import claim
-from tuner.reconnect import ReconnectingStorage
-from tuner.storage import open_storage
+from tuner.storage import ReconnectingStorage, open_storage
 
 # The test server trusts local connections, so any password gets in: one that must never show.
 PASSWORD = "Pa55-never-shown"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import optuna
@@ -113,3 +114,184 @@ def test_successive_halving_stops_a_trial_below_the_best_at_its_first_rung(write
         verdicts.append(trial.should_prune())
         study.tell(trial, value)
     assert verdicts == [False, False, True]
+
+
+# --- a resumed study proposes new parameters ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_resumed_study_does_not_repeat_its_first_runs_parameters(
+    write_study, tmp_path: Path, sampler: str
+) -> None:
+    from tuner.queue import claim, set_budget
+    from tuner.space import suggest
+    from tuner.study import open_study
+
+    config = load_study_config(
+        write_study(
+            study='name = "tiny"\nmetric = "val_mae"\nn_trials = 6\nseed_configs = false',
+            # TPE's random start-up covers both runs: it is what proposed the same trials again.
+            sampler=f'name = "{sampler}"\nseed = 0\nn_startup_trials = 20',
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+
+    def run(n_trials: int) -> set[tuple[tuple[str, object], ...]]:
+        study = open_study(config, open_storage(url, config.workers), dict, n_trials=n_trials)
+        set_budget(study, n_trials)
+        proposed = set()
+        while (trial := claim(study)) is not None:
+            suggest(trial, config.space)
+            study.tell(trial, 1.0)
+            proposed.add(tuple(sorted(trial.params.items())))
+        return proposed
+
+    first = run(6)
+    second = run(12)
+    assert len(first) == len(second) == 6
+    assert not first & second
+
+
+# --- set-up that cannot wedge ------------------------------------------------------------------
+
+
+class _Died(BaseException):
+    """The creator of a study dies here (nothing after it runs, as with SIGKILL)."""
+
+
+def _writes_until_death(monkeypatch, death: int | None) -> list[str]:
+    """Make the `death`-th write of a study's set-up (counting from 0) kill its writer."""
+    writes: list[str] = []
+    for name in ("set_user_attr", "enqueue_trial", "set_metric_names"):
+        real = getattr(optuna.Study, name)
+
+        def write(self, *args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            if death is not None and len(writes) == death:
+                raise _Died
+            writes.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(optuna.Study, name, write)
+    return writes
+
+
+def _outcome(study: optuna.Study) -> tuple[object, ...]:
+    attrs = {k: v for k, v in study.user_attrs.items()}
+    trials = sorted(
+        (t.state.name, str(t.params), str(t.user_attrs)) for t in study.get_trials(deepcopy=False)
+    )
+    return attrs, trials, study.metric_names
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh storage, once on SQLite and once on PostgreSQL (`storage_url` is taken here)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_a_set_up_cut_short_at_any_write_is_finished_by_whoever_comes_next(
+    write_study, fresh_url: str, monkeypatch
+) -> None:
+    storage_url = fresh_url
+    import dataclasses
+
+    from tuner.study import open_study
+
+    config = load_study_config(write_study())
+    storage = open_storage(storage_url, config.workers)
+    with monkeypatch.context() as m:
+        writes = _writes_until_death(m, None)
+        clean = _outcome(open_study(config, storage, dict))
+    assert "enqueue_trial" in writes and len(writes) > 8
+    for death in range(len(writes)):
+        named = dataclasses.replace(config, name=f"cut-{death}")
+        with monkeypatch.context() as m:
+            _writes_until_death(m, death)
+            with pytest.raises(_Died):
+                open_study(named, storage, dict)
+        assert (
+            optuna.load_study(study_name=named.name, storage=storage).user_attrs.get("ready")
+            is None
+        )
+        started = time.monotonic()
+        study = open_study(named, open_storage(storage_url, config.workers), dict)
+        assert time.monotonic() - started < 30  # finished, not waited on
+        assert _outcome(study) == clean, f"cut short at write {death} ({writes[death]})"
+
+
+@pytest.mark.parametrize("statement", ["INSERT INTO studies ", "INSERT INTO trials "])
+def test_a_set_up_whose_commit_answer_was_lost_is_finished(
+    write_study, postgres_url: str, statement: str
+) -> None:
+    from netfaults import Proxy, lose_commit_answer
+    from sqlalchemy.engine import make_url
+
+    from tuner.study import open_study
+
+    config = load_study_config(write_study())
+    parsed = make_url(postgres_url)
+    proxy = Proxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    try:
+        url = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        storage = open_storage(url, config.workers)
+        lose_commit_answer(storage.engine, proxy, statement)
+        open_study(config, storage, dict)
+    finally:
+        proxy.down()
+    observed = optuna.load_study(study_name="tiny", storage=postgres_url)
+    assert observed.user_attrs["ready"] is True
+    seeds = [t.user_attrs.get("seed_config") for t in observed.trials]
+    queued = set(seeds) - {None}
+    assert len(seeds) == 6 and len(queued) == len(observed.user_attrs["seed_configs"]) > 0
+    assert optuna.get_all_study_names(postgres_url) == ["tiny"]
+
+
+_KILLED_CREATOR = """
+import os, signal, sys
+import optuna
+from tuner.config import load_study_config
+from tuner.storage import open_storage
+from tuner import study as tuner_study
+
+config = load_study_config(sys.argv[1])
+real = optuna.Study.enqueue_trial
+
+def enqueue_then_die(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # holding the set-up lock, one seed queued
+
+optuna.Study.enqueue_trial = enqueue_then_die
+tuner_study.open_study(config, open_storage(sys.argv[2], config.workers), dict)
+"""
+
+
+@pytest.mark.slow
+def test_a_creator_killed_holding_the_set_up_lock_does_not_wedge_the_study(
+    write_study, fresh_url: str, study_dir: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tuner.study import open_study
+
+    path = write_study()
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_CREATOR, str(path), fresh_url],
+        cwd=study_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [queued] = optuna.load_study(study_name="tiny", storage=fresh_url).trials
+    config = load_study_config(path)
+    started = time.monotonic()
+    study = open_study(config, open_storage(fresh_url, config.workers), dict)
+    assert time.monotonic() - started < 60
+    assert study.user_attrs["ready"] is True
+    seeds = [t.user_attrs.get("seed_config") for t in study.trials]
+    assert seeds[0] == queued.user_attrs["seed_config"]
+    assert len(seeds) == 6 and len(set(seeds) - {None}) == len(study.user_attrs["seed_configs"])

@@ -21,8 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner.reconnect import retrying
-from tuner.storage import exclusive
+from tuner.storage import exclusive, queue_lock, retrying
 
 BUDGET_ATTR = "n_trials"
 # Queued trials kept ahead of the workers: at least this many, and two per running trial.
@@ -81,7 +80,7 @@ def refill(study: optuna.Study) -> int:
     storage: Any = study._storage  # the study's own caching view, which must see new trials
 
     def once() -> int:
-        with exclusive(storage, f"queue:{study.study_name}"):
+        with exclusive(storage, queue_lock(study.study_name)):
             c = count(study)
             ahead = max(AHEAD, 2 * c.running)
             missing = min(budget(study) - c.budgeted, ahead - c.waiting)

@@ -32,7 +32,7 @@ from tuner.model import build_model
 from tuner.results import best_trial, improvement, metric_value
 from tuner.space import spec_from_params
 from tuner.storage import open_storage
-from tuner.study import load_existing
+from tuner.study import load_existing, stored_config
 
 TEST_BATCH = 1024
 
@@ -76,6 +76,8 @@ def retrain_trial(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow starts
     storage = open_storage(url, must_exist=True)
     study = load_existing(config.name, storage)
+    # The study as it was run, not as its file reads today (which must match it).
+    config = stored_config(study, config)
     trial = choose_trial(study, number)
     data = prepare(config.data)
     say(

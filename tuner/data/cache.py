@@ -116,3 +116,13 @@ def load(kind: type[T], folder: Path) -> T:
 def _tuples(item: Any) -> Any:
     """JSON has lists where the dataclasses have (frozen) tuples."""
     return tuple(_tuples(v) for v in item) if isinstance(item, list) else item
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """What tells one content of a file from another, wherever it lies and whenever it was
+    copied: its size and SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}

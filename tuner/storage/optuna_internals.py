@@ -1,6 +1,8 @@
-"""Riding out a lost database connection: Optuna's RDB storage whose calls are made again, with
-backoff, while the database server cannot be reached (restarted, failed over, network down), so
-that workers carry on once it is back.
+"""Everything that leans on Optuna's internals, fenced here and nowhere else: the overrides of
+`RDBStorage`'s private methods, and the private attributes read to unwrap a storage.
+
+`tests/test_optuna_contract.py` fails loudly when Optuna changes under them; `pyproject.toml`
+pins Optuna to the minor series they were written for (5.0).
 
 Each storage call is one transaction. A call that failed before its COMMIT reached the server
 changed nothing and is simply made again. A call whose COMMIT reached the server but whose answer
@@ -12,7 +14,7 @@ are made so that the second run finds the first:
 - finishing a trial (`tell`): finding the trial already in the state and with the values asked
   for means the first attempt landed;
 - claiming a waiting trial: a claim that may have landed is reported as lost. The trial then
-  runs nowhere, but the claimant recorded its heartbeat first (`tuner.worker.claim`), so it goes
+  runs nowhere, but the claimant recorded its heartbeat first (`tuner.queue.claim`), so it goes
   stale and is failed and queued again, like the trial of a worker that died.
 
 Everything else reads, or writes a value that is the same however often it is written.
@@ -23,92 +25,63 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import logging
-import random
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optuna
-import sqlalchemy
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.errors import StorageError
-from tuner.storage import mask, reason, scrub
-
-logger = logging.getLogger("tuner.storage")
+from tuner.storage.reconnect import Reconnect
 
 CREATE_TOKEN = "tuner_create_token"
-FIRST_DELAY_S = 0.25
-MAX_DELAY_S = 5.0
+# The Optuna series the overrides below were written for (and pyproject.toml pins).
+OPTUNA_SERIES = "5.0"
 
 T = TypeVar("T")
 _RDB = optuna.storages.RDBStorage
 
 
-def is_transient(e: BaseException) -> bool:
-    """Whether `e`, or an error it wraps, says that the database could not be reached or dropped
-    the connection (or broke a deadlock), rather than that the request itself was wrong."""
-    return any(
-        isinstance(link, sqlalchemy.exc.DBAPIError)
-        and (
-            link.connection_invalidated
-            or isinstance(link, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
-        )
-        for link in _chain(e)
-    )
+def backend_of(storage: optuna.storages.BaseStorage) -> Any:
+    """The storage under Optuna's caching wrapper (which `Study` puts around an RDB storage)."""
+    return getattr(storage, "_backend", storage)
+
+
+def journal_file(backend: Any) -> str:
+    """The file of Optuna's `JournalFileBackend`."""
+    return str(backend._file_path)
+
+
+def optuna_tables() -> set[str]:
+    """The names of the tables Optuna's RDB storage keeps."""
+    return set(models.BaseModel.metadata.tables)
 
 
 def retrying(storage: optuna.storages.BaseStorage, call: Callable[[], T]) -> T:
     """`call()`, made again while `storage`'s database is unreachable, if `storage` (or the
     storage under Optuna's caching wrapper) is a `ReconnectingStorage`."""
-    backend = getattr(storage, "_backend", storage)
+    backend = backend_of(storage)
     if isinstance(backend, ReconnectingStorage):
-        return backend._retry(call)
+        return backend.reconnect(call)
     return call()
 
 
 class ReconnectingStorage(_RDB):
     """`optuna.storages.RDBStorage` that makes a call again while the database is unreachable,
-    for up to `reconnect_timeout` seconds, then raises `StorageError`.
-
-    One warning is logged when calls start failing and one when they work again, however many
-    threads notice; both show the URL with its password hidden.
-    """
+    for up to `reconnect_timeout` seconds, then raises `StorageError`."""
 
     def __init__(
         self, url: str, *, reconnect_timeout: float, shown_as: str | None = None, **kwargs: Any
     ) -> None:
         """`shown_as`: the URL as the user gave it, for messages (its password is hidden)."""
         self.reconnect_timeout = reconnect_timeout
-        self._outage = _Outage(shown_as or url, reconnect_timeout)
+        self.reconnect = Reconnect(shown_as or url, reconnect_timeout)
         self._tried_tokens: set[str] = set()
         super().__init__(url, **kwargs)
 
     def _retry(self, call: Callable[[], T], again: Callable[[], T] | None = None) -> T:
-        """`call()`, made again (as `again()` if given) while the database is unreachable."""
-        deadline = None
-        attempt = 0
-        while True:
-            try:
-                result = call() if deadline is None or again is None else again()
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                now = time.monotonic()
-                deadline = deadline or now + self.reconnect_timeout
-                if now >= deadline:
-                    raise self._outage.gave_up(e) from None
-                self._outage.began(e)
-                delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2**attempt, deadline - now)
-                time.sleep(delay * random.uniform(0.5, 1.0))  # workers must not return in step
-                attempt += 1
-                continue
-            self._outage.ended()
-            return result
+        return self.reconnect(call, again)
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
@@ -163,8 +136,9 @@ class ReconnectingStorage(_RDB):
 
 # Calls that read, or write a value that is the same however often it is written. (Writing a
 # parameter twice is refused by the database, and Optuna ignores the refusal.) Only the calls
-# that open a transaction themselves are listed: the others are made of these.
-_SAME_TWICE = (
+# that open a transaction themselves are listed: the others are made of these. The private ones
+# are held to their signatures by tests/test_optuna_contract.py.
+SAME_TWICE = (
     "create_new_study",
     "set_study_user_attr",
     "set_study_system_attr",
@@ -195,55 +169,10 @@ def _retried(name: str) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def retried(self: ReconnectingStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._retry(lambda: method(self, *args, **kwargs))
+        return self.reconnect(lambda: method(self, *args, **kwargs))
 
     return retried
 
 
-for _name in _SAME_TWICE:
+for _name in SAME_TWICE:
     setattr(ReconnectingStorage, _name, _retried(_name))
-
-
-class _Outage:
-    """When the storage stopped answering, shared by the threads that use it."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        self.url, self.timeout = url, timeout
-        self._lock = threading.Lock()
-        self._since: float | None = None
-
-    def began(self, e: BaseException) -> None:
-        with self._lock:
-            if self._since is not None:
-                return
-            self._since = time.monotonic()
-        logger.warning(
-            "storage %s unreachable (%s); retrying for up to %d s",
-            mask(self.url),
-            scrub(reason(e), self.url),
-            self.timeout,
-        )
-
-    def ended(self) -> None:
-        if self._since is None:
-            return
-        with self._lock:
-            since, self._since = self._since, None
-        if since is not None:
-            logger.warning(
-                "storage %s reachable again after %.0f s", mask(self.url), time.monotonic() - since
-            )
-
-    def gave_up(self, e: BaseException) -> StorageError:
-        return StorageError(
-            f"storage {mask(self.url)} unreachable for {self.timeout:.0f} s: "
-            f"{scrub(reason(e), self.url)}"
-        )
-
-
-def _chain(e: BaseException | None) -> Iterator[BaseException]:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__

@@ -1,0 +1,60 @@
+"""The study storage: URLs and their passwords (`urls`), opening Optuna's RDB storage on one
+(`engine`), locks shared by every process (`locks`), riding out a lost connection (`reconnect`),
+database errors (`errors`), the retry of a failed trial (`retry`), and, fenced in one module,
+everything that leans on Optuna's internals (`optuna_internals`).
+
+The modules import one way: urls, errors → reconnect → optuna_internals → locks → retry →
+engine. Everything other modules use is importable from `tuner.storage` itself.
+"""
+
+from __future__ import annotations
+
+from tuner.storage.engine import (
+    INIT_ATTEMPTS,
+    LIBPQ_OPTIONS,
+    SQLITE_BUSY_TIMEOUT_S,
+    open_storage,
+    study_names,
+)
+from tuner.storage.errors import is_transient, reason
+from tuner.storage.locks import exclusive
+from tuner.storage.optuna_internals import (
+    CREATE_TOKEN,
+    ReconnectingStorage,
+    backend_of,
+    retrying,
+)
+from tuner.storage.retry import RETRY_OF, RetryOnce, queue_lock, retry_of
+from tuner.storage.urls import (
+    DEFAULT_URL,
+    ENV_VAR,
+    hide_password_in_logs,
+    mask,
+    resolve_url,
+    scrub,
+)
+
+__all__ = [
+    "CREATE_TOKEN",
+    "DEFAULT_URL",
+    "ENV_VAR",
+    "INIT_ATTEMPTS",
+    "LIBPQ_OPTIONS",
+    "RETRY_OF",
+    "SQLITE_BUSY_TIMEOUT_S",
+    "ReconnectingStorage",
+    "RetryOnce",
+    "backend_of",
+    "exclusive",
+    "hide_password_in_logs",
+    "is_transient",
+    "mask",
+    "open_storage",
+    "queue_lock",
+    "reason",
+    "resolve_url",
+    "retry_of",
+    "retrying",
+    "scrub",
+    "study_names",
+]

@@ -1,0 +1,198 @@
+"""Opening Optuna's RDB storage on a URL, set up for the database behind it.
+
+SQLite (the default, a file beside you) is tuned for several processes on one machine: WAL
+journal, a busy timeout, and `BEGIN IMMEDIATE` transactions, so that a read never has to be
+upgraded to a write under another process's feet (the usual source of "database is locked").
+PostgreSQL gets small per-worker pools, liveness checks on pooled connections, TCP keepalives,
+and calls that are made again while the server cannot be reached (`tuner.storage.reconnect`).
+
+Commands that only read (`must_exist=True`) never write: they look for Optuna's tables first,
+without creating or migrating anything, and refuse a storage that lacks them (another
+application's database, an empty one); a SQLite file without write permission is opened
+read-only.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import stat
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+from tuner.config import WorkersConfig
+from tuner.errors import StorageError
+from tuner.storage.errors import lost_creation_race, reason
+from tuner.storage.optuna_internals import ReconnectingStorage, optuna_tables
+from tuner.storage.retry import RetryOnce
+from tuner.storage.urls import mask, parse, scrub
+
+SQLITE_BUSY_TIMEOUT_S = 60
+INIT_ATTEMPTS = 6
+# libpq: give up a connection attempt after 10 s; probe an idle connection after 60 s, then every
+# 10 s, and count it lost after 3 unanswered probes.
+LIBPQ_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 60,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+# Enough of Optuna's tables to tell its storage from another application's database.
+_REQUIRED_TABLES = {"studies", "trials", "version_info"}
+
+
+def open_storage(
+    url: str,
+    workers: WorkersConfig | None = None,
+    *,
+    must_exist: bool = False,
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on `url`.
+
+    Args:
+        url: Any SQLAlchemy URL Optuna accepts.
+        workers: Heartbeat settings, for storages that workers run trials on.
+        must_exist: For commands that only read (or delete): the storage must already hold
+            Optuna's tables; nothing is created, migrated or written to open it.
+    """
+    parsed = parse(url)
+    if parsed.drivername == "postgresql":
+        # The driver the `postgresql` extra installs, whichever SQLAlchemy 2 defaults to.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine_kwargs: dict[str, Any] = {}
+    read_only = False
+    if parsed.get_backend_name() == "sqlite":
+        read_only = _prepare_sqlite(parsed, url, must_exist)
+        engine_kwargs["connect_args"] = {
+            "timeout": SQLITE_BUSY_TIMEOUT_S,
+            "isolation_level": None,  # transactions are begun explicitly, below
+        }
+        if read_only:
+            engine_kwargs = {"creator": _read_only_sqlite(Path(str(parsed.database)))}
+    elif parsed.get_backend_name() == "postgresql":
+        # A worker makes one call at a time and its heartbeat thread another: two connections
+        # each, however many workers, checked before each use (an idle hour during a long
+        # trial must not break the next write) and kept open through firewalls by keepalives.
+        engine_kwargs |= {"pool_size": 1, "max_overflow": 1, "pool_pre_ping": True}
+        if parsed.get_driver_name() in ("psycopg2", "psycopg"):
+            engine_kwargs["connect_args"] = {
+                k: v for k, v in LIBPQ_OPTIONS.items() if k not in parsed.query
+            }
+    heartbeat: dict[str, Any] = {}
+    if workers is not None:
+        heartbeat = {
+            "heartbeat_interval": workers.heartbeat_interval,
+            "grace_period": workers.grace_period,
+            "heartbeat_stale_trial_callback": RetryOnce(max_retry=workers.max_retry),
+        }
+    full = parsed.render_as_string(hide_password=False)
+    for attempt in range(INIT_ATTEMPTS):
+        try:
+            if must_exist:
+                _require_optuna_tables(full, engine_kwargs, url)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = _storage_class(url, workers)(
+                    full, engine_kwargs=engine_kwargs, skip_table_creation=must_exist, **heartbeat
+                )
+            break
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, RuntimeError, ValueError) as e:
+            # Workers that start together on a new database race to create its tables; the
+            # losers find them made a moment later.
+            if lost_creation_race(e) and attempt + 1 < INIT_ATTEMPTS:
+                time.sleep(0.2 * 2**attempt)
+                continue
+            raise StorageError(f"storage {mask(url)}: {scrub(reason(e), url)}") from None
+    if parsed.get_backend_name() == "sqlite" and not read_only:
+        _begin_immediate(storage.engine)
+    return storage
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def _storage_class(
+    url: str, workers: WorkersConfig | None
+) -> Callable[..., optuna.storages.RDBStorage]:
+    if make_url(url).get_backend_name() == "sqlite":
+        return optuna.storages.RDBStorage  # no connection to lose
+    timeout = (workers or WorkersConfig()).reconnect_timeout
+    return functools.partial(ReconnectingStorage, reconnect_timeout=timeout, shown_as=url)
+
+
+def _require_optuna_tables(full_url: str, engine_kwargs: dict[str, Any], url: str) -> None:
+    """Refuse a storage without Optuna's tables, having looked on one connection that wrote
+    nothing."""
+    kwargs = {k: v for k, v in engine_kwargs.items() if k in ("connect_args", "creator")}
+    engine = sqlalchemy.create_engine(full_url, poolclass=NullPool, **kwargs)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if not _REQUIRED_TABLES <= tables & optuna_tables():
+        what = "is empty" if not tables else f"holds {len(tables)} tables, not Optuna's"
+        raise StorageError(
+            f"storage {mask(url)} {what}: it is not an Optuna storage, and was left as it was"
+        )
+
+
+def _prepare_sqlite(parsed: URL, url: str, must_exist: bool) -> bool:
+    """Check a SQLite storage's file; returns whether it must be opened read-only."""
+    if not parsed.database or parsed.database == ":memory:":
+        raise StorageError(
+            f"storage {mask(url)}: an in-memory SQLite database cannot be shared by workers; "
+            "give a file, such as sqlite:///tuner.db"
+        )
+    path = Path(parsed.database)
+    if must_exist and not path.is_file():
+        raise StorageError(f"storage {mask(url)}: no such SQLite file {str(path)!r}")
+    if not path.parent.is_dir():
+        raise StorageError(f"storage {mask(url)}: folder {str(path.parent)!r} does not exist")
+    if must_exist:
+        # Write permission as the file's mode says (root may write anyway): a file kept
+        # read-only is read as it is, creating nothing beside it.
+        return not path.stat().st_mode & stat.S_IWUSR or not os.access(path, os.W_OK)
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+            # WAL lets readers and one writer work at once; the setting stays with the file.
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as e:
+        raise StorageError(f"storage {mask(url)}: not a usable SQLite file: {e}") from None
+    return False
+
+
+def _read_only_sqlite(path: Path) -> Callable[[], sqlite3.Connection]:
+    # `immutable` reads without locks or a -shm file beside it, which a folder we may not
+    # write to could not take; only pending WAL content needs the (read-only) WAL reader.
+    wal = Path(f"{path}-wal")
+    mode = "mode=ro" if wal.exists() and wal.stat().st_size else "immutable=1"
+    uri = f"{path.resolve().as_uri()}?{mode}"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+
+    return connect
+
+
+def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the storage was set up lack the settings above

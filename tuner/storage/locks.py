@@ -1,0 +1,42 @@
+"""Locks held for every process that uses a storage: the queue's refill, a study's set-up and
+the retry of a failed trial are each done by one process at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+
+from tuner.storage.optuna_internals import backend_of, journal_file
+
+
+@contextlib.contextmanager
+def exclusive(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]:
+    """Hold the lock called `name` for every process that uses this storage: a file lock beside
+    a SQLite (or journal) file, a transaction-level advisory lock on PostgreSQL."""
+    backend = backend_of(storage)
+    engine = getattr(backend, "engine", None)
+    if engine is not None and engine.url.get_backend_name() == "postgresql":
+        # Held by a transaction of its own: released when it ends, or the connection drops.
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": zlib.crc32(name.encode())},
+            )
+            yield
+        return
+    if engine is not None:
+        path = Path(f"{engine.url.database}-tuner-lock")
+    else:
+        path = Path(f"{journal_file(backend)}-tuner-lock")
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

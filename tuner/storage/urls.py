@@ -1,0 +1,84 @@
+"""Storage URLs: choosing one, and hiding its password in everything printed or logged."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sqlalchemy.engine import URL, make_url
+
+from tuner.errors import StorageError
+
+DEFAULT_URL = "sqlite:///tuner.db"
+ENV_VAR = "TUNER_STORAGE"
+
+
+def resolve_url(url: str | None) -> str:
+    """The storage URL to use: the one given, else $TUNER_STORAGE, else the default SQLite file."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def mask(url: str) -> str:
+    """`url` with its password hidden, for anything printed or logged."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable storage URL>"
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with every occurrence of `url`'s password hidden."""
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+def parse(url: str) -> URL:
+    """`url` parsed, naming a database SQLAlchemy knows; else one line saying what is wrong."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        # Not echoed: an unparseable URL could still hold a password.
+        raise StorageError(
+            "the storage URL is not a SQLAlchemy URL "
+            "(it should look like sqlite:///tuner.db or postgresql://user@host/db)"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except Exception:
+        raise StorageError(
+            f"storage URL {mask(url)}: unknown database {parsed.drivername!r} "
+            "(use sqlite or postgresql)"
+        ) from None
+    return parsed
+
+
+class _HidePassword(logging.Filter):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if scrub(message, self.url) != message:
+            record.msg, record.args = scrub(message, self.url), None
+        if record.exc_info and not record.exc_text:
+            # Formatted here, once: handlers reuse `exc_text` rather than format it again.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text, self.url)
+        return True
+
+
+def hide_password_in_logs(url: str) -> None:
+    """Hide `url`'s password in every log line from now on, whoever logs it (the root logger's
+    handlers and Optuna's own)."""
+    try:
+        if not make_url(url).password:
+            return
+    except Exception:
+        return
+    for handler in logging.getLogger().handlers + logging.getLogger("optuna").handlers:
+        handler.addFilter(_HidePassword(url))
