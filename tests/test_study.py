@@ -113,3 +113,16 @@ def test_successive_halving_stops_a_trial_below_the_best_at_its_first_rung(write
         verdicts.append(trial.should_prune())
         study.tell(trial, value)
     assert verdicts == [False, False, True]
+
+
+def test_the_largest_seed_plus_a_large_worker_index_still_makes_a_sampler(write_study) -> None:
+    # Each worker's sampler seed is the study's plus the worker's index: it wraps around
+    # rather than passing numpy's largest seed, 2**32 - 1.
+    path = write_study(sampler="seed = 4294967295")
+    config = load_study_config(path)
+    from tuner.study import make_sampler
+
+    for index in (0, 1, 2**31 - 1):
+        study = optuna.create_study(sampler=make_sampler(config, worker_index=index))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        assert len(study.trials) == 2

@@ -27,7 +27,8 @@ def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.
     """The study's sampler; each worker of a study gets its own seed, or they would all propose
     the same parameters."""
     s = config.sampler
-    seed = s.seed + worker_index
+    # Within the seeds numpy accepts, however large the worker index (seeds wrap around).
+    seed = (s.seed + worker_index) % 2**32
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
