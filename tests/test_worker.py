@@ -102,7 +102,12 @@ LONG = "epochs = 200\nbatch_size = 16\nsteps_per_epoch = 20\npatience = 200"
 
 @pytest.mark.parametrize(
     ("signum", "backend"),
-    [(signal.SIGTERM, "sqlite"), (signal.SIGINT, "sqlite"), (signal.SIGTERM, "postgresql")],
+    [
+        (signal.SIGTERM, "sqlite"),
+        (signal.SIGINT, "sqlite"),
+        (signal.SIGHUP, "sqlite"),  # a closed terminal or ssh session
+        (signal.SIGTERM, "postgresql"),
+    ],
 )
 def test_a_signalled_worker_leaves_no_trial_running_and_exits_0(
     write_study, study_dir, signum, backend, request
