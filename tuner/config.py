@@ -173,8 +173,8 @@ class WorkersConfig:
     reconnect_timeout: int = 300
     # A worker starts afresh (re-executes itself between two trials) after this many trials, or
     # once its resident memory passes this many MB; 0 turns either off (BENCHMARKS.md).
-    max_trials_per_process: int = 50
-    max_memory_mb: int = 3000
+    max_trials_per_process: int = 20
+    max_memory_mb: int = 2500
 
 
 @dataclass(frozen=True)
@@ -493,10 +493,10 @@ def _workers(t: _Table) -> WorkersConfig:
         ),
         reconnect_timeout=t.get("reconnect_timeout", int, 300, lambda v: v >= 0, "must be >= 0"),
         max_trials_per_process=t.get(
-            "max_trials_per_process", int, 50, lambda v: v >= 0, "must be >= 0 (0: no limit)"
+            "max_trials_per_process", int, 20, lambda v: v >= 0, "must be >= 0 (0: no limit)"
         ),
         max_memory_mb=t.get(
-            "max_memory_mb", int, 3000, lambda v: v >= 0, "must be >= 0 (0: no limit)"
+            "max_memory_mb", int, 2500, lambda v: v >= 0, "must be >= 0 (0: no limit)"
         ),
     )
 
