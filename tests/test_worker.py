@@ -400,3 +400,5 @@ def test_a_worker_starts_afresh_between_trials_and_the_budget_stays_exact(
     # The same process (execv keeps the id), a fresh interpreter for each trial.
     assert len({t.user_attrs["worker"] for t in trials}) == 1
     assert sorted(t.user_attrs["worker_restarts"] for t in trials) == [0, 1, 2, 3]
+    # Each fresh start moves the sampler's seed on: no parameters proposed twice.
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4

@@ -40,6 +40,9 @@ RESUME_ENV = "TUNER_WORKER_RESUME"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
 PARENT_POLL_S = 1.0
+# Added to the worker index (so to the sampler's seed) at each fresh start: far from the indices
+# of the other workers (0, 1, 2... from `tuner run`).
+SEED_STRIDE = 1_000_003
 # After the launcher died and the worker was asked to stop: time to record its trial as failed
 # before the worker exits regardless (the trial's heartbeat then fails it).
 STOP_GRACE_S = 30.0

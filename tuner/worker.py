@@ -142,12 +142,15 @@ def work(
     from tuner.study import open_study
 
     data = prepare(config.data)
+    carried = process.carried(WorkerResult)
     storage = open_storage(storage_url, config.workers)
     study = open_study(
         config,
         storage,
         lambda: data.baselines,
-        worker_index=worker_index,
+        # After a fresh start the sampler's seed moves on, or it would propose again what it
+        # proposed after the last one.
+        worker_index=worker_index + carried.restarts * process.SEED_STRIDE,
         on_skip=say,
         attrs=lambda: data.study_attrs,
     )
@@ -163,7 +166,7 @@ def work(
         stop,
         max_trials=max_trials,
         on_trial=on_trial,
-        result=process.carried(WorkerResult),
+        result=carried,
         restart_due=process.restart_due if process.can_start_afresh() else None,
     )
     if result.restart_reason is not None:
