@@ -12,12 +12,13 @@ from sqlalchemy import event
 
 
 class Proxy:
-    """Forwards 127.0.0.1:`port` to `host`:`target_port` while up."""
+    """Forwards `listen`:`port` (127.0.0.1 by default) to `host`:`target_port` while up."""
 
-    def __init__(self, host: str, target_port: int) -> None:
+    def __init__(self, host: str, target_port: int, listen: str = "127.0.0.1") -> None:
         self.target = (host, target_port)
+        self.listen = listen
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+            probe.bind((listen, 0))
             self.port = probe.getsockname()[1]
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lose_answer = threading.Event()
@@ -28,7 +29,7 @@ class Proxy:
     def up(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.listen, self.port))
         listener.listen()
         listener.settimeout(0.1)
         self._listening.set()

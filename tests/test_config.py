@@ -254,3 +254,71 @@ FORECAST = 'path = "s.csv"\ntarget = "temp"\nlookback = 4\ndelay = 1\n'
 def test_a_field_that_does_not_fit_the_task_is_named(write_study, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_study_config(write_study(**overrides))
+
+
+# --- Bounds: every number finite and within what numpy, Optuna and the storage can hold --------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"sampler": "seed = -1"}, r"\[sampler\] seed: must be in \[0, 4294967295\], got -1$"),
+        (
+            {"sampler": "seed = 4294967296"},
+            r"\[sampler\] seed: must be in \[0, 4294967295\], got 4294967296$",
+        ),
+        (
+            {"space": "dropout = { low = 0.0, high = 0.5, step = nan }"},
+            r"\[space\] dropout.step: must be a finite number, got nan$",
+        ),
+        (
+            {"space": "learning_rate = { low = 1e-4, high = inf, log = true }"},
+            r"\[space\] learning_rate.high: must be a finite number, got inf$",
+        ),
+        ({"space": "dropout = [0.1, -nan]"}, r"\[space\] dropout: must be a finite number"),
+        (
+            {"training": "batch_size = 99999999999999999999999"},
+            r"\[training\] batch_size: must be a 64-bit integer .*, got 99999999999999999999999$",
+        ),
+        (
+            {"training": "batch_size = 1000000000000"},
+            r"\[training\] batch_size: must be in \[1, 1048576\], got 1000000000000$",
+        ),
+        ({"training": "epochs = 10000000"}, r"\[training\] epochs: must be in \[1, 100000\]"),
+        (
+            {"study": 'name = "x"\nmetric = "val_mae"\nn_trials = 9223372036854775807'},
+            r"\[study\] n_trials: must be in \[1, 1000000\], got 9223372036854775807$",
+        ),
+        (
+            {"study": f'name = "{"n" * 10_000}"'},
+            r"\[study\] name: must be at most 512 characters \(Optuna's column\), got 10000 ",
+        ),
+        (
+            {"workers": "heartbeat_interval = 2\nmax_memory_mb = -1"},
+            r"\[workers\] max_memory_mb: must be >= 0 \(0: no limit\), got -1$",
+        ),
+    ],
+)
+def test_a_number_out_of_bounds_is_named(write_study, overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_study_config(write_study(**overrides))
+
+
+def test_a_data_path_that_is_a_symlink_loop_is_named(write_study, study_dir: Path) -> None:
+    (study_dir / "a.csv").symlink_to(study_dir / "b.csv")
+    (study_dir / "b.csv").symlink_to(study_dir / "a.csv")
+    path = write_study(data='path = "a.csv"\ntarget = "temp"\nlookback = 4\ndelay = 1')
+    with pytest.raises(ConfigError, match=r"\[data\] path: cannot be followed \(.*loop.*\)"):
+        load_study_config(path)
+
+
+def test_a_study_file_that_is_a_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r": is a folder, not a study file$"):
+        load_study_config(tmp_path)
+
+
+def test_a_worker_restarts_by_default_and_can_be_told_not_to(write_study) -> None:
+    assert load_study_config(write_study()).workers.max_trials_per_process > 0
+    workers = "heartbeat_interval = 2\nmax_trials_per_process = 0\nmax_memory_mb = 0"
+    config = load_study_config(write_study(workers=workers))
+    assert (config.workers.max_trials_per_process, config.workers.max_memory_mb) == (0, 0)

@@ -8,6 +8,7 @@ import collections
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -299,3 +300,153 @@ def test_workers_ride_out_a_server_restart_and_never_show_the_password(
 def test_sqlite_has_no_connection_to_lose(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 'x.db'}", WorkersConfig())
     assert type(storage) is optuna.storages.RDBStorage
+
+
+# --- Two hosts: network namespaces made by the test --------------------------------------------
+
+
+class Hosts:
+    """Network namespaces joined to this one by veth pairs: separate hosts, each with its own
+    link to the database server's machine, which the test can take down."""
+
+    def __init__(self, names: list[str]) -> None:
+        tag = f"{os.getpid() % 100_000}"
+        self.namespaces: dict[str, str] = {}
+        self.links: dict[str, str] = {}
+        self.addresses: dict[str, str] = {}  # the address of the server's side of each link
+        try:
+            for i, name in enumerate(names):
+                ns, link = f"tuner{tag}{name}", f"tn{tag}{name}"
+                self.namespaces[name], self.links[name] = ns, link
+                subnet = f"10.{200 + i}.{int(tag) % 250}"
+                _ip("netns", "add", ns)
+                _ip("link", "add", link, "type", "veth", "peer", "name", f"{link}p")
+                _ip("link", "set", f"{link}p", "netns", ns)
+                _ip("addr", "add", f"{subnet}.1/24", "dev", link)
+                _ip("link", "set", link, "up")
+                for command in (
+                    ("addr", "add", f"{subnet}.2/24", "dev", f"{link}p"),
+                    ("link", "set", f"{link}p", "up"),
+                    ("link", "set", "lo", "up"),
+                ):
+                    _ip("-n", ns, *command)
+                self.addresses[name] = f"{subnet}.1"
+        except BaseException:
+            self.remove()
+            raise
+
+    def run(self, name: str, command: list[str], **kwargs) -> subprocess.Popen[str]:
+        """`command` run on host `name`."""
+        return subprocess.Popen(["ip", "netns", "exec", self.namespaces[name], *command], **kwargs)
+
+    def cut(self, name: str) -> None:
+        """Take host `name`'s link down: its packets go nowhere, as with a pulled cable."""
+        _ip("link", "set", self.links[name], "down")
+
+    def remove(self) -> None:
+        for ns in self.namespaces.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # its veths go too
+        for link in self.links.values():
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def hosts():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and `ip` (iproute2) to make network namespaces")
+    made = Hosts(["a", "b"])
+    yield made
+    made.remove()
+
+
+@pytest.mark.slow
+def test_a_host_cut_off_mid_trial_loses_it_to_the_other_and_gives_up_in_one_line(
+    write_study, study_dir: Path, postgres_url: str, hosts: Hosts
+) -> None:
+    grace, reconnect = 4, 10
+    path = write_study(
+        "hosts",
+        study='name = "hosts"\nmetric = "val_mae"\nn_trials = 5\nseed_configs = false',
+        pruner='name = "none"',
+        training="epochs = 8\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 8",
+        workers=f"heartbeat_interval = 1\ngrace_period = {grace}\nreconnect_timeout = {reconnect}",
+        space=FAST_SPACE,
+    )
+    server = make_url(postgres_url)
+    # The server listens on 127.0.0.1 only: a forwarder on each link's address reaches it.
+    proxies = {
+        name: Proxy(server.host or "127.0.0.1", server.port or 5432, listen=address)
+        for name, address in hosts.addresses.items()
+    }
+    # A lost link must break a call in flight within seconds, not TCP's quarter of an hour.
+    query = {"tcp_user_timeout": "3000", "connect_timeout": "3"}
+    urls = {
+        name: server.set(host=address, port=proxies[name].port)
+        .update_query_dict(query)
+        .render_as_string(hide_password=False)
+        for name, address in hosts.addresses.items()
+    }
+    workers = {
+        name: hosts.run(
+            name,
+            [sys.executable, "-m", "tuner", "worker", str(path), "--worker-index", str(i)],
+            cwd=study_dir,
+            env=os.environ | {"TUNER_STORAGE": urls[name]},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, name in enumerate(("a", "b"))
+    }
+    a_name = f"{socket.gethostname()}:{workers['a'].pid}"  # `ip netns exec` execs the worker
+    observer = optuna.storages.RDBStorage(postgres_url, engine_kwargs={"poolclass": NullPool})
+    try:
+
+        def a_mid_trial() -> optuna.trial.FrozenTrial | None:
+            for study in observer.get_all_studies():
+                for t in observer.get_all_trials(study._study_id):
+                    running = t.state == TrialState.RUNNING and t.intermediate_values
+                    if running and t.user_attrs.get("worker") == a_name:
+                        return t
+            return None
+
+        _wait_for(lambda: workers["a"].poll() is not None or a_mid_trial() is not None)
+        assert workers["a"].poll() is None, workers["a"].communicate()[1]
+        victim = a_mid_trial()
+        assert victim is not None
+        hosts.cut("a")
+        cut_at = time.monotonic()
+        b_out, b_err = workers["b"].communicate(timeout=600)
+        a_out, a_err = workers["a"].communicate(timeout=120)
+        a_gave_up_after = time.monotonic() - cut_at
+    finally:
+        for worker in workers.values():
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+        for proxy in proxies.values():
+            proxy.down()
+    assert workers["b"].returncode == 0, b_err
+    # The cut-off worker gives up with one line once `reconnect_timeout` has passed.
+    assert workers["a"].returncode == 2, a_err
+    errors = [line for line in a_err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in a_err, a_err
+    assert errors[0].startswith(f"Error: storage postgresql://postgres@{hosts.addresses['a']}:")
+    assert reconnect <= a_gave_up_after < 120
+    trials = observer.get_all_trials(observer.get_all_studies()[0]._study_id)
+    observer.engine.dispose()
+    # Its trial was failed by heartbeat and ran again on the other host, once; nothing is lost,
+    # nothing ran twice, nothing is left running: the budget of five, exactly.
+    by_number = {t.number: t for t in trials}
+    assert by_number[victim.number].state == TrialState.FAIL
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.user_attrs["worker"] != a_name
+    assert collections.Counter(t.state for t in trials) == {
+        TrialState.COMPLETE: 5,
+        TrialState.FAIL: 1,
+    }

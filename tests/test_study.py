@@ -295,3 +295,16 @@ def test_a_creator_killed_holding_the_set_up_lock_does_not_wedge_the_study(
     seeds = [t.user_attrs.get("seed_config") for t in study.trials]
     assert seeds[0] == queued.user_attrs["seed_config"]
     assert len(seeds) == 6 and len(set(seeds) - {None}) == len(study.user_attrs["seed_configs"])
+
+
+def test_the_largest_seed_plus_a_large_worker_index_still_makes_a_sampler(write_study) -> None:
+    # Each worker's sampler seed is the study's plus the worker's index: it wraps around
+    # rather than passing numpy's largest seed, 2**32 - 1.
+    path = write_study(sampler="seed = 4294967295")
+    config = load_study_config(path)
+    from tuner.study import make_sampler
+
+    for index in (0, 1, 2**31 - 1):
+        study = optuna.create_study(sampler=make_sampler(config, worker_index=index))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        assert len(study.trials) == 2

@@ -102,7 +102,12 @@ LONG = "epochs = 200\nbatch_size = 16\nsteps_per_epoch = 20\npatience = 200"
 
 @pytest.mark.parametrize(
     ("signum", "backend"),
-    [(signal.SIGTERM, "sqlite"), (signal.SIGINT, "sqlite"), (signal.SIGTERM, "postgresql")],
+    [
+        (signal.SIGTERM, "sqlite"),
+        (signal.SIGINT, "sqlite"),
+        (signal.SIGHUP, "sqlite"),  # a closed terminal or ssh session
+        (signal.SIGTERM, "postgresql"),
+    ],
 )
 def test_a_signalled_worker_leaves_no_trial_running_and_exits_0(
     write_study, study_dir, signum, backend, request
@@ -266,3 +271,134 @@ def _wait_for_study(url: str, name: str, timeout: float = 300) -> optuna.Study:
             return study
         time.sleep(0.3)
     raise AssertionError(f"study {name!r} was not created")
+
+
+# --- Workers die with their launcher; workers start afresh (issue 15) ---------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for its parent to collect it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP])
+def test_the_workers_of_a_tuner_run_stop_within_seconds_when_it_ends(
+    write_study, study_dir: Path, signum: int
+) -> None:
+    path = write_study(
+        "orphans",
+        study='name = "orphans"\nn_trials = 3\nseed_configs = false',
+        training=LONG,
+        pruner='name = "none"',
+        space=FAST_SPACE,
+    )
+    url = f"sqlite:///{study_dir / 'orphans.db'}"
+    log = study_dir / "run.log"  # the launcher's and its workers' stderr
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", str(path), "--workers", "2", "--storage", url],
+        cwd=study_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    workers: list[int] = []
+    try:
+        _wait_for_running(url, "orphans")
+        workers = _children(run.pid)
+        assert len(workers) == 2
+        run.send_signal(signum)
+        run.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), "workers outlived their tuner run"
+    finally:
+        for p in [run.pid, *workers]:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+    # Their trials were failed and queued again: nothing is left running, the budget holds.
+    study = optuna.load_study(study_name="orphans", storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING,)), log.read_text()
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 3
+
+
+def test_a_worker_started_by_hand_outlives_the_shell_that_started_it(
+    write_study, study_dir: Path
+) -> None:
+    path = write_study(
+        "alone",
+        study='name = "alone"\nn_trials = 2\nseed_configs = false',
+        training="epochs = 2\nbatch_size = 16\nsteps_per_epoch = 3\npatience = 2",
+        space=FAST_SPACE,
+    )
+    url = f"sqlite:///{study_dir / 'alone.db'}"
+    # The shell starts the worker in the background and exits at once.
+    shell = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'{sys.executable} -m tuner worker "{path}" -q --storage {url} >worker.log 2>&1 & '
+            "echo $!",
+        ],
+        cwd=study_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    worker = int(shell.stdout.strip())
+    deadline = time.monotonic() + 600
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(worker)
+    study = optuna.load_study(study_name="alone", storage=url)
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) + [
+        t.state for t in study.trials
+    ].count(TrialState.PRUNED) == 2
+
+
+def test_a_worker_starts_afresh_between_trials_and_the_budget_stays_exact(
+    write_study, study_dir: Path, storage_url: str
+) -> None:
+    path = write_study(
+        "afresh",
+        study='name = "afresh"\nmetric = "val_mae"\nn_trials = 4\nseed_configs = false',
+        training="epochs = 2\nbatch_size = 16\nsteps_per_epoch = 3\npatience = 2",
+        pruner='name = "none"',
+        workers="heartbeat_interval = 2\ngrace_period = 6\nmax_trials_per_process = 1",
+        space=FAST_SPACE,
+    )
+    worker = subprocess.run(
+        [sys.executable, "-m", "tuner", "worker", str(path), "--storage", storage_url],
+        cwd=study_dir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert worker.returncode == 0, worker.stderr
+    # One line per fresh start, and the final count covers every process it has been.
+    # (not after the last: no trial is left to start afresh for)
+    assert worker.stderr.count("worker starting afresh: 1 trials in this process") == 3
+    assert "done: 4 complete, 0 pruned, 0 failed" in worker.stdout
+    trials = optuna.load_study(study_name="afresh", storage=storage_url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # the budget, exactly
+    # The same process (execv keeps the id), a fresh interpreter for each trial.
+    assert len({t.user_attrs["worker"] for t in trials}) == 1
+    assert sorted(t.user_attrs["worker_restarts"] for t in trials) == [0, 1, 2, 3]
+    # Each fresh start moves the sampler's seed on: no parameters proposed twice.
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4

@@ -38,11 +38,21 @@ class _Group(click.Group):
             ctx.exit(2)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            _reader_gone()
+            ctx.exit(1)
         except Exception:
             # A bug: show where, but never the storage password.
             url = ctx.meta.get("storage_url") or resolve_url(None)
             click.echo(scrub(traceback.format_exc(), url), err=True, nl=False)
             ctx.exit(1)
+
+
+def _reader_gone() -> None:
+    """The reader of stdout went away (`tuner trials | head -1`): nothing more to say, and
+    Python must not fail again flushing stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,8 +70,9 @@ def cli() -> None:
     """
 
 
+# Neither `dir_okay=False` nor `readable`: the loader says what is wrong in one line, not usage.
 study_file = click.argument(
-    "study_file", type=click.Path(dir_okay=False, path_type=Path), metavar="STUDY_FILE"
+    "study_file", type=click.Path(readable=False, path_type=Path), metavar="STUDY_FILE"
 )
 
 
@@ -95,6 +106,11 @@ def format_option(*choices: str) -> Callable[[F], F]:
 
 
 def _remember_storage(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    if value is not None and not value.strip():
+        raise TunerError(
+            "--storage: the storage URL is empty; give one (such as sqlite:///tuner.db), or "
+            "leave --storage out for the default"
+        )
     url = resolve_url(value)
     ctx.meta["storage_url"] = url
     hide_password_in_logs(url)
@@ -230,11 +246,19 @@ def _parse_cpus(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(c) for c in text.split(",")]
+        cores = [int(c) for c in text.split(",")]
     except ValueError:
         raise click.BadParameter(
             f"must be core numbers separated by commas, got {text!r}", param_hint="--cpus"
         ) from None
+    usable = sorted(os.sched_getaffinity(0))
+    outside = [c for c in cores if c not in usable]
+    if outside:
+        raise TunerError(
+            f"--cpus: core {outside[0]} is not one this process may use "
+            f"(usable: {','.join(map(str, usable))}), got {text!r}"
+        )
+    return cores
 
 
 def _print_trial(trial: Any) -> None:
@@ -338,8 +362,14 @@ def dashboard(storage: str, artifacts: Path | None, port: int, host: str) -> Non
       (then open http://127.0.0.1:8080/dashboard/ in a browser)
     """
     from tuner.artifacts import artifact_dir
-    from tuner.dashboard import serve
+    from tuner.dashboard import is_loopback, serve
 
+    if not is_loopback(host):
+        click.echo(
+            f"Warning: --host {host} lets other machines open the dashboard, which has no "
+            "login: anyone who can reach this port can read and delete your studies",
+            err=True,
+        )
     serve(storage, host, port, artifact_dir(storage, artifacts), say=click.echo)
 
 
@@ -389,7 +419,7 @@ def best_trials(
     "study_files",
     nargs=-1,
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(readable=False, path_type=Path),
     metavar="STUDY_FILE...",
 )
 @storage_option
@@ -598,4 +628,10 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
-    cli(prog_name="tuner")
+    try:
+        cli(prog_name="tuner")
+    finally:
+        try:
+            sys.stdout.flush()  # what is still buffered, while a closed pipe can be caught
+        except BrokenPipeError:
+            _reader_gone()

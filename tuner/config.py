@@ -171,6 +171,10 @@ class WorkersConfig:
     max_retry: int = 2
     max_consecutive_failures: int = 3
     reconnect_timeout: int = 300
+    # A worker starts afresh (re-executes itself between two trials) after this many trials, or
+    # once its resident memory passes this many MB; 0 turns either off (BENCHMARKS.md).
+    max_trials_per_process: int = 20
+    max_memory_mb: int = 2500
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,9 @@ class _Table:
             raise self.fail(key, f"must be of type {names}", value)
         if check is not None and not check(value):
             raise self.fail(key, rule, value)
+        bounds = _BOUNDS.get((self.name, key))
+        if bounds is not None and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+            raise self.fail(key, f"must be in [{bounds[0]}, {bounds[1]}]", value)
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
@@ -261,12 +268,17 @@ def _positive(v: Any) -> bool:
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study file."""
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{file}: is a folder, not a study file")
     if not file.is_file():
         raise ConfigError(f"{file}: study file not found")
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{file}: not valid TOML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot be read: {e.strerror or e}") from None
+    _check_numbers(file, raw)
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise ConfigError(
@@ -276,6 +288,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
 
     study = tables["study"]
     name = study.get("name", str, check=lambda v: v.strip() != "", rule="must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        # Shown cut short: the point is its length.
+        raise ConfigError(
+            f"{file}: [study] name: must be at most {MAX_NAME_LENGTH} characters (Optuna's "
+            f"column), got {len(name)} characters ({name[:20]!r}...)"
+        )
     metric = study.choice("metric", tuple(METRICS), "val_loss")
     direction = study.choice("direction", ("minimize", "maximize"), METRICS[metric])
     if direction != METRICS[metric]:
@@ -378,7 +396,7 @@ def _data(t: _Table, base: Path) -> DataConfig:
     common = DataConfig(
         task=task,
         dataset=dataset,
-        path=(base / path).resolve() if path is not None else None,
+        path=_resolve(t, base, path) if path is not None else None,
         split=(float(split[0]), float(split[1]), float(split[2])),
     )
     if task == "forecast":
@@ -391,6 +409,13 @@ def _data(t: _Table, base: Path) -> DataConfig:
         label=t.get("label", str, column) if task == "text-classification" else None,
         seed=t.get("seed", int, 0),
     )
+
+
+def _resolve(t: _Table, base: Path, path: str) -> Path:
+    try:
+        return (base / path).resolve()
+    except (RuntimeError, OSError) as e:  # Python 3.11-3.12 raise RuntimeError on a loop
+        raise t.fail("path", f"cannot be followed ({e})", path) from None
 
 
 def _forecast(t: _Table, common: DataConfig) -> DataConfig:
@@ -467,6 +492,12 @@ def _workers(t: _Table) -> WorkersConfig:
             "max_consecutive_failures", int, 3, _positive, "must be > 0"
         ),
         reconnect_timeout=t.get("reconnect_timeout", int, 300, lambda v: v >= 0, "must be >= 0"),
+        max_trials_per_process=t.get(
+            "max_trials_per_process", int, 20, lambda v: v >= 0, "must be >= 0 (0: no limit)"
+        ),
+        max_memory_mb=t.get(
+            "max_memory_mb", int, 2500, lambda v: v >= 0, "must be >= 0 (0: no limit)"
+        ),
     )
 
 
@@ -577,3 +608,62 @@ def _param(
             return Param(name, "fixed", value=low)
         return Param(name, kind.__name__, low=low, high=high, log=log, step=step)
     return Param(name, "fixed", value=value(raw, name))
+
+
+# --- Input bounds -------------------------------------------------------------------------------
+# Every number a study file gives is finite and fits the integers of numpy, Optuna's storage and
+# the sampler; the fields below also get bounds that no sane study comes near, so that a typo
+# (`batch_size = 99999999999999999999999`) is one line, not a traceback after a trial was queued.
+
+MAX_NAME_LENGTH = 512  # Optuna's `studies.study_name` column
+MAX_SEED = 2**32 - 1  # numpy's and the samplers' seeds
+_INT64 = 2**63 - 1
+_BIG = 10**9
+
+_BOUNDS: Mapping[tuple[str, str], tuple[int, int]] = {
+    ("study", "n_trials"): (1, 1_000_000),
+    ("sampler", "seed"): (0, MAX_SEED),
+    ("sampler", "n_startup_trials"): (0, 1_000_000),
+    ("pruner", "min_resource"): (1, 1_000_000),
+    ("pruner", "reduction_factor"): (2, 1_000),
+    ("pruner", "n_startup_trials"): (0, 1_000_000),
+    ("pruner", "n_warmup_steps"): (0, 1_000_000),
+    ("data", "seed"): (0, MAX_SEED),
+    ("data", "max_gap"): (0, _BIG),
+    ("data", "lookback"): (1, 10_000_000),
+    ("data", "step"): (1, 10_000_000),
+    ("data", "delay"): (0, 10_000_000),
+    ("data", "period"): (1, 10_000_000),
+    ("training", "epochs"): (1, 100_000),
+    ("training", "batch_size"): (1, 2**20),
+    ("training", "steps_per_epoch"): (1, _BIG),
+    ("training", "patience"): (1, 100_000),
+    ("workers", "heartbeat_interval"): (1, 86_400),
+    ("workers", "grace_period"): (1, 7 * 86_400),
+    ("workers", "max_retry"): (0, 1_000),
+    ("workers", "max_consecutive_failures"): (1, 1_000_000),
+    ("workers", "reconnect_timeout"): (0, 7 * 86_400),
+    ("workers", "max_trials_per_process"): (0, 1_000_000),
+    ("workers", "max_memory_mb"): (0, 2**30),
+}
+
+
+def _check_numbers(file: Path, raw: dict[str, Any]) -> None:
+    """Refuse `nan`, `inf` and integers beyond 64 bits anywhere in a study file."""
+
+    def walk(value: Any, table: str, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, table or k, f"{key}.{k}" if key else (k if table else ""))
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, table, key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{file}: [{table}] {key}: must be a finite number, got {value!r}")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT64:
+            raise ConfigError(
+                f"{file}: [{table}] {key}: must be a 64-bit integer (at most {_INT64} in size), "
+                f"got {value!r}"
+            )
+
+    walk(raw, "", "")

@@ -32,17 +32,34 @@ def make_dashboard(url: str, host: str, port: int, artifacts: Path) -> WSGIServe
     """optuna-dashboard's WSGI app on `url`, bound to `host:port`, not yet serving."""
     import optuna_dashboard
 
-    app = optuna_dashboard.wsgi(
-        open_storage(url, must_exist=True), artifact_store=open_store(artifacts)
-    )
+    storage = open_storage(url, must_exist=True)
     try:
-        return make_server(host, port, app, handler_class=_QuietHandler)
+        # Bound before the artifact store is made: a refused port leaves no folder behind.
+        server = make_server(host, port, _unset, handler_class=_QuietHandler)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise DashboardError(
                 f"port {port} on {host} is in use; choose another with --port"
             ) from None
         raise DashboardError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    server.set_app(optuna_dashboard.wsgi(storage, artifact_store=open_store(artifacts)))
+    return server
+
+
+def _unset(environ: Any, start_response: Any) -> list[bytes]:
+    raise RuntimeError("the dashboard's app is set once its port is bound")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def serve(

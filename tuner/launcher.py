@@ -19,6 +19,7 @@ import sqlalchemy
 
 from tuner.config import StudyConfig
 from tuner.errors import StorageError, TunerError
+from tuner.process import PARENT_ENV
 from tuner.queue import Counts, budget, count, set_budget
 from tuner.storage import ENV_VAR, open_storage
 from tuner.study import open_study
@@ -60,10 +61,30 @@ def run(
     )
     if n_trials is not None and n_trials != budget(study):
         set_budget(study, n_trials)
-    say(f"budget: {budget(study)} trials, {count(study).finished} finished")
+    finished = count(study).finished
+    say(f"budget: {budget(study)} trials, {finished} finished")
+    n_workers = workers_to_start(n_workers, budget(study) - finished, say)
+    if n_workers == 0:
+        return []
     placements = plan(n_workers, pin)
     processes = start_workers(config.path, storage_url, placements)
     return supervise(processes, study, budget(study), out)
+
+
+def workers_to_start(
+    asked: int, left: int, say: Callable[[str], None], cores: int | None = None
+) -> int:
+    """`asked`, capped at this machine's cores and the trials left in the budget, with a line
+    saying so; 0 when the budget is spent."""
+    cores = cores or len(os.sched_getaffinity(0))
+    if left <= 0:
+        say("the study's budget is spent: no worker started (`--trials N` raises it)")
+        return 0
+    n = min(asked, cores, left)
+    if n < asked:
+        why = f"{cores} usable cores" if n == cores else f"{left} trials left in the budget"
+        say(f"Warning: --workers {asked} capped at {n}: this machine has {why}")
+    return n
 
 
 def plan(n_workers: int, pin: bool = True, cores: list[int] | None = None) -> list[Placement]:
@@ -87,7 +108,8 @@ def start_workers(
 ) -> list[subprocess.Popen[bytes]]:
     """Start one `tuner worker` process per placement."""
     # The URL travels in the environment: a password on a command line is visible to `ps`.
-    env = os.environ | {ENV_VAR: storage_url}
+    # PARENT_ENV makes each worker stop when this launcher ends, however it ends.
+    env = os.environ | {ENV_VAR: storage_url, PARENT_ENV: str(os.getpid())}
     processes = []
     for i, placement in enumerate(placements):
         command = [
@@ -126,7 +148,9 @@ def supervise(
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    # A closed terminal or ssh session (SIGHUP) stops the workers as Ctrl-C does.
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in signals}
     show = Progress(study, n_trials, out)
     try:
         while any(p.poll() is None for p in processes):

@@ -30,7 +30,8 @@ def make_sampler(
     the same parameters; and so does each run of a study that already holds `proposed` trials,
     or a resumed study would propose its first run's parameters again."""
     s = config.sampler
-    seed = s.seed + worker_index
+    # Within the seeds numpy accepts, however large the worker index (seeds wrap around).
+    seed = (s.seed + worker_index) % 2**32
     if proposed:
         seed = zlib.crc32(f"{s.seed}:{worker_index}:{proposed}".encode())
     if s.name == "random":

@@ -5,8 +5,9 @@ or it is asked to stop.
 The loop reads as a story: claim a trial → keep its heartbeat → run the objective → tell the
 study. Failures are sorted by kind (as in KerasTuner): a trial that fails is recorded and the
 worker goes on; a storage error stops the worker; so do too many failed trials in a row. A
-SIGINT or SIGTERM stops the worker between two training batches: its trial is recorded as failed,
-queued again for another worker, and the worker exits 0.
+SIGINT, SIGTERM or SIGHUP stops the worker between two training batches: its trial is recorded as
+failed, queued again for another worker, and the worker exits 0. Between two trials a worker may
+start afresh, and one started by `tuner run` stops when it ends (`tuner.process`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.config import StudyConfig
+from tuner.config import StudyConfig, WorkersConfig
 from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
-from tuner.queue import claim
+from tuner.process import resident_mb
+from tuner.queue import budget, claim, count
 from tuner.quiet import import_tensorflow
 
 logger = logging.getLogger("tuner.worker")
@@ -45,6 +47,10 @@ class WorkerResult:
     pruned: int = 0
     failed: int = 0
     interrupted: bool = False
+    # Carried over when the worker starts afresh (`tuner.process`).
+    failures_in_a_row: int = 0
+    restarts: int = 0
+    restart_reason: str | None = None
 
 
 def place(cpus: list[int] | None, threads: int | None) -> None:
@@ -62,7 +68,8 @@ def place(cpus: list[int] | None, threads: int | None) -> None:
 
 
 class StopRequest:
-    """Turns SIGINT and SIGTERM into a flag the training loop polls; a second signal forces."""
+    """Turns SIGINT, SIGTERM and SIGHUP into a flag the training loop polls; a second signal
+    forces."""
 
     def __init__(self) -> None:
         self.signal: str | None = None
@@ -71,7 +78,7 @@ class StopRequest:
         return self.signal is not None
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -124,20 +131,26 @@ def work(
     say: Callable[[str], None] = print,
 ) -> WorkerResult:
     """Join the study named in `config` (creating it if needed) and run its queued trials."""
+    from tuner import process
+
     stop = StopRequest()
     stop.install()
+    process.die_with_launcher(stop)
     place(cpus, threads)
     from tuner.data import prepare
     from tuner.storage import open_storage
     from tuner.study import open_study
 
     data = prepare(config.data)
+    carried = process.carried(WorkerResult)
     storage = open_storage(storage_url, config.workers)
     study = open_study(
         config,
         storage,
         lambda: data.baselines,
-        worker_index=worker_index,
+        # After a fresh start the sampler's seed moves on, or it would propose again what it
+        # proposed after the last one.
+        worker_index=worker_index + carried.restarts * process.SEED_STRIDE,
         on_skip=say,
         attrs=lambda: data.study_attrs,
     )
@@ -145,9 +158,21 @@ def work(
     from tuner.objective import Objective
 
     objective = Objective(config, data, should_stop=lambda: bool(stop))
-    return run_worker(
-        config, study, storage, objective, stop, max_trials=max_trials, on_trial=on_trial
+    result = run_worker(
+        config,
+        study,
+        storage,
+        objective,
+        stop,
+        max_trials=max_trials,
+        on_trial=on_trial,
+        result=carried,
+        restart_due=process.restart_due if process.can_start_afresh() else None,
     )
+    if result.restart_reason is not None:
+        result.restarts += 1
+        process.start_afresh(result, storage, result.restart_reason)
+    return result
 
 
 def run_worker(
@@ -159,11 +184,13 @@ def run_worker(
     *,
     max_trials: int | None = None,
     on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
+    result: WorkerResult | None = None,
+    restart_due: Callable[[WorkersConfig, int], str | None] | None = None,
 ) -> WorkerResult:
     """Run queued trials until none is left or running elsewhere, `max_trials` have run, or
-    `stop` is set."""
-    result = WorkerResult()
-    failures_in_a_row = 0
+    `stop` is set, or (between two trials) `restart_due` gives a reason to start afresh."""
+    result = result or WorkerResult()
+    ran_here = 0
     beats = has_heartbeat(storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -176,6 +203,8 @@ def run_worker(
                     _sleep(min(IDLE_POLL_S, config.workers.heartbeat_interval), stop)
                     continue
                 break
+            trial.set_user_attr("worker_restarts", result.restarts)
+            trial.set_user_attr("worker_rss_mb", round(resident_mb()))
             try:
                 with Heartbeat(storage, trial._trial_id, config.workers.heartbeat_interval, beats):
                     frozen, reason = _run(study, storage, trial, objective, stop, result)
@@ -187,14 +216,21 @@ def run_worker(
                 logger.warning("trial %d was failed as stale; it is queued again", trial.number)
                 continue
             on_trial(frozen)
+            ran_here += 1
             if frozen.state == TrialState.FAIL and not result.interrupted:
-                failures_in_a_row += 1
-                if failures_in_a_row >= config.workers.max_consecutive_failures:
+                result.failures_in_a_row += 1
+                if result.failures_in_a_row >= config.workers.max_consecutive_failures:
                     raise WorkerError(
-                        f"{failures_in_a_row} trials failed in a row, the last with: {reason}"
+                        f"{result.failures_in_a_row} trials failed in a row, the last with: "
+                        f"{reason}"
                     )
             else:
-                failures_in_a_row = 0
+                result.failures_in_a_row = 0
+            if restart_due is not None and not stop:
+                result.restart_reason = restart_due(config.workers, ran_here)
+                if result.restart_reason is not None and _work_left(study):
+                    break
+                result.restart_reason = None  # no trial left to start afresh for
     result.interrupted = result.interrupted or bool(stop)
     return result
 
@@ -257,6 +293,11 @@ def _is_storage_error(e: BaseException) -> bool:
         | optuna.exceptions.UpdateFinishedTrialError
         | StorageError,
     )
+
+
+def _work_left(study: optuna.Study) -> bool:
+    counts = count(study)
+    return counts.finished + counts.running < budget(study)
 
 
 def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:

@@ -13,6 +13,9 @@ import pandas as pd
 from tuner.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+# A text table's first line break comes within this many bytes, and it holds no NUL byte: a
+# sparse or binary file is refused from this much of it, not read whole into memory.
+SNIFF_BYTES = 4 * 2**20
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -22,6 +25,7 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _sniff_text_table(path)
             frame = pd.read_csv(path)
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
@@ -36,6 +40,29 @@ def read_table(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: the file has no rows")
     return frame
+
+
+def _sniff_text_table(path: Path) -> None:
+    """Refuse a file that cannot hold a row of text data, from its first few MB."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.strip():
+        if path.stat().st_size > len(head):
+            raise DataError(
+                f"{path}: not a text table: its first {len(head) // 2**20} MB are blank "
+                "(a sparse file?)"
+            )
+        raise DataError(f"{path}: the file is empty")
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise DataError(
+            f"{path}: not a text table: it holds NUL bytes (a binary or sparse file), "
+            f"the first at byte {nul}"
+        )
+    if b"\n" not in head and b"\r" not in head and path.stat().st_size > len(head):
+        raise DataError(
+            f"{path}: not a text table: no line break in its first {len(head) // 2**20} MB"
+        )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ So the vectorised texts are the same for every trial, and cached once.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,14 @@ class TextArrays:
         return classes.baselines(self.labels, self.part, len(self.classes), split)
 
 
+# What `TextVectorization`'s default standardisation strips before splitting on whitespace.
+_PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
+
+
+def _has_word(text: str) -> bool:
+    return bool(_PUNCTUATION.sub("", text).split())
+
+
 def texts_of(frame: pd.DataFrame, source: str, text: str) -> np.ndarray:
     """The texts of column `text`, checked: (examples,) str."""
     if text not in frame.columns:
@@ -101,6 +110,11 @@ def prepare(
     strings = texts_of(frame, source, text)
     labels, names = classes.encode(frame[label], f"label column {label!r}", source)
     part = classes.stratified_split(labels, config.split, config.seed, source)
+    if not any(_has_word(t) for t in strings[part == 0]):
+        raise DataError(
+            f"{source}: text column {text!r}: no training text has a word (only punctuation "
+            "and blanks), so there is no vocabulary to learn"
+        )
     # Only now: bad data is reported without waiting for TensorFlow.
     import_tensorflow()
     import keras

@@ -40,13 +40,16 @@ from tuner.storage.urls import mask, parse, scrub
 SQLITE_BUSY_TIMEOUT_S = 60
 INIT_ATTEMPTS = 6
 # libpq: give up a connection attempt after 10 s; probe an idle connection after 60 s, then every
-# 10 s, and count it lost after 3 unanswered probes.
+# 10 s, and count it lost after 3 unanswered probes; count a connection lost when what was sent
+# on it goes unacknowledged for 30 s (a pulled cable: else TCP waits a quarter of an hour before
+# a call in flight fails, and `reconnect_timeout` starts counting only then).
 LIBPQ_OPTIONS = {
     "connect_timeout": 10,
     "keepalives": 1,
     "keepalives_idle": 60,
     "keepalives_interval": 10,
     "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
 }
 # Enough of Optuna's tables to tell its storage from another application's database.
 _REQUIRED_TABLES = {"studies", "trials", "version_info"}
