@@ -177,6 +177,11 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     help="TensorFlow compute threads.  [default: one per usable core]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
+@click.option(
+    "--ablation",
+    is_flag=True,
+    help="Run the study's queued ablation trials (`tuner ablate`) instead of its search.",
+)
 def worker(
     study_file: Path,
     storage: str,
@@ -185,6 +190,7 @@ def worker(
     cpus: str | None,
     threads: int | None,
     quiet: bool,
+    ablation: bool,
 ) -> None:
     """Join a study as one more worker and run its queued trials.
 
@@ -210,6 +216,7 @@ def worker(
         max_trials=max_trials,
         on_trial=(lambda t: None) if quiet else _print_trial,
         say=echo,
+        ablation=ablation,
     )
     ran = result.complete + result.pruned + result.failed
     if result.interrupted:
@@ -218,6 +225,65 @@ def worker(
         echo(f"no queued trials in study {config.name!r}; `tuner run --trials N` adds more")
     else:
         echo(f"done: {result.complete} complete, {result.pruned} pruned, {result.failed} failed")
+
+
+@cli.command()
+@study_file
+@storage_option
+@click.option(
+    "--trial",
+    "number",
+    type=click.IntRange(min=0),
+    help="The complete trial to ablate.  [default: the best trial]",
+)
+@click.option(
+    "--repeats",
+    "-k",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Training seeds per variant (the same K seeds for every variant).",
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on this machine.",
+)
+@click.option(
+    "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
+)
+def ablate(
+    study_file: Path, storage: str, number: int | None, repeats: int, workers: int, pin: bool
+) -> None:
+    """Train the best trial as it is and with one technique changed at a time (recurrent
+    dropout, dropout, bidirectional, one layer more or fewer, GRU or LSTM), each with the same
+    K training seeds, and say whether each technique helped, hurt or made no clear difference,
+    with a 95% interval.
+
+    The runs are queued trials of the companion study `<study name>/ablation`: run again to
+    resume, and `tuner worker STUDY_FILE --ablation` on other machines helps.
+
+    \b
+    Example:
+      tuner ablate studies/nyc-weather.toml --repeats 3 --workers 2
+    """
+    from tuner.ablation import ablate as run_ablation
+    from tuner.ablation import format_ablation
+
+    config = _load(study_file)
+    result = run_ablation(
+        config,
+        storage,
+        number=number,
+        repeats=repeats,
+        n_workers=workers,
+        pin=pin,
+        say=click.echo,
+    )
+    click.echo(format_ablation(result))
 
 
 def _default_worker_index() -> int:

@@ -122,8 +122,10 @@ def work(
     max_trials: int | None = None,
     on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
     say: Callable[[str], None] = print,
+    ablation: bool = False,
 ) -> WorkerResult:
-    """Join the study named in `config` (creating it if needed) and run its queued trials."""
+    """Join the study named in `config` (creating it if needed) and run its queued trials; with
+    `ablation`, its companion study of ablation trials (tuner.ablation) instead."""
     stop = StopRequest()
     stop.install()
     place(cpus, threads)
@@ -133,14 +135,19 @@ def work(
 
     data = prepare(config.data)
     storage = open_storage(storage_url, config.workers)
-    study = open_study(
-        config,
-        storage,
-        lambda: data.baselines,
-        worker_index=worker_index,
-        on_skip=say,
-        attrs=lambda: data.study_attrs,
-    )
+    if ablation:
+        from tuner.ablation import load_companion
+
+        study = load_companion(config, storage)
+    else:
+        study = open_study(
+            config,
+            storage,
+            lambda: data.baselines,
+            worker_index=worker_index,
+            on_skip=say,
+            attrs=lambda: data.study_attrs,
+        )
     import_tensorflow()  # after `place`, which sizes its thread pools
     from tuner.objective import Objective
 
