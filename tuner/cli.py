@@ -334,6 +334,7 @@ def best_trial(study_file: Path, storage: str, fmt: str) -> None:
 
 
 def _print_best(config: StudyConfig, url: str, required: bool, fmt: str = "text") -> None:
+    from tuner.diagnoses import diagnose
     from tuner.results import format_summary, summary
     from tuner.study import load_existing
 
@@ -345,6 +346,7 @@ def _print_best(config: StudyConfig, url: str, required: bool, fmt: str = "text"
             raise
         click.echo("no trial has completed yet")
         return
+    s["diagnoses"] = diagnose(study, config)
     click.echo(json.dumps(s, indent=2) if fmt == "json" else format_summary(s))
 
 
@@ -422,12 +424,15 @@ def best_trials(study_file: Path, storage: str, top: int, fmt: str) -> None:
     Example:
       tuner best-trials studies/nyc-weather.toml --top 5 --format csv > best.csv
     """
+    from tuner.diagnoses import diagnose
     from tuner.results import best_trials as top_trials
     from tuner.results import best_trials_frame, format_best_trials
     from tuner.study import load_existing
 
     config = _load(study_file)
-    report = top_trials(load_existing(config.name, open_storage(storage, must_exist=True)), top)
+    study = load_existing(config.name, open_storage(storage, must_exist=True))
+    report = top_trials(study, top)
+    report["diagnoses"] = diagnose(study, config)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     elif fmt == "csv":
@@ -503,16 +508,17 @@ def retrain(study_file: Path, storage: str, artifacts: Path | None, number: int 
     for name, value in m["test_baselines"].items():
         click.echo(
             f"baseline {name}: {key} = {value:.4g}"
-            + _versus_baseline(m["improvement_on_test"][name])
+            + _versus_baseline(m["test_value"], value, config.metric, config.direction)
         )
     click.echo(f"model: {done.model_path} (a .keras file; artifact {done.model_artifact})")
     click.echo(f"metrics: {done.directory / done.metrics_artifact} (JSON)")
 
 
-def _versus_baseline(gain: float | None) -> str:
-    if gain is None:
-        return ""
-    return f"; the model is {abs(gain):.1%} {'better' if gain >= 0 else 'worse'}"
+def _versus_baseline(value: float, baseline: float, metric: str, direction: str) -> str:
+    from tuner.verdict import versus
+
+    words = versus(value, baseline, metric, direction == "minimize")
+    return f"; the model is {words}" if words else ""
 
 
 @cli.command()
