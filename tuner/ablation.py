@@ -30,7 +30,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.errors import StorageError, TunerError
-from tuner.objective import ABLATION_ATTR, training_seed
 from tuner.results import best_trial, metric_value, minimizes
 from tuner.space import MAX_LAYERS
 from tuner.storage import exclusive, open_storage, study_names
@@ -38,6 +37,9 @@ from tuner.study import load_existing
 from tuner.verdict import CONFIDENCE, Paired, difference, interval, is_accuracy, paired
 
 SUFFIX = "/ablation"
+# The user attribute that makes a trial an ablation trial for tuner.objective: its training
+# seed and epochs, {"seed": int, "epochs": int}.
+ABLATION_ATTR = "ablation"
 DEFAULT_REPEATS = 3  # provisional: README, "Reading the verdicts"
 ON = 0.05  # a lower (recurrent) dropout rate counts as off, as in tuner.analysis
 ON_RATE = 0.2  # the rate a variant turns (recurrent) dropout on at: the seed configuration's
@@ -138,6 +140,8 @@ def outside_space(params: dict[str, Any], config: StudyConfig) -> bool:
 def repeat_seeds(config: StudyConfig, trial: FrozenTrial, repeats: int) -> list[int]:
     """K training seeds: the trial's own first (so that repeat 0 of the trial as it is
     retraces the search's run), then seeds drawn from the study's seed and the trial's number."""
+    from tuner.objective import training_seed  # imports Keras
+
     first = trial.user_attrs.get("training_seed", training_seed(config.sampler.seed, trial.number))
     more = [
         int(np.random.SeedSequence([config.sampler.seed, trial.number, r]).generate_state(1)[0])
@@ -309,14 +313,16 @@ def verdicts(companion: optuna.Study, config: StudyConfig | None, number: int) -
     )
 
 
-def latest(storage: optuna.storages.BaseStorage, study_name: str) -> Ablation | None:
+def latest(
+    storage: optuna.storages.BaseStorage, study_name: str, config: StudyConfig | None = None
+) -> Ablation | None:
     """The latest ablation of a study in `storage`, or None when it has none."""
     name = companion_name(study_name)
     if name not in study_names(storage):
         return None
     companion = optuna.load_study(study_name=name, storage=storage)
     number = companion.user_attrs.get("ablation_of")
-    return None if number is None else verdicts(companion, None, int(number))
+    return None if number is None else verdicts(companion, config, int(number))
 
 
 def ablate(
@@ -353,7 +359,7 @@ def ablate(
     return verdicts(companion, config, trial.number)
 
 
-def effect_text(c: Contrast, metric: str, reference: float | None) -> str:
+def effect_text(c: Contrast, metric: str, reference: float | None, seeds: bool = True) -> str:
     """The effect of a contrast's technique in words: the change the technique made (with it
     minus without it) and its interval; errors and losses also relative to `reference`."""
     p = c.paired
@@ -364,7 +370,7 @@ def effect_text(c: Contrast, metric: str, reference: float | None) -> str:
         text += f" ({p.mean / abs(reference):+.1%})"
     if p.interval is not None:
         text += f", {CONFIDENCE:.0%} CI {interval(p.interval, metric)}"
-    return text + f", {p.n} seed{'s' if p.n != 1 else ''}"
+    return text + (f", {p.n} seed{'s' if p.n != 1 else ''}" if seeds else "")
 
 
 def side(c: Contrast, params: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import optuna
 
+from tuner.ablation import ABLATION_ATTR
 from tuner.config import StudyConfig
 from tuner.data import Prepared
 from tuner.errors import Interrupted, TrialFailed
@@ -23,8 +24,6 @@ from tuner.model import build_model
 from tuner.space import suggest, suggest_fixed
 
 VALIDATION_BATCH = 1024
-# The user attribute that makes a trial an ablation trial: {"seed": int, "epochs": int}.
-ABLATION_ATTR = "ablation"
 
 
 class Objective:
