@@ -405,7 +405,8 @@ def _across(
         cells, css = [], []
         for a in analyses:
             e = effects.get(a.name)
-            e = e if e is None or e.verdict != TOO_FEW else _at_rung(a, e) or e
+            if e is None or e.verdict == TOO_FEW:
+                e = _at_rung(a, label) or e
             if e is None:
                 cells.append(_missing(a, next(iter(effects.values()))))
                 css.append(None)
@@ -418,11 +419,11 @@ def _across(
     return table
 
 
-def _at_rung(a: StudyAnalysis, e: Effect) -> Effect | None:
+def _at_rung(a: StudyAnalysis, label: str) -> Effect | None:
     """The same comparison at the first rung, when it has a verdict there."""
     for t in a.techniques:
         for r in t.rung_effects:
-            if r.label == e.label and r.verdict != TOO_FEW:
+            if r.label == label and r.verdict != TOO_FEW:
                 return r
     return None
 
