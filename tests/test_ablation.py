@@ -195,3 +195,39 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
         assert any(v in line for v in ("helped;", "hurt;", "no clear difference;")), line
         assert "95% CI" in line and "2 seeds" in line
     assert len(optuna.load_study(study_name="abl/ablation", storage=url).trials) == 13
+
+
+def test_ablate_refuses_a_trial_that_is_not_complete_in_one_line(
+    write_study, study_dir: Path
+) -> None:
+    from click.testing import CliRunner
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    from tuner.cli import cli
+
+    path = write_study("refuse")
+    url = f"sqlite:///{study_dir / 'refuse.db'}"
+    study = optuna.create_study(study_name="refuse", storage=url)
+    for state, value in ((TrialState.COMPLETE, 1.0), (TrialState.PRUNED, None)):
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"units_1": 8},
+                distributions={"units_1": IntDistribution(4, 64)},
+            )
+        )
+    runner = CliRunner()
+    for trial, message in (
+        ("1", "Error: trial 1 of study 'refuse' is pruned; only a complete trial can be ablated"),
+        ("7", "Error: study 'refuse' has no trial 7"),
+    ):
+        result = runner.invoke(cli, ["ablate", str(path), "--storage", url, "--trial", trial])
+        assert result.exit_code == 2
+        assert result.stderr.splitlines() == [message]
+    assert optuna.get_all_study_names(url) == ["refuse"]  # no companion study was made
+    missing = f"sqlite:///{study_dir / 'missing.db'}"
+    result = runner.invoke(cli, ["ablate", str(path), "--storage", missing])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert not (study_dir / "missing.db").exists()

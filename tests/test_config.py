@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.config import load_study_config
+from tuner.config import AblationConfig, load_study_config
 from tuner.errors import ConfigError
 
 
@@ -254,3 +254,11 @@ FORECAST = 'path = "s.csv"\ntarget = "temp"\nlookback = 4\ndelay = 1\n'
 def test_a_field_that_does_not_fit_the_task_is_named(write_study, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_study_config(write_study(**overrides))
+
+
+def test_the_ablation_table(write_study) -> None:
+    assert load_study_config(write_study()).ablation == AblationConfig(enabled=False, repeats=3)
+    config = load_study_config(write_study(ablation="enabled = true\nrepeats = 5"))
+    assert config.ablation == AblationConfig(enabled=True, repeats=5)
+    with pytest.raises(ConfigError, match=r"\[ablation\] repeats: must be >= 2 .*, got 1"):
+        load_study_config(write_study(ablation="repeats = 1"))

@@ -340,7 +340,7 @@ def ablate(
     `n_workers` worker processes on it until its runs are done, and return the verdicts."""
     from tuner.launcher import plan, start_workers, supervise
 
-    storage = open_storage(storage_url, config.workers)
+    storage = open_storage(storage_url, config.workers, must_exist=True)
     study = load_existing(config.name, storage)
     trial = chosen_trial(study, number)
     companion = open_companion(config, storage)

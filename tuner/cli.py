@@ -132,7 +132,8 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     """Create or resume a study and run worker processes on it until its budget is spent.
 
     Shows progress while the workers run, then the best trial beside the naive baseline.
-    Ctrl-C stops the workers cleanly: their trials go back into the queue.
+    Ctrl-C stops the workers cleanly: their trials go back into the queue. With `enabled =
+    true` in the study file's [ablation] table, then ablates the best trial (`tuner ablate`).
 
     \b
     Example:
@@ -154,6 +155,19 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
     if failed:
         raise click.ClickException("; ".join(failed))
+    if config.ablation.enabled:  # the study file's [ablation] table
+        from tuner.ablation import ablate as run_ablation
+        from tuner.ablation import format_ablation
+
+        result = run_ablation(
+            config,
+            storage,
+            repeats=config.ablation.repeats,
+            n_workers=workers,
+            pin=pin,
+            say=click.echo,
+        )
+        click.echo(format_ablation(result))
 
 
 @cli.command()
@@ -239,10 +253,9 @@ def worker(
 @click.option(
     "--repeats",
     "-k",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Training seeds per variant (the same K seeds for every variant).",
+    type=click.IntRange(min=2),
+    help="Training seeds per variant (the same K seeds for every variant).  "
+    "[default: `repeats` of the study file's [ablation] table, else 3]",
 )
 @click.option(
     "--workers",
@@ -256,7 +269,12 @@ def worker(
     "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
 )
 def ablate(
-    study_file: Path, storage: str, number: int | None, repeats: int, workers: int, pin: bool
+    study_file: Path,
+    storage: str,
+    number: int | None,
+    repeats: int | None,
+    workers: int,
+    pin: bool,
 ) -> None:
     """Train the best trial as it is and with one technique changed at a time (recurrent
     dropout, dropout, bidirectional, one layer more or fewer, GRU or LSTM), each with the same
@@ -278,7 +296,7 @@ def ablate(
         config,
         storage,
         number=number,
-        repeats=repeats,
+        repeats=repeats or config.ablation.repeats,
         n_workers=workers,
         pin=pin,
         say=click.echo,
