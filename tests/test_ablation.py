@@ -231,3 +231,28 @@ def test_ablate_refuses_a_trial_that_is_not_complete_in_one_line(
     result = runner.invoke(cli, ["ablate", str(path), "--storage", missing])
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert not (study_dir / "missing.db").exists()
+
+
+@pytest.mark.slow
+def test_an_ablation_trial_trains_its_fixed_model_seed_and_epochs(write_study) -> None:
+    from tuner.data import prepare
+    from tuner.objective import Objective
+
+    # The space stops at 2 layers and 64 units; training at 2 epochs with patience 1.
+    config = load_study_config(
+        write_study(training="epochs = 2\nbatch_size = 16\nsteps_per_epoch = 3\npatience = 1")
+    )
+    objective = Objective(config, prepare(config.data))
+    params = WINNER | {"layers": 3, "units_1": 4, "units_2": 4, "units_3": 4, "cell": "gru"}
+    values = []
+    for _ in range(2):
+        study = optuna.create_study(direction="minimize")
+        study.enqueue_trial(params, user_attrs={"ablation": {"seed": 7, "epochs": 4}})
+        trial = study.ask()
+        values.append(objective(trial))
+        study.tell(trial, values[-1])
+        [done] = study.trials
+        assert done.params == params  # recorded as they were, outside the space
+        assert done.user_attrs["epochs"] == 4 and done.user_attrs["training_seed"] == 7
+        assert values[-1] == pytest.approx(done.intermediate_values[4])  # the last epoch's
+    assert values[0] == values[1]  # the same seed trains the same model

@@ -81,13 +81,18 @@ class Objective:
             # Optuna reports and prunes single-objective studies only.
             single=config.cost_objective is None,
             # Seed configurations run to the end unless the study file lets the pruner stop them.
-            prune=not fixed
-            and (config.pruner.prune_seed_configs or "seed_config" not in trial.user_attrs),
+            prune=config.pruner.prune_seed_configs or "seed_config" not in trial.user_attrs,
         )
-        stopping = keras.callbacks.EarlyStopping(
-            monitor=config.metric, patience=training.patience, mode=config.direction[:3]
-        )
-        callbacks = [report, *([] if fixed else [stopping]), _Stop(self.should_stop)]
+        callbacks = [
+            report,
+            keras.callbacks.EarlyStopping(
+                monitor=config.metric, patience=training.patience, mode=config.direction[:3]
+            ),
+            _Stop(self.should_stop),
+        ]
+        if fixed:  # an ablation trial: neither pruned nor stopped early
+            report.prune = False
+            callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]
         start = time.perf_counter()
         try:
             model.fit(
