@@ -257,13 +257,21 @@ class _Plots:
 def _technique_table(a: StudyAnalysis) -> str:
     rows: list[list[str]] = []
     classes: list[list[str | None]] = []
-    for t in a.techniques:
-        effects = {e.treatment: e for e in t.effects}
-        for g in t.groups:
+    tables = [
+        table
+        for t in a.techniques
+        for table in (
+            (t.spec.name, t.groups, t.effects),
+            (f"{t.spec.name} at epoch {t.rung}", t.rung_groups, t.rung_effects),
+        )
+    ]
+    for name, groups, found in tables:
+        effects = {e.treatment: e for e in found}
+        for g in groups:
             e = effects.get(g.label)
             rows.append(
                 [
-                    t.spec.name,
+                    name,
                     g.label,
                     str(g.n),
                     f"{g.best:.4g}",
