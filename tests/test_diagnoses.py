@@ -30,7 +30,7 @@ def _study(baseline: float = 3.0, best_epoch: int = 2) -> optuna.Study:
                 value=value,
                 params=_params(cell="gru" if value == 2.0 else "lstm"),
                 distributions=DISTRIBUTIONS,
-                user_attrs={"epochs": 3, "best_epoch": epoch},
+                user_attrs={"epochs": 3, "best_epoch": epoch, "train_seconds": 1.0, "n_params": 9},
                 intermediate_values={1: value + 1, 2: value + 0.5, 3: value},
             )
         )
@@ -92,3 +92,15 @@ def test_a_winning_family_often_pruned_at_the_first_rung_questions_min_resource(
     assert text.startswith("3 of the 4 trials of the winning family (GRU, 1 layer) were pruned")
     assert "at epoch 1, the pruner's first rung" in text
     assert "`min_resource` may be too small" in text
+
+
+def test_best_trial_and_best_trials_print_the_diagnoses_as_notes() -> None:
+    from tuner.results import best_trials, format_best_trials, format_summary, summary
+
+    study = _study(best_epoch=3)
+    found = diagnose(study)
+    s = summary(study) | {"diagnoses": found}
+    assert f"note: {found[0]}" in format_summary(s).splitlines()
+    report = best_trials(study, 1) | {"diagnoses": found}
+    assert f"note: {found[0]}" in format_best_trials(report).splitlines()
+    assert "note:" not in format_summary(summary(_study()) | {"diagnoses": diagnose(_study())})
