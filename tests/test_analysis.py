@@ -6,16 +6,13 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tuner.analysis import (
-    HELPED,
-    HURT,
     MIN_GROUP,
-    TOO_FEW,
-    UNCLEAR,
     analyse,
     bootstrap_medians,
     compare,
     interval,
 )
+from tuner.verdict import HELPED, HURT, TOO_FEW, UNCLEAR
 
 DISTRIBUTIONS = {
     "cell": CategoricalDistribution(["gru", "lstm"]),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.config import load_study_config
+from tuner.config import AblationConfig, load_study_config
 from tuner.errors import ConfigError
 
 
@@ -322,3 +322,11 @@ def test_a_worker_restarts_by_default_and_can_be_told_not_to(write_study) -> Non
     workers = "heartbeat_interval = 2\nmax_trials_per_process = 0\nmax_memory_mb = 0"
     config = load_study_config(write_study(workers=workers))
     assert (config.workers.max_trials_per_process, config.workers.max_memory_mb) == (0, 0)
+
+
+def test_the_ablation_table(write_study) -> None:
+    assert load_study_config(write_study()).ablation == AblationConfig(enabled=False, repeats=3)
+    config = load_study_config(write_study(ablation="enabled = true\nrepeats = 5"))
+    assert config.ablation == AblationConfig(enabled=True, repeats=5)
+    with pytest.raises(ConfigError, match=r"\[ablation\] repeats: must be >= 2 .*, got 1"):
+        load_study_config(write_study(ablation="repeats = 1"))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -127,3 +128,109 @@ def test_a_study_named_twice_gets_one_line(two_studies, tmp_path: Path) -> None:
         "Error: study 'walk' is named by more than one study file"
     ]
     assert not (tmp_path / "r").exists()
+
+
+def _made_up(name: str, lstm: str, direction: str = "minimize") -> optuna.Study:
+    """A made-up study: 6 GRU trials complete; LSTM trials `complete` (and better), `pruned`
+    (6, worse at epoch 1), `few-pruned` (2), or `none`."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    dists = {"cell": CategoricalDistribution(("gru", "lstm")), "units_1": IntDistribution(4, 64)}
+    study = optuna.create_study(direction=direction, study_name=name)
+    metric = "val_mae" if direction == "minimize" else "val_accuracy"
+    study.set_user_attr("metric", metric)
+    sign = 1 if direction == "minimize" else -1
+    base = 3.0 if direction == "minimize" else 0.5
+    for i in range(6):
+        value = base + 0.01 * i
+        study.add_trial(
+            create_trial(
+                value=value,
+                params={"cell": "gru", "units_1": 8 + i},
+                distributions=dists,
+                intermediate_values={1: value + 0.1 * sign, 2: value},
+            )
+        )
+    n = {"complete": 6, "pruned": 6, "few-pruned": 2, "none": 0}[lstm]
+    for i in range(n):
+        if lstm == "complete":
+            value = base - 0.2 * sign + 0.01 * i
+            study.add_trial(
+                create_trial(
+                    value=value,
+                    params={"cell": "lstm", "units_1": 8 + i},
+                    distributions=dists,
+                    intermediate_values={1: value, 2: value},
+                )
+            )
+        else:
+            study.add_trial(
+                create_trial(
+                    state=optuna.trial.TrialState.PRUNED,
+                    params={"cell": "lstm", "units_1": 8 + i},
+                    distributions=dists,
+                    intermediate_values={1: base + 1.0 * sign + 0.01 * i},
+                )
+            )
+    return study
+
+
+def test_the_cross_study_table_says_which_evidence_each_cell_comes_from() -> None:
+    from tuner.ablation import Ablation, Contrast
+    from tuner.analysis import analyse, compare
+    from tuner.report import markdown_summary
+    from tuner.verdict import paired
+
+    ablation = Ablation(
+        study="searched",
+        trial=0,
+        metric="val_mae",
+        direction="minimize",
+        epochs=4,
+        repeats=3,
+        as_is={1: 3.0, 2: 3.1, 3: 3.2},
+        contrasts=(
+            Contrast(
+                "cell",
+                "cell: LSTM instead of GRU",
+                "LSTM",
+                True,
+                True,
+                paired([-0.2, -0.25, -0.22], minimize=True),
+            ),
+        ),
+        params={"cell": "gru", "layers": 1},
+    )
+    analyses = [
+        dataclasses.replace(analyse(_made_up("searched", "complete")), ablation=ablation),
+        analyse(_made_up("pruned", "pruned")),
+        analyse(_made_up("few", "few-pruned")),
+        analyse(_made_up("gru-only", "none")),
+        analyse(_made_up("accuracy", "complete", direction="maximize")),
+    ]
+    text = markdown_summary(analyses, compare(analyses), [a.name for a in analyses])
+    across = text.split("## Across studies")[1].split("\n## ")[0]
+    [ablated] = [line for line in across.splitlines() if line.startswith("| cell: LSTM instead")]
+    cells = [c.strip() for c in ablated.split("|")[2:-1]]
+    assert (
+        cells[0].startswith("helped (-0.2233 (-7.2%), 95% CI ") and "ablation, 3 seeds" in cells[0]
+    )
+    assert cells[1:] == ["not ablated"] * 4
+    [searched] = [line for line in across.splitlines() if line.startswith("| cell: LSTM vs GRU")]
+    cells = [c.strip() for c in searched.split("|")[2:-1]]
+    assert cells[0].startswith("helped (+6.") and cells[0].endswith("; among searched trials")
+    # All LSTM trials pruned: compared with the GRU trials at the first rung, epoch 1.
+    assert cells[1].startswith("hurt (") and cells[1].endswith("among searched trials, at epoch 1")
+    assert cells[2] == "tried, all pruned"
+    assert cells[3] == "not tried"
+    assert cells[4].startswith("helped (+20.0 points, CI +")  # accuracy in points
+    # The per-study table shows the ablation, the groups, and the rung's groups.
+    section = text.split("\n## searched\n")[1].split("\n## ")[0]
+    assert "Ablation of trial 0: 3 seeds, 4 epochs each" in section
+    assert "| cell: LSTM instead of GRU | LSTM vs as is | helped |" in section
+    assert "outside the search space" in section
+    pruned = text.split("\n## pruned\n")[1].split("\n## ")[0]
+    assert "| cell at epoch 1 | LSTM | 6 |" in pruned
+    few = text.split("\n## few\n")[1].split("\n## ")[0]
+    assert "too few trials (3 more needed)" in few

@@ -9,31 +9,36 @@ difference of their medians, with a bootstrap confidence interval of that differ
 groups resampled independently). A difference is called clear when its interval excludes zero;
 otherwise the data cannot tell it from noise. Parameters other than those above (a task's own,
 say) are left out of the grouping, but not out of the importances.
+
+These groups hold trials that the sampler chose and the pruner let finish: a difference between
+them is an association, not the effect of switching the technique on (for that, `tuner ablate`).
+Pruned trials count too, compared at the same epoch: every finished trial that reached the
+pruner's first rung (the earliest epoch at which a trial was pruned) has a value there, so
+groups at that rung fill sooner than groups of complete trials.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.results import metric_value, summary
+from tuner.verdict import HELPED, HURT, TOO_FEW, UNCLEAR
+
+if TYPE_CHECKING:
+    from tuner.ablation import Ablation
 
 BOOTSTRAP_RESAMPLES = 4000
 CONFIDENCE = 0.95
 MIN_GROUP = 5  # a smaller group gets no confidence interval and no verdict
 RECURRENT_DROPOUT_ON = 0.05  # a lower rate counts as recurrent dropout off
 SEED = 0
-
-HELPED = "helped"
-HURT = "hurt"
-UNCLEAR = "no clear difference"
-TOO_FEW = "too few trials"
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Effect:
     gain: float | None
     gain_ci: tuple[float, float] | None
     verdict: str
+    needs: int = 0  # more trials the smaller group needs for an interval and a verdict
 
     @property
     def label(self) -> str:
@@ -102,9 +108,17 @@ class Effect:
 
 @dataclass(frozen=True)
 class Technique:
+    """A technique's groups of complete trials, and at `rung` its groups of every finished
+    trial that reached that epoch, pruned ones included; `pruned_levels` are the levels whose
+    trials were all pruned."""
+
     spec: TechniqueSpec
     groups: tuple[Group, ...]
     effects: tuple[Effect, ...]
+    rung: int | None = None
+    rung_groups: tuple[Group, ...] = ()
+    rung_effects: tuple[Effect, ...] = ()
+    pruned_levels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,8 @@ class StudyAnalysis:
     importances: dict[str, dict[str, float]]  # evaluator name -> parameter -> importance
     importance_note: str | None  # why importances are missing, if they are
     techniques: tuple[Technique, ...]
+    ablation: Ablation | None = None  # tuner.ablation's latest verdicts, when there are some
+    diagnoses: tuple[str, ...] = ()  # tuner.diagnoses
 
     @property
     def minimize(self) -> bool:
@@ -129,11 +145,27 @@ def analyse(study: optuna.Study) -> StudyAnalysis:
     """The statistics of one study (it must have a complete trial)."""
     s = summary(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     minimize = s["direction"] == "minimize"
     rng = np.random.default_rng(SEED)
-    techniques = tuple(
-        t for spec in TECHNIQUES if (t := technique(spec, complete, minimize, rng)) is not None
-    )
+    rung = min((max(t.intermediate_values) for t in pruned if t.intermediate_values), default=None)
+    techniques = []
+    for spec in TECHNIQUES:
+        found = technique(spec, complete, minimize, rng)
+        at_rung = None if rung is None else technique(spec, complete + pruned, minimize, rng, rung)
+        levels = {spec.level(t.params[spec.param]) for t in pruned if spec.param in t.params}
+        if found is None and at_rung is None and not levels:
+            continue
+        base = found or Technique(spec, (), ())
+        techniques.append(
+            replace(
+                base,
+                rung=rung if at_rung is not None else None,
+                rung_groups=at_rung.groups if at_rung is not None else (),
+                rung_effects=at_rung.effects if at_rung is not None else (),
+                pruned_levels=tuple(sorted(levels - {g.label for g in base.groups})),
+            )
+        )
     importances, note = param_importances(study, len(complete))
     return StudyAnalysis(
         name=study.study_name,
@@ -143,7 +175,7 @@ def analyse(study: optuna.Study) -> StudyAnalysis:
         values={t.number: float(v) for t in complete if (v := metric_value(t)) is not None},
         importances=importances,
         importance_note=note,
-        techniques=techniques,
+        techniques=tuple(techniques),
     )
 
 
@@ -152,11 +184,13 @@ def technique(
     trials: list[FrozenTrial],
     minimize: bool,
     rng: np.random.Generator,
+    rung: int | None = None,
 ) -> Technique | None:
-    """The groups and effects of one technique, or None when no trial has its parameter."""
+    """The groups and effects of one technique, or None when no trial has its parameter; at
+    `rung`, of the trials' values at that epoch."""
     members: dict[str, list[tuple[Any, int, float]]] = {}
     for t in trials:
-        value = metric_value(t)
+        value = metric_value(t) if rung is None else t.intermediate_values.get(rung)
         if spec.param in t.params and value is not None:
             members.setdefault(spec.level(t.params[spec.param]), []).append(
                 (t.params[spec.param], t.number, float(value))
@@ -205,8 +239,9 @@ def effect(
     scale = abs(reference.median) or None
     gain = None if scale is None else sign * difference / scale
     if treatment_medians is None or reference_medians is None:
+        needs = MIN_GROUP - min(treatment.n, reference.n)
         return Effect(
-            name, treatment.label, reference.label, difference, None, gain, None, TOO_FEW
+            name, treatment.label, reference.label, difference, None, gain, None, TOO_FEW, needs
         )
     low, high = interval(treatment_medians - reference_medians)
     gain_ci = None

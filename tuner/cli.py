@@ -148,7 +148,8 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     """Create or resume a study and run worker processes on it until its budget is spent.
 
     Shows progress while the workers run, then the best trial beside the naive baseline.
-    Ctrl-C stops the workers cleanly: their trials go back into the queue.
+    Ctrl-C stops the workers cleanly: their trials go back into the queue. With `enabled =
+    true` in the study file's [ablation] table, then ablates the best trial (`tuner ablate`).
 
     \b
     Example:
@@ -170,6 +171,19 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
     if failed:
         raise click.ClickException("; ".join(failed))
+    if config.ablation.enabled:  # the study file's [ablation] table
+        from tuner.ablation import ablate as run_ablation
+        from tuner.ablation import format_ablation
+
+        result = run_ablation(
+            config,
+            storage,
+            repeats=config.ablation.repeats,
+            n_workers=workers,
+            pin=pin,
+            say=click.echo,
+        )
+        click.echo(format_ablation(result))
 
 
 @cli.command()
@@ -193,6 +207,11 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     help="TensorFlow compute threads.  [default: one per usable core]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
+@click.option(
+    "--ablation",
+    is_flag=True,
+    help="Run the study's queued ablation trials (`tuner ablate`) instead of its search.",
+)
 def worker(
     study_file: Path,
     storage: str,
@@ -201,6 +220,7 @@ def worker(
     cpus: str | None,
     threads: int | None,
     quiet: bool,
+    ablation: bool,
 ) -> None:
     """Join a study as one more worker and run its queued trials.
 
@@ -226,6 +246,7 @@ def worker(
         max_trials=max_trials,
         on_trial=(lambda t: None) if quiet else _print_trial,
         say=echo,
+        ablation=ablation,
     )
     ran = result.complete + result.pruned + result.failed
     if result.interrupted:
@@ -234,6 +255,69 @@ def worker(
         echo(f"no queued trials in study {config.name!r}; `tuner run --trials N` adds more")
     else:
         echo(f"done: {result.complete} complete, {result.pruned} pruned, {result.failed} failed")
+
+
+@cli.command()
+@study_file
+@storage_option
+@click.option(
+    "--trial",
+    "number",
+    type=click.IntRange(min=0),
+    help="The complete trial to ablate.  [default: the best trial]",
+)
+@click.option(
+    "--repeats",
+    "-k",
+    type=click.IntRange(min=2),
+    help="Training seeds per variant (the same K seeds for every variant).  "
+    "[default: `repeats` of the study file's [ablation] table, else 3]",
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on this machine.",
+)
+@click.option(
+    "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
+)
+def ablate(
+    study_file: Path,
+    storage: str,
+    number: int | None,
+    repeats: int | None,
+    workers: int,
+    pin: bool,
+) -> None:
+    """Train the best trial as it is and with one technique changed at a time (recurrent
+    dropout, dropout, bidirectional, one layer more or fewer, GRU or LSTM), each with the same
+    K training seeds, and say whether each technique helped, hurt or made no clear difference,
+    with a 95% interval.
+
+    The runs are queued trials of the companion study `<study name>/ablation`: run again to
+    resume, and `tuner worker STUDY_FILE --ablation` on other machines helps.
+
+    \b
+    Example:
+      tuner ablate studies/nyc-weather.toml --repeats 3 --workers 2
+    """
+    from tuner.ablation import ablate as run_ablation
+    from tuner.ablation import format_ablation
+
+    config = _load(study_file)
+    result = run_ablation(
+        config,
+        storage,
+        number=number,
+        repeats=repeats or config.ablation.repeats,
+        n_workers=workers,
+        pin=pin,
+        say=click.echo,
+    )
+    click.echo(format_ablation(result))
 
 
 def _default_worker_index() -> int:
@@ -292,6 +376,7 @@ def best_trial(study_file: Path, storage: str, fmt: str) -> None:
 
 
 def _print_best(config: StudyConfig, url: str, required: bool, fmt: str = "text") -> None:
+    from tuner.diagnoses import diagnose
     from tuner.results import format_summary, summary
     from tuner.study import load_existing
 
@@ -303,6 +388,7 @@ def _print_best(config: StudyConfig, url: str, required: bool, fmt: str = "text"
             raise
         click.echo("no trial has completed yet")
         return
+    s["diagnoses"] = diagnose(study, config)
     click.echo(json.dumps(s, indent=2) if fmt == "json" else format_summary(s))
 
 
@@ -399,6 +485,7 @@ def best_trials(
     Example:
       tuner best-trials studies/nyc-weather.toml --top 5 --format csv > best.csv
     """
+    from tuner.diagnoses import diagnose
     from tuner.results import best_trials as top_trials
     from tuner.results import best_trials_frame, format_best_trials
     from tuner.study import load_existing
@@ -406,6 +493,7 @@ def best_trials(
     config = _load(study_file)
     study = load_existing(config.name, open_storage(storage, must_exist=True))
     report = top_trials(study, top, artifacts.absolute() if artifacts else None)
+    report["diagnoses"] = diagnose(study, config)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     elif fmt == "csv":
@@ -481,7 +569,7 @@ def retrain(study_file: Path, storage: str, artifacts: Path | None, number: int 
     for name, value in m["test_baselines"].items():
         click.echo(
             f"baseline {name}: {key} = {value:.4g}"
-            + _versus_baseline(m["improvement_on_test"][name])
+            + _versus_baseline(m["test_value"], value, config.metric, config.direction)
         )
     click.echo(f"model: {done.model_path} (takes raw data; keras.saving.load_model loads it)")
     click.echo(f"about it: {done.metrics_path} (JSON: inputs, outputs, test scores, versions)")
@@ -545,10 +633,11 @@ def predict(
     )
 
 
-def _versus_baseline(gain: float | None) -> str:
-    if gain is None:
-        return ""
-    return f"; the model is {abs(gain):.1%} {'better' if gain >= 0 else 'worse'}"
+def _versus_baseline(value: float, baseline: float, metric: str, direction: str) -> str:
+    from tuner.verdict import versus
+
+    words = versus(value, baseline, metric, direction == "minimize")
+    return f"; the model is {words}" if words else ""
 
 
 @cli.command()

@@ -178,6 +178,15 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """The [ablation] table: whether `tuner run` ablates the best trial once the search's
+    budget is spent (tuner.ablation), and with how many training seeds per variant."""
+
+    enabled: bool = False
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     path: Path
     name: str
@@ -192,6 +201,7 @@ class StudyConfig:
     training: TrainingConfig
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     cost_objective: str | None = None
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     @property
     def directions(self) -> list[str]:
@@ -332,6 +342,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
         space=space,
         training=_training(tables["training"], data.task),
         workers=_workers(tables["workers"]),
+        ablation=_ablation(tables["ablation"]),
         cost_objective=cost_objective,
     )
     for table in tables.values():
@@ -339,7 +350,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
     return config
 
 
-_SECTIONS = ("study", "sampler", "pruner", "data", "space", "training", "workers")
+_SECTIONS = ("study", "sampler", "pruner", "data", "space", "training", "workers", "ablation")
 
 
 def _sampler(t: _Table) -> SamplerConfig:
@@ -476,6 +487,13 @@ def _training(t: _Table, task: str) -> TrainingConfig:
             lambda v: v in losses,
             f"must be one of {', '.join(losses)} for task {task}",
         ),
+    )
+
+
+def _ablation(t: _Table) -> AblationConfig:
+    return AblationConfig(
+        enabled=t.get("enabled", bool, False),
+        repeats=t.get("repeats", int, 3, lambda v: v >= 2, "must be >= 2 (an interval needs two)"),
     )
 
 

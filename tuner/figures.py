@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.analysis import HELPED, HURT, TOO_FEW, Effect, StudyAnalysis
+from tuner.analysis import Effect, StudyAnalysis
 from tuner.results import seed_label
+from tuner.verdict import HELPED, HURT, TOO_FEW
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

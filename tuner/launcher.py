@@ -104,9 +104,13 @@ def plan(n_workers: int, pin: bool = True, cores: list[int] | None = None) -> li
 
 
 def start_workers(
-    study_file: Path, storage_url: str, placements: list[Placement], seed_offset: int = 0
+    study_file: Path,
+    storage_url: str,
+    placements: list[Placement],
+    seed_offset: int = 0,
+    options: tuple[str, ...] = (),
 ) -> list[subprocess.Popen[bytes]]:
-    """Start one `tuner worker` process per placement."""
+    """Start one `tuner worker` process per placement, with more `options` if given."""
     # The URL travels in the environment: a password on a command line is visible to `ps`.
     # PARENT_ENV makes each worker stop when this launcher ends, however it ends.
     env = os.environ | {ENV_VAR: storage_url, PARENT_ENV: str(os.getpid())}
@@ -123,6 +127,7 @@ def start_workers(
             str(seed_offset + i),
             "--threads",
             str(placement.threads),
+            *options,
         ]
         if placement.cpus is not None:
             command += ["--cpus", ",".join(map(str, placement.cpus))]

@@ -16,11 +16,12 @@ import keras
 import numpy as np
 import optuna
 
+from tuner.ablation import ABLATION_ATTR
 from tuner.config import StudyConfig
 from tuner.data import Prepared
 from tuner.errors import Interrupted, TrialFailed
 from tuner.model import build_model
-from tuner.space import suggest
+from tuner.space import suggest, suggest_fixed
 
 VALIDATION_BATCH = 1024
 
@@ -48,14 +49,17 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config, training = self.config, self.config.training
-        spec = suggest(trial, config.space)
+        # An ablation trial (tuner.ablation) trains fixed parameters with a given seed for a
+        # given number of epochs, with no pruning and no early stopping.
+        fixed = trial.user_attrs.get(ABLATION_ATTR)
+        spec = suggest_fixed(trial, config.space) if fixed else suggest(trial, config.space)
         trial.set_user_attr("worker", self.worker)
         # Forget the previous trial's model; its memory goes with Python's own collection,
         # since a forced one here cost ~0.8 s a trial (BENCHMARKS.md, service overhead).
         keras.backend.clear_session(free_memory=False)
         # The trial's own seed makes its weights, dropout masks and batch order depend on its
         # number alone, not on which worker ran it or what that worker ran before.
-        seed = training_seed(config.sampler.seed, trial.number)
+        seed = fixed["seed"] if fixed else training_seed(config.sampler.seed, trial.number)
         keras.utils.set_random_seed(seed)
         trial.set_user_attr("training_seed", seed)
         train = self.data.split("train", training.batch_size, shuffle=True, seed=seed)
@@ -86,6 +90,9 @@ class Objective:
             ),
             _Stop(self.should_stop),
         ]
+        if fixed:  # an ablation trial: neither pruned nor stopped early
+            report.prune = False
+            callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]
         start = time.perf_counter()
         try:
             model.fit(
@@ -93,7 +100,7 @@ class Objective:
                 # restarting it.
                 train.repeat() if training.steps_per_epoch else train,
                 validation_data=self.validation,
-                epochs=training.epochs,
+                epochs=fixed["epochs"] if fixed else training.epochs,
                 steps_per_epoch=training.steps_per_epoch,
                 callbacks=callbacks,
                 shuffle=False,
@@ -112,6 +119,8 @@ class Objective:
             trial.set_user_attr("worker_peak_rss_mb", _peak_rss_mb())
         if report.best is None:
             raise TrialFailed(f"no epoch finished, so there is no {config.metric}")
+        if fixed:  # what the fixed number of epochs trained, not the best epoch on the way
+            report.best = report.values[-1]
         if config.cost_objective == "seconds_per_epoch":
             return [report.best, report.seconds_per_epoch()]
         if config.cost_objective == "n_params":

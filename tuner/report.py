@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tuner import figures
+from tuner.ablation import Ablation, effect_text, latest, side
 from tuner.analysis import (
     BOOTSTRAP_RESAMPLES,
     CONFIDENCE,
@@ -21,10 +22,12 @@ from tuner.analysis import (
     compare,
 )
 from tuner.config import StudyConfig
+from tuner.diagnoses import diagnose
 from tuner.errors import TunerError
 from tuner.results import seed_label
 from tuner.storage import open_storage
 from tuner.study import load_existing
+from tuner.verdict import TOO_FEW, difference, is_accuracy, versus
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "summary.md"
@@ -46,7 +49,14 @@ def make_report(configs: list[StudyConfig], url: str, out: Path) -> ReportFiles:
         raise TunerError(f"study {twice[0]!r} is named by more than one study file")
     storage = open_storage(url, must_exist=True)
     studies = [load_existing(name, storage) for name in names]
-    analyses = [analyse(study) for study in studies]  # raises for a study with no result yet
+    analyses = [
+        replace(
+            analyse(study),  # raises for a study with no result yet
+            ablation=latest(storage, study.study_name, config),
+            diagnoses=tuple(diagnose(study, config)),
+        )
+        for study, config in zip(studies, configs, strict=True)
+    ]
     return write_report(analyses, out)
 
 
@@ -72,16 +82,26 @@ def write_report(analyses: list[StudyAnalysis], out: Path) -> ReportFiles:
 
 def how_to_read() -> str:
     return (
-        "Each technique splits a study's complete trials (pruned and failed ones are left out) "
-        "into groups by one parameter, and each group is compared with a reference group by "
-        "the difference of their median objective. A difference is called clear only when its "
-        f"{CONFIDENCE:.0%} bootstrap confidence interval ({BOOTSTRAP_RESAMPLES} resamples of "
-        "each group) excludes zero: then the technique helped or hurt on that data; otherwise "
-        "the difference cannot be told from noise. Groups of fewer than "
-        f"{MIN_GROUP} trials get no interval and no verdict. Recurrent dropout counts as on "
-        f"from a rate of {RECURRENT_DROPOUT_ON}. Improvements are the change of the median as "
-        "a fraction of the reference group's median, positive when better whatever the "
-        "study's direction."
+        'Two kinds of evidence, labelled in every cell. "Ablation, K seeds" (`tuner ablate`): '
+        "the best trial trained as it is and with one technique changed, each with the same K "
+        "training seeds; the effect is the mean paired difference, with the technique minus "
+        f"without it, and its {CONFIDENCE:.0%} t-interval. It says what switching the "
+        'technique on did to that model on this data. "Among searched trials": each '
+        "technique splits the study's complete trials into groups by one parameter, and each "
+        "group is compared with a reference group by the difference of their median "
+        f"objective, with a {CONFIDENCE:.0%} bootstrap confidence interval "
+        f"({BOOTSTRAP_RESAMPLES} resamples of each group). Those trials were chosen by the "
+        "sampler and let finish by the pruner, so such a difference is an association, not "
+        "the effect of the technique: other parameters may differ between the groups. Where "
+        "complete trials are too few, every finished trial (pruned ones included) is compared "
+        "at the pruner's first rung, the same epoch for all. In both kinds a difference is "
+        "called clear (helped or hurt) only when its interval excludes zero; otherwise it "
+        f"cannot be told from noise. Groups of fewer than {MIN_GROUP} trials get no interval "
+        "and no verdict; the report says how many more trials they need. Recurrent dropout "
+        f"counts as on from a rate of {RECURRENT_DROPOUT_ON}. Accuracy differences are in "
+        "percentage points; other improvements are a percentage of the reference, positive "
+        'when better whatever the study\'s direction. "Not tried": no trial of that kind ran; '
+        '"tried, all pruned": some ran, none completed.'
     )
 
 
@@ -94,7 +114,7 @@ def markdown_summary(
     names = [a.name for a in analyses]
     lines = [f"# What helps: {', '.join(names)}", "", how_to_read(), "", "## Across studies", ""]
     lines += _md_table(
-        ["technique", *names], [[label, *(_verdict(e.get(n)) for n in names)] for label, e in rows]
+        ["technique", *names], [[label, *cells] for label, cells, _ in _across(analyses, rows)]
     )
     lines += ["", f"![effects]({FIGURES}/effects.png)", ""]
     for a, stem in zip(analyses, stems, strict=True):
@@ -110,8 +130,12 @@ def markdown_summary(
         lines.append("")
         lines += _md_table(
             ["reference", a.metric, "best trial against it"],
-            [[label, f"{value:.4g}", _versus(gain)] for label, value, gain in _references(a)],
+            [[label, f"{value:.4g}", _versus(a, value)] for label, value, _ in _references(a)],
         )
+        lines += ["", *(f"- **Note:** {d}." for d in a.diagnoses)] if a.diagnoses else []
+        if a.ablation is not None:
+            lines += ["", _ablation_title(a.ablation), ""]
+            lines += _md_table(ABLATION_HEADER, _ablation_rows(a.ablation))
         lines += [
             "",
             "| technique | group | trials | best | median | 95% CI of median | vs reference |",
@@ -123,12 +147,13 @@ def markdown_summary(
                 e = effects.get(g.label)
                 lines.append(
                     f"| {t.spec.name} | {g.label} | {g.n} | {g.best:.4g} | {g.median:.4g} | "
-                    f"{_ci(g.median_ci)} | {_verdict(e) if e else 'reference'} |"
+                    f"{_ci(g.median_ci)} | {_verdict(e, a.metric) if e else 'reference'} |"
                 )
+            lines += _md_rung(a, t)
         if a.importances:
             for evaluator, values in a.importances.items():
                 top = ", ".join(f"{p} {v:.2f}" for p, v in list(values.items())[:4])
-                lines += ["", f"Importance ({evaluator}): {top}."]
+                lines += ["", f"Importance ({evaluator}): {top}.{_cannot_rank(a, evaluator)}"]
         else:
             lines += ["", f"No importances: {a.importance_note}."]
         lines += [
@@ -159,8 +184,8 @@ def html_page(analyses: list[StudyAnalysis], rows: list[tuple[str, dict[str, Eff
         "<h2>Across studies</h2>",
         _html_table(
             ["technique", *names],
-            [[label, *(_verdict(e.get(n)) for n in names)] for label, e in rows],
-            classes=[[None, *(_css(e.get(n)) for n in names)] for _, e in rows],
+            [[label, *cells] for label, cells, _ in _across(analyses, rows)],
+            classes=[[None, *css] for _, _, css in _across(analyses, rows)],
         ),
         plots.add(figures.plotly_effects(rows, names)),
     ]
@@ -175,9 +200,18 @@ def html_page(analyses: list[StudyAnalysis], rows: list[tuple[str, dict[str, Eff
             "<h3>Best trial against the references</h3>",
             _html_table(
                 ["reference", a.metric, "best trial against it"],
-                [[label, f"{value:.4g}", _versus(gain)] for label, value, gain in _references(a)],
+                [[label, f"{value:.4g}", _versus(a, value)] for label, value, _ in _references(a)],
             ),
             plots.add(figures.plotly_references(a)),
+            *(f"<p><b>Note:</b> {_e(d)}.</p>" for d in a.diagnoses),
+            *(
+                [
+                    f"<h3>{_e(_ablation_title(a.ablation))}</h3>",
+                    _html_table(ABLATION_HEADER, _ablation_rows(a.ablation)),
+                ]
+                if a.ablation is not None
+                else []
+            ),
             "<h3>What each technique did</h3>",
             _technique_table(a),
             plots.add(figures.plotly_techniques(a)),
@@ -185,6 +219,11 @@ def html_page(analyses: list[StudyAnalysis], rows: list[tuple[str, dict[str, Eff
             plots.add(figures.plotly_importances(a))
             if a.importances
             else f"<p>No importances: {_e(a.importance_note or '')}.</p>",
+            *(
+                f"<p>{_e(evaluator + ':' + _cannot_rank(a, evaluator))}</p>"
+                for evaluator in a.importances
+                if _cannot_rank(a, evaluator)
+            ),
         ]
     body = "\n".join(parts)
     return (
@@ -218,20 +257,28 @@ class _Plots:
 def _technique_table(a: StudyAnalysis) -> str:
     rows: list[list[str]] = []
     classes: list[list[str | None]] = []
-    for t in a.techniques:
-        effects = {e.treatment: e for e in t.effects}
-        for g in t.groups:
+    tables = [
+        table
+        for t in a.techniques
+        for table in (
+            (t.spec.name, t.groups, t.effects),
+            (f"{t.spec.name} at epoch {t.rung}", t.rung_groups, t.rung_effects),
+        )
+    ]
+    for name, groups, found in tables:
+        effects = {e.treatment: e for e in found}
+        for g in groups:
             e = effects.get(g.label)
             rows.append(
                 [
-                    t.spec.name,
+                    name,
                     g.label,
                     str(g.n),
                     f"{g.best:.4g}",
                     f"{g.median:.4g}",
                     _ci(g.median_ci),
                     "reference" if e is None else _difference(e),
-                    "" if e is None else _verdict(e),
+                    "" if e is None else _verdict(e, a.metric),
                 ]
             )
             classes.append([*[None] * 7, _css(e)])
@@ -277,9 +324,17 @@ def _params(params: dict[str, object]) -> str:
     )
 
 
-def _verdict(e: Effect | None) -> str:
+def _verdict(e: Effect | None, metric: str) -> str:
     if e is None:
         return "not tried"
+    if e.verdict == TOO_FEW:
+        return f"{TOO_FEW} ({e.needs} more needed)" if e.needs else TOO_FEW
+    if is_accuracy(metric):
+        text = f"{e.verdict} ({difference(e.difference, metric)}"
+        if e.difference_ci is not None:
+            low, high = e.difference_ci
+            text += f", CI {difference(low, metric)} to {difference(high, metric)}"
+        return text + ")"
     if e.gain is None:
         return e.verdict
     text = f"{e.verdict} ({e.gain:+.1%}"
@@ -294,10 +349,9 @@ def _difference(e: Effect) -> str:
     return f"{e.difference:+.4g} ({e.difference_ci[0]:+.4g} to {e.difference_ci[1]:+.4g})"
 
 
-def _versus(gain: float | None) -> str:
-    if gain is None:
-        return ""
-    return f"{abs(gain):.1%} {'better' if gain >= 0 else 'worse'}"
+def _versus(a: StudyAnalysis, reference: float) -> str:
+    """The best trial against a reference, in the words `tuner best-trial` uses."""
+    return versus(a.summary["best_trial"]["value"], reference, a.metric, a.minimize)
 
 
 def _ci(ci: tuple[float, float] | None) -> str:
@@ -319,3 +373,128 @@ def _stems(names: list[str]) -> list[str]:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "study"
         stems.append(stem if stem not in stems else f"{stem}-{len(stems) + 1}")
     return stems
+
+
+# the evidence of each kind, side by side
+
+
+ABLATION = "ablation"
+SEARCHED = "among searched trials"
+
+
+def _across(
+    analyses: list[StudyAnalysis], rows: list[tuple[str, dict[str, Effect]]]
+) -> list[tuple[str, list[str], list[str | None]]]:
+    """The cross-study table: each technique's verdict per study, saying which evidence it
+    comes from. Ablation rows first, then the associations among searched trials."""
+    table: list[tuple[str, list[str], list[str | None]]] = []
+    contrasts: dict[str, None] = {}
+    for a in analyses:
+        for c in a.ablation.contrasts if a.ablation is not None else ():
+            contrasts[c.contrast] = None
+    for label in contrasts:
+        cells: list[str] = []
+        css: list[str | None] = []
+        for a in analyses:
+            ab = a.ablation
+            found = [c for c in ab.contrasts if c.contrast == label] if ab is not None else []
+            if ab is None or not found:
+                cells.append("not ablated")
+                css.append(None)
+                continue
+            c = found[0]
+            cells.append(
+                f"{c.paired.verdict} ({effect_text(c, ab.metric, _mean(ab), seeds=False)}; "
+                f"{ABLATION}, {c.paired.n} seeds)"
+            )
+            css.append(c.paired.verdict if c.paired.verdict in ("helped", "hurt") else None)
+        table.append((f"{label} ({ABLATION})", cells, css))
+    for label, effects in rows:
+        cells, css = [], []
+        for a in analyses:
+            e = effects.get(a.name)
+            if e is None or e.verdict == TOO_FEW:
+                e = _at_rung(a, label) or e
+            if e is None:
+                cells.append(_missing(a, next(iter(effects.values()))))
+                css.append(None)
+                continue
+            rung = next((t.rung for t in a.techniques if e in t.rung_effects), None)
+            where = SEARCHED + (f", at epoch {rung}" if rung is not None else "")
+            cells.append(f"{_verdict(e, a.metric)}; {where}")
+            css.append(_css(e))
+        table.append((label, cells, css))
+    return table
+
+
+def _at_rung(a: StudyAnalysis, label: str) -> Effect | None:
+    """The same comparison at the first rung, when it has a verdict there."""
+    for t in a.techniques:
+        for r in t.rung_effects:
+            if r.label == label and r.verdict != TOO_FEW:
+                return r
+    return None
+
+
+def _missing(a: StudyAnalysis, like: Effect) -> str:
+    """Why a study has no such comparison: no trial of the kind ran, or all were pruned."""
+    for t in a.techniques:
+        if t.spec.name == like.technique and (
+            like.treatment in t.pruned_levels or like.reference in t.pruned_levels
+        ):
+            return "tried, all pruned"
+    return "not tried"
+
+
+def _md_rung(a: StudyAnalysis, t: object) -> list[str]:
+    from tuner.analysis import Technique
+
+    assert isinstance(t, Technique)
+    if t.rung is None:
+        return []
+    effects = {e.treatment: e for e in t.rung_effects}
+    return [
+        f"| {t.spec.name} at epoch {t.rung} | {g.label} | {g.n} | {g.best:.4g} | "
+        f"{g.median:.4g} | {_ci(g.median_ci)} | "
+        f"{_verdict(effects[g.label], a.metric) if g.label in effects else 'reference'} |"
+        for g in t.rung_groups
+    ]
+
+
+def _mean(ab: Ablation) -> float | None:
+    return sum(ab.as_is.values()) / len(ab.as_is) if ab.as_is else None
+
+
+ABLATION_HEADER = ["technique", "compared", "verdict", "effect (with minus without)", "note"]
+
+
+def _ablation_title(ab: Ablation) -> str:
+    mean = _mean(ab)
+    return (
+        f"Ablation of trial {ab.trial}: {ab.repeats} seeds, {ab.epochs} epochs each, no pruning "
+        "or early stopping"
+        + (f"; as it is, {ab.metric} = {mean:.4g} (mean)" if mean is not None else "")
+    )
+
+
+def _ablation_rows(ab: Ablation) -> list[list[str]]:
+    return [
+        [
+            c.contrast,
+            side(c, ab.params),
+            c.paired.verdict,
+            effect_text(c, ab.metric, _mean(ab)),
+            "outside the search space" if c.outside_space else "",
+        ]
+        for c in ab.contrasts
+    ]
+
+
+def _cannot_rank(a: StudyAnalysis, evaluator: str) -> str:
+    """The searched parameters an evaluator left out: PED-ANOVA ranks numeric ones only."""
+    ranked = a.importances.get(evaluator, {})
+    searched = {p for values in a.importances.values() for p in values}
+    missing = sorted(searched - set(ranked))
+    if not missing:
+        return ""
+    return f" It cannot rank {', '.join(missing)} (not unimportant: left out)."

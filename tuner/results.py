@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.artifacts import retrained_models
 from tuner.errors import TunerError
 from tuner.queue import count
+from tuner.verdict import versus
 
 
 def metric_value(trial: FrozenTrial) -> float | None:
@@ -133,6 +134,11 @@ def improvement(best: float | None, reference: float | None, minimize: bool) -> 
     return gain / abs(reference)
 
 
+def format_diagnoses(found: list[str]) -> list[str]:
+    """Diagnoses (tuner.diagnoses) as lines for a terminal."""
+    return [f"note: {text}" for text in found]
+
+
 def format_summary(s: dict[str, Any]) -> str:
     t, b = s["trials"], s["best_trial"]
     lines = [
@@ -151,7 +157,7 @@ def format_summary(s: dict[str, Any]) -> str:
         for name, row in rows.items():
             lines.append(
                 f"{title} {seed_label(name, row)}: {s['metric']} = {row['value']:.4g}"
-                + _versus(row["improvement"])
+                + _versus(b["value"], row["value"], s)
             )
     if s["pareto_front"]:
         cost = s["cost_objective"]
@@ -161,16 +167,13 @@ def format_summary(s: dict[str, Any]) -> str:
                 f"  trial {t['number']}: {s['metric']} = {t['value']:.4g}, "
                 f"{cost} = {t['cost']:.4g}"
             )
+    lines += format_diagnoses(s.get("diagnoses", []))
     return "\n".join(lines)
 
 
-def _versus(gain: float | None) -> str:
-    if gain is None:
-        return ""
-    if abs(gain) < 5e-4:
-        return "; the best trial is level with it"
-    word = "better" if gain > 0 else "worse"
-    return f"; the best trial is {abs(gain):.1%} {word}"
+def _versus(best: float | None, reference: float | None, s: dict[str, Any]) -> str:
+    words = versus(best, reference, s["metric"], s["direction"] == "minimize")
+    return f"; the best trial is {words}" if words else ""
 
 
 def _short(value: Any) -> str:
@@ -314,4 +317,5 @@ def format_best_trials(report: dict[str, Any]) -> str:
             if k.startswith("test_") and isinstance(v, float)
         )
         lines.append(f"trial {number} retrained: {tests}; model {r['model']}")
+    lines += format_diagnoses(report.get("diagnoses", []))
     return "\n".join(lines)

@@ -166,3 +166,42 @@ def seed_fits(seed: SeedConfig, space: SearchSpace) -> str | None:
         if not param.contains(value):
             return f"{name}={value!r} is outside the search space"
     return None
+
+
+def suggest_fixed(trial: optuna.Trial, space: SearchSpace) -> ModelSpec:
+    """Read back an ablation trial's model, enqueued with fixed parameters.
+
+    Ablation changes one thing of a trial, which may take it outside the study's search space
+    (a third layer where the space stops at two, LSTM where it allows GRU only), so its
+    parameters are recorded against the widest ranges a study file allows: the same
+    distributions for every ablation trial, as Optuna requires of one study.
+    """
+    from tuner.config import ACTIVATIONS, CELLS
+
+    layers = trial.suggest_int("layers", 1, MAX_LAYERS)
+    units = tuple(trial.suggest_int(f"units_{i}", 1, MAX_UNITS) for i in range(1, layers + 1))
+    text = {
+        name: trial.suggest_int(name, low, high)
+        for name, (low, high) in _TEXT_RANGES.items()
+        if name in _text_params(space)
+    }
+    return ModelSpec(
+        cell=str(trial.suggest_categorical("cell", CELLS)),
+        units=units,
+        dropout=trial.suggest_float("dropout", 0.0, 1.0),
+        recurrent_dropout=trial.suggest_float("recurrent_dropout", 0.0, 1.0),
+        bidirectional=bool(trial.suggest_categorical("bidirectional", (False, True))),
+        activation=str(trial.suggest_categorical("activation", ACTIVATIONS)),
+        learning_rate=trial.suggest_float("learning_rate", 1e-8, 1.0, log=True),
+        **text,
+    )
+
+
+# The bounds a study file allows (tuner.config), which ablation trials are recorded against.
+MAX_LAYERS = 8
+MAX_UNITS = 4096
+_TEXT_RANGES = {
+    "vocabulary_size": (3, 1_000_000),
+    "sequence_length": (1, 100_000),
+    "embedding_dim": (1, 4096),
+}

@@ -129,8 +129,10 @@ def work(
     max_trials: int | None = None,
     on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
     say: Callable[[str], None] = print,
+    ablation: bool = False,
 ) -> WorkerResult:
-    """Join the study named in `config` (creating it if needed) and run its queued trials."""
+    """Join the study named in `config` (creating it if needed) and run its queued trials; with
+    `ablation`, its companion study of ablation trials (tuner.ablation) instead."""
     from tuner import process
 
     stop = StopRequest()
@@ -144,16 +146,21 @@ def work(
     data = prepare(config.data)
     carried = process.carried(WorkerResult)
     storage = open_storage(storage_url, config.workers)
-    study = open_study(
-        config,
-        storage,
-        lambda: data.baselines,
-        # After a fresh start the sampler's seed moves on, or it would propose again what it
-        # proposed after the last one.
-        worker_index=worker_index + carried.restarts * process.SEED_STRIDE,
-        on_skip=say,
-        attrs=lambda: data.study_attrs,
-    )
+    if ablation:
+        from tuner.ablation import load_companion
+
+        study = load_companion(config, storage)
+    else:
+        study = open_study(
+            config,
+            storage,
+            lambda: data.baselines,
+            # After a fresh start the sampler's seed moves on, or it would propose again what it
+            # proposed after the last one.
+            worker_index=worker_index + carried.restarts * process.SEED_STRIDE,
+            on_skip=say,
+            attrs=lambda: data.study_attrs,
+        )
     import_tensorflow()  # after `place`, which sizes its thread pools
     from tuner.objective import Objective
 

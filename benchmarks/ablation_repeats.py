@@ -1,0 +1,128 @@
+"""How the number of training seeds per variant (K) of `tuner ablate` changes the width of the
+verdicts' 95% intervals and the cost, on a shipped study.
+
+Runs the study's search (`tuner run`, optionally at a reduced scale), then one ablation of its
+best trial with the largest K (`tuner ablate --repeats K`), and reads the verdicts again from
+the first k seeds of every variant for k = 2 .. K: the runs of a smaller K are the first k of
+the larger one's, as `tuner ablate` would have trained them (the seeds are the same). The cost
+is in epochs trained (runs x epochs), beside the search's own.
+
+    python benchmarks/ablation_repeats.py studies/nyc-weather.toml --max-repeats 5
+    python benchmarks/ablation_repeats.py studies/nyc-weather.toml --trials 6 --epochs 3 \
+        --steps 10 --max-repeats 4      # reduced scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _copy(study: Path, folder: Path, args: argparse.Namespace) -> Path:
+    """The study file with its name made fresh and, if asked, a smaller budget."""
+    text = study.read_text()
+    text = re.sub(r'(?m)^name = "([^"]+)"', r'name = "\1-bench"', text, count=1)
+    for key, value in (("n_trials", args.trials), ("epochs", args.epochs)):
+        if value is not None:
+            text = re.sub(rf"(?m)^{key} = \d+", f"{key} = {value}", text, count=1)
+    if args.steps is not None:
+        if re.search(r"(?m)^steps_per_epoch = ", text):
+            text = re.sub(r"(?m)^steps_per_epoch = \d+", f"steps_per_epoch = {args.steps}", text)
+        else:
+            text = text.replace("[training]\n", f"[training]\nsteps_per_epoch = {args.steps}\n")
+    path = folder / study.name
+    path.write_text(text)
+    return path
+
+
+def _tuner(*command: str, cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tuner", *command], cwd=cwd, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("study", type=Path)
+    parser.add_argument("--trials", type=int, help="search budget [default: the study's]")
+    parser.add_argument("--epochs", type=int, help="[training] epochs [default: the study's]")
+    parser.add_argument("--steps", type=int, help="[training] steps_per_epoch")
+    parser.add_argument("--max-repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from tuner.ablation import AS_IS, variants
+    from tuner.config import load_study_config
+    from tuner.verdict import HELPED, HURT, difference, paired
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        path = _copy(args.study.resolve(), folder, args)
+        config = load_study_config(path)
+        url = f"sqlite:///{folder / 'bench.db'}"
+        os.environ["TUNER_STORAGE"] = url
+        workers = ("--workers", str(args.workers))
+        search_s = _tuner("run", str(path), *workers, cwd=folder)
+        ablate_s = _tuner(
+            "ablate", str(path), "--repeats", str(args.max_repeats), *workers, cwd=folder
+        )
+        study = optuna.load_study(study_name=config.name, storage=url)
+        companion = optuna.load_study(study_name=config.name + "/ablation", storage=url)
+        search_epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in study.trials)
+        runs: dict[str, dict[int, float]] = collections.defaultdict(dict)
+        epochs = 0
+        for t in companion.get_trials(states=(TrialState.COMPLETE,)):
+            runs[t.user_attrs["variant"]][int(t.user_attrs["repeat"])] = float(t.values[0])
+            epochs = int(t.user_attrs["epochs"])
+        best = study.best_trial if len(study.directions) == 1 else None
+        params = companion.get_trials(states=(TrialState.COMPLETE,))[0].params
+        if best is not None:
+            params = best.params
+        minimize = config.direction == "minimize"
+        print(
+            f"\n{config.name}: search {len(study.trials)} trials, {search_epochs} epochs, "
+            f"{search_s:.0f} s; ablation of trial {best.number if best else '?'} at K = "
+            f"{args.max_repeats}: {sum(len(r) for r in runs.values())} runs of {epochs} "
+            f"epochs, {ablate_s:.0f} s\n"
+        )
+        print(
+            "| K | runs | epochs | epochs / search's | median 95% CI half-width "
+            "| widest | clear verdicts |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        found = variants(params)
+        for k in range(2, args.max_repeats + 1):
+            widths, clear = [], 0
+            for v in found:
+                pairs = [
+                    runs[v.name][r] - runs[AS_IS][r]
+                    for r in range(k)
+                    if r in runs[v.name] and r in runs[AS_IS]
+                ]
+                sign = 1.0 if v.with_technique else -1.0
+                result = paired([sign * d for d in pairs], minimize)
+                if result.interval is not None:
+                    widths.append((result.interval[1] - result.interval[0]) / 2)
+                clear += result.verdict in (HELPED, HURT)
+            n_runs = k * (len(found) + 1)
+            print(
+                f"| {k} | {n_runs} | {n_runs * epochs} | {n_runs * epochs / search_epochs:.2f} "
+                f"| {difference(statistics.median(widths), config.metric).lstrip('+')} "
+                f"| {difference(max(widths), config.metric).lstrip('+')} "
+                f"| {clear} of {len(found)} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
