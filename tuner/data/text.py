@@ -24,7 +24,7 @@ from tuner.model import Head, Inputs
 from tuner.quiet import import_tensorflow
 
 if TYPE_CHECKING:
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
 # Vectorising a few thousand texts at a time bounds the memory of the string tensors.
 _CHUNK = 4096
@@ -54,7 +54,7 @@ class TextArrays:
 
     def dataset(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
-    ) -> tf.data.Dataset:
+    ) -> Batches:
         rows = classes.indices(self.part, split)
         return classes.dataset(
             self.tokens,
