@@ -102,7 +102,12 @@ def _remember_storage(ctx: click.Context, param: click.Parameter, value: str | N
 
 
 def _load(path: Path) -> StudyConfig:
-    return load_study_config(path)
+    from tuner.backend import use
+
+    config = load_study_config(path)
+    # Keras reads its backend once, on import: set it before any command imports Keras.
+    use(config.training.backend)
+    return config
 
 
 @cli.command()

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import StudyConfig
 from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.queue import claim
-from tuner.quiet import import_tensorflow
+from tuner.quiet import import_keras, quiet_logs
 
 logger = logging.getLogger("tuner.worker")
 
@@ -48,7 +48,8 @@ class WorkerResult:
 
 
 def place(cpus: list[int] | None, threads: int | None) -> None:
-    """Pin this process to `cpus` and size TensorFlow's thread pools, before TensorFlow starts.
+    """Pin this process to `cpus` and size TensorFlow's and XLA's (JAX's) thread pools, before
+    either starts.
 
     Workers that share cores fight over them; one worker per core with one compute thread each
     is what makes N workers N times as fast.
@@ -58,7 +59,15 @@ def place(cpus: list[int] | None, threads: int | None) -> None:
     n = threads or len(os.sched_getaffinity(0))
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(n, 2))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_XLA_OWN)]
+    # XLA's CPU client runs Eigen's thread pool over every core it sees unless told otherwise.
+    flags.append(f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}")
+    flags.append(f"intra_op_parallelism_threads={n}")
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    quiet_logs()
+
+
+_XLA_OWN = ("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
 
 
 class StopRequest:
@@ -124,8 +133,11 @@ def work(
     say: Callable[[str], None] = print,
 ) -> WorkerResult:
     """Join the study named in `config` (creating it if needed) and run its queued trials."""
+    from tuner.backend import use
+
     stop = StopRequest()
     stop.install()
+    use(config.training.backend)  # before anything imports Keras
     place(cpus, threads)
     from tuner.data import prepare
     from tuner.storage import open_storage
@@ -141,7 +153,7 @@ def work(
         on_skip=say,
         attrs=lambda: data.study_attrs,
     )
-    import_tensorflow()  # after `place`, which sizes its thread pools
+    import_keras()  # after `place`, which sizes its thread pools
     from tuner.objective import Objective
 
     objective = Objective(config, data, should_stop=lambda: bool(stop))
