@@ -110,6 +110,8 @@ class Objective:
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if report.epochs:
                 trial.set_user_attr("seconds_per_epoch", round(report.seconds_per_epoch(), 3))
+                # The first epoch also traces (TensorFlow) or compiles (JAX) the model.
+                trial.set_user_attr("first_epoch_seconds", round(report.durations[0], 3))
             if report.values and not report.single:
                 # Optuna keeps intermediate values of single-objective studies only.
                 trial.set_user_attr("epoch_values", report.values)

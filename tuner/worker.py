@@ -12,6 +12,7 @@ queued again for another worker, and the worker exits 0.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -179,9 +180,14 @@ def run_worker(
     beats = has_heartbeat(storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        checked = -math.inf
         while not stop and (max_trials is None or result.complete + result.pruned < max_trials):
-            optuna.storages.fail_stale_trials(study)
-            trial = claim(study)  # refills the queue within the budget first
+            # A trial goes stale only a grace period after its last heartbeat: looking once a
+            # heartbeat interval finds it in time, and spares the storage a read every trial.
+            if time.monotonic() - checked >= config.workers.heartbeat_interval:
+                optuna.storages.fail_stale_trials(study)
+                checked = time.monotonic()
+            trial = claim(study)  # refills the queue within the budget when it runs short
             if trial is None:
                 if beats and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     # A trial running elsewhere may yet go stale and be queued again.
