@@ -50,9 +50,6 @@ def use(configured: str | None = None) -> str:
             )
         return chosen
     os.environ["KERAS_BACKEND"] = chosen
-    if chosen == "jax":
-        # XLA's CPU start-up warnings; TensorFlow's logs are quieted by `tuner.quiet`.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return chosen
 
 

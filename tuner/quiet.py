@@ -28,8 +28,10 @@ def silenced_stderr() -> Iterator[None]:
 def quiet_logs() -> None:
     """Environment settings that keep TensorFlow's and XLA's C++ logging to errors that
     matter; set before either starts."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # absl's own pre-init warnings ("All log messages before absl::InitializeLog() ...").
+    # 3, not 2: the oneDNN line is logged as an error ("E0000 ... oneDNN supports DT_BOOL only
+    # on AVX-512"). Set TF_CPP_MIN_LOG_LEVEL yourself to see more.
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
