@@ -76,11 +76,15 @@ def run_all(folder: Path, args: argparse.Namespace) -> dict[str, float]:
             stderr=open(folder / f"{backend}.log", "w"),
             preexec_fn=lambda core=core: os.sched_setaffinity(0, {core % os.cpu_count()}),
         )
-    walls = {}
-    for backend, process in processes.items():
-        if process.wait():
-            raise SystemExit(f"{backend} failed: see {folder / f'{backend}.log'}")
-        walls[backend] = time.perf_counter() - began
+    walls: dict[str, float] = {}
+    while len(walls) < len(processes):
+        for backend, process in processes.items():
+            if backend in walls or process.poll() is None:
+                continue
+            if process.returncode:
+                raise SystemExit(f"{backend} failed: see {folder / f'{backend}.log'}")
+            walls[backend] = time.perf_counter() - began
+        time.sleep(0.5)
     return walls
 
 
