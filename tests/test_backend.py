@@ -59,6 +59,7 @@ def test_a_tiny_study_runs_end_to_end_and_retrains_on_the_chosen_backend(
     backend of $TUNER_BACKEND (CI runs this on each backend)."""
     path = write_study(
         study='name = "smoke"\nmetric = "val_mae"\nn_trials = 2',
+        pruner='name = "none"',
         training="epochs = 3\nbatch_size = 16\nsteps_per_epoch = 4\npatience = 3",
     )
     # As a user has it: no TF_CPP_MIN_LOG_LEVEL of its own (the tests' conftest sets one).
