@@ -1,16 +1,19 @@
-"""Samples per second of three ways to feed forecasting windows to Keras, side by side.
+"""Samples per second of four ways to feed forecasting windows to Keras, side by side.
 
-- `tuner`: `tuner.data.forecast.dataset`, a tf.data pipeline that gathers a whole batch of
-  windows with one `tf.gather`;
+- `tuner`: `tuner.data.forecast.dataset`, a `keras.utils.PyDataset` that gathers a whole batch
+  of windows with one numpy fancy index (every Keras backend reads it);
+- `tf.data`: what `tuner` used before the JAX backend, a tf.data pipeline that gathers a whole
+  batch of windows with one `tf.gather`;
 - `keras`: `keras.utils.timeseries_dataset_from_array`, which yields the same windows (a test
   holds them side by side);
 - `generator`: the Python generator of *Deep Learning with Python* (1st edition, section 6.3),
   which fills each batch window by window with numpy.
 
 Each is timed over the same training windows (shuffled, as in training), `--batches` batches a
-run, in `--repeats` rounds that take the three in turn, so that they share whatever else the
+run, in `--repeats` rounds that take them in turn, so that they share whatever else the
 machine is doing; the table shows medians. `--fit` also times one epoch of `model.fit` on each
-(a GRU(32), the seed configuration), which is what a trial feels.
+(a GRU(32), the seed configuration), which is what a trial feels, on the Keras backend
+`KERAS_BACKEND` names.
 
 Usage:
     python benchmarks/windows.py [--dataset nyc-weather] [--batches 200] [--repeats 7] [--fit]
@@ -80,6 +83,23 @@ def pipelines(arrays: forecast.ForecastArrays, batch_size: int) -> dict[str, Cal
     def ours() -> object:
         return forecast.dataset(arrays, "train", batch_size, shuffle=True, seed=0).repeat()
 
+    def tf_data() -> object:
+        import tensorflow as tf
+
+        ends = arrays.window_ends("train")
+        offsets = tf.constant(np.arange(-(arrays.timesteps - 1), 1) * arrays.step, tf.int64)
+        inputs, target = tf.constant(arrays.inputs), tf.constant(arrays.target)
+
+        def windows(end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return (
+                tf.gather(inputs, end[:, None] + offsets[None, :]),
+                tf.gather(target, end + arrays.delay),
+            )
+
+        ds = tf.data.Dataset.from_tensor_slices(ends)
+        ds = ds.shuffle(len(ends), seed=0, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).map(windows).prefetch(tf.data.AUTOTUNE).repeat()
+
     def theirs() -> object:
         return keras.utils.timeseries_dataset_from_array(
             arrays.inputs[start : stop - arrays.delay],
@@ -104,7 +124,7 @@ def pipelines(arrays: forecast.ForecastArrays, batch_size: int) -> dict[str, Cal
             step=arrays.step,
         )
 
-    return {"tuner": ours, "keras": theirs, "generator": book}
+    return {"tuner": ours, "tf.data": tf_data, "keras": theirs, "generator": book}
 
 
 def throughput(make: Callable[[], object], batches: int, batch_size: int) -> float:
@@ -148,6 +168,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--fit", action="store_true", help="also time model.fit on each")
+    parser.add_argument("--only", help="the ways to time, comma-separated (e.g. tuner,tf.data)")
+    parser.add_argument("--no-pipeline", action="store_true", help="time model.fit only")
     args = parser.parse_args()
 
     config = DataConfig(
@@ -162,12 +184,14 @@ def main() -> None:
     frame, source = load_frame(config)
     arrays = forecast.prepare(config, frame, source)
     ways = pipelines(arrays, args.batch_size)
+    if args.only:
+        ways = {name: way for name, way in ways.items() if name in args.only.split(",")}
     print(
         f"{args.dataset}: {len(arrays.window_ends('train'))} training windows of "
         f"{arrays.timesteps} steps x {len(arrays.features)} features, batch {args.batch_size}, "
         f"{args.batches} batches a run, {args.repeats} rounds"
     )
-    measures = {"pipeline": throughput}
+    measures = {} if args.no_pipeline else {"pipeline": throughput}
     if args.fit:
         measures["fit"] = lambda make, batches, size: fit_throughput(make, arrays, batches, size)
     for what, measure in measures.items():
@@ -175,8 +199,9 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, make in ways.items():
                 runs[name].append(measure(make, args.batches, args.batch_size))
-        base = statistics.median(runs["generator"])
-        print(f"\n{what}: samples/s (median of {args.repeats}), and vs the generator")
+        reference = "generator" if "generator" in runs else next(iter(runs))
+        base = statistics.median(runs[reference])
+        print(f"\n{what}: samples/s (median of {args.repeats}), and vs {reference}")
         for name, values in runs.items():
             median = statistics.median(values)
             spread = f"{min(values):,.0f}..{max(values):,.0f}"

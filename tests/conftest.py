@@ -10,11 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tuner.backend import choose as choose_backend
+
 # Tests train tiny models: one thread each keeps parallel test processes from fighting.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.pop("TUNER_STORAGE", None)
+# The backend of $TUNER_BACKEND (else tuner's default), before any test module imports Keras:
+# `TUNER_BACKEND=jax python -m pytest ...` runs the tests on JAX.
+os.environ["KERAS_BACKEND"] = choose_backend()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,7 +29,7 @@ def ramp(rows: int = 300) -> pd.DataFrame:
 
 
 def all_batches(ds):
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds], strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 

@@ -118,7 +118,12 @@ def _remember_storage(ctx: click.Context, param: click.Parameter, value: str | N
 
 
 def _load(path: Path) -> StudyConfig:
-    return load_study_config(path)
+    from tuner.backend import use
+
+    config = load_study_config(path)
+    # Keras reads its backend once, on import: set it before any command imports Keras.
+    use(config.training.backend)
+    return config
 
 
 @cli.command()
@@ -147,7 +152,10 @@ def _load(path: Path) -> StudyConfig:
 def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin: bool) -> None:
     """Create or resume a study and run worker processes on it until its budget is spent.
 
-    Shows progress while the workers run, then the best trial beside the naive baseline.
+    Shows progress while the workers run (each running trial's epoch and latest metric, and the
+    time left), then the best trial beside the naive baseline. On a machine with GPUs the
+    workers share them out (CUDA_VISIBLE_DEVICES). The Keras backend is the study file's
+    [training] backend, else TUNER_BACKEND, else tensorflow.
     Ctrl-C stops the workers cleanly: their trials go back into the queue. With `enabled =
     true` in the study file's [ablation] table, then ablates the best trial (`tuner ablate`).
 
@@ -204,7 +212,7 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    help="TensorFlow compute threads.  [default: one per usable core]",
+    help="Compute threads (TensorFlow's, or XLA's on JAX).  [default: one per usable core]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
 @click.option(

@@ -26,6 +26,7 @@ METRICS = {
 CELLS = ("gru", "lstm")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "linear")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+BACKENDS = ("jax", "tensorflow")  # as `tuner.backend.BACKENDS`
 TASKS = ("forecast", "sequence-classification", "text-classification")
 # The loss `crossentropy` is binary or sparse categorical, as the number of classes requires.
 LOSSES = {
@@ -162,6 +163,9 @@ class TrainingConfig:
     optimizer: str = "rmsprop"
     loss: str = "mse"  # "crossentropy" for the classification tasks
     jit_compile: bool = False  # XLA: slower first epoch, faster later ones (BENCHMARKS.md)
+    # The Keras backend, "jax" or "tensorflow"; None: $TUNER_BACKEND, else the default
+    # (`tuner.backend`). How trials run, not what they are: not part of the study's definition.
+    backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -480,6 +484,7 @@ def _training(t: _Table, task: str) -> TrainingConfig:
         patience=t.get("patience", int, 3, _positive, "must be > 0"),
         optimizer=t.choice("optimizer", OPTIMIZERS, "rmsprop"),
         jit_compile=t.get("jit_compile", bool, False),
+        backend=t.choice("backend", BACKENDS, None),
         loss=t.get(
             "loss",
             str,

@@ -60,7 +60,7 @@ def build_model(
 
     `inputs` is the task's `Inputs`, or just a shape for windows of numbers. `loss` is a Keras
     loss, or "crossentropy": binary or sparse categorical, as the head's units say.
-    `jit_compile` compiles the training step with XLA.
+    `jit_compile` compiles the training step with XLA on TensorFlow; on JAX it always is.
     """
     import keras
 
@@ -102,7 +102,9 @@ def build_model(
         optimizer=_optimizer(optimizer, spec.learning_rate),
         loss=keras_loss(loss, head),
         metrics=list(metrics),
-        jit_compile=jit_compile,
+        # On JAX every step is compiled by XLA; jit_compile=False there runs op by op, 100 times
+        # slower (BENCHMARKS.md, the backends side by side). The setting is TensorFlow's.
+        jit_compile=jit_compile or keras.backend.backend() == "jax",
     )
     return model
 

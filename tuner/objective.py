@@ -24,6 +24,8 @@ from tuner.model import build_model
 from tuner.space import suggest, suggest_fixed
 
 VALIDATION_BATCH = 1024
+# The trial's latest epoch, planned epochs and metric, for `tuner run`'s progress display.
+PROGRESS_ATTR = "progress"
 
 
 class Objective:
@@ -54,6 +56,7 @@ class Objective:
         fixed = trial.user_attrs.get(ABLATION_ATTR)
         spec = suggest_fixed(trial, config.space) if fixed else suggest(trial, config.space)
         trial.set_user_attr("worker", self.worker)
+        trial.set_user_attr("backend", keras.backend.backend())
         # Forget the previous trial's model; its memory goes with Python's own collection,
         # since a forced one here cost ~0.8 s a trial (BENCHMARKS.md, service overhead).
         keras.backend.clear_session(free_memory=False)
@@ -82,6 +85,7 @@ class Objective:
             single=config.cost_objective is None,
             # Seed configurations run to the end unless the study file lets the pruner stop them.
             prune=config.pruner.prune_seed_configs or "seed_config" not in trial.user_attrs,
+            planned=training.epochs,
         )
         callbacks = [
             report,
@@ -113,6 +117,8 @@ class Objective:
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if report.epochs:
                 trial.set_user_attr("seconds_per_epoch", round(report.seconds_per_epoch(), 3))
+                # The first epoch also traces (TensorFlow) or compiles (JAX) the model.
+                trial.set_user_attr("first_epoch_seconds", round(report.durations[0], 3))
             if report.values and not report.single:
                 # Optuna keeps intermediate values of single-objective studies only.
                 trial.set_user_attr("epoch_values", report.values)
@@ -143,10 +149,17 @@ class _Report(keras.callbacks.Callback):
     and fails the trial as soon as the loss or the metric stops being finite."""
 
     def __init__(
-        self, trial: optuna.Trial, monitor: str, direction: str, single: bool, prune: bool
+        self,
+        trial: optuna.Trial,
+        monitor: str,
+        direction: str,
+        single: bool,
+        prune: bool,
+        planned: int = 0,
     ) -> None:
         super().__init__()
         self.trial, self.monitor, self.single, self.prune = trial, monitor, single, prune
+        self.planned = planned
         self.better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
         self.epochs = 0
         self.best: float | None = None
@@ -176,6 +189,11 @@ class _Report(keras.callbacks.Callback):
         self.values.append(value)
         if self.best is None or self.better(value, self.best):
             self.best, self.best_epoch = value, self.epochs
+        # What `tuner run` shows while the trial runs (cost-aware studies have no intermediate
+        # values, so the storage gets it as a user attribute).
+        self.trial.set_user_attr(
+            PROGRESS_ATTR, {"epoch": self.epochs, "epochs": self.planned, "value": value}
+        )
         if not self.single:
             return
         self.trial.report(value, step=self.epochs)

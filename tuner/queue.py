@@ -92,16 +92,23 @@ def refill(study: optuna.Study) -> int:
 
 
 def claim(study: optuna.Study) -> optuna.Trial | None:
-    """Take one queued trial, refilling the queue first; None when the budget is spent.
+    """Take one queued trial, refilling the queue when it runs short; None when the budget is
+    spent.
 
     Unlike `Study.ask`, this never creates a trial beyond the budget, which keeps the number of
     trials exact however many workers run.
     """
-    refill(study)
     storage: Any = study._storage
     beats = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
-    unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    states = (TrialState.WAITING, TrialState.RUNNING)
+    unfinished = study.get_trials(deepcopy=False, states=states)
     queue = [t for t in unfinished if t.state == TrialState.WAITING]
+    # Refilling takes the lock and counts every trial: worth it only once the stretch ahead
+    # has run half down, not before every claim (BENCHMARKS.md, idle workers).
+    if len(queue) < max(AHEAD, 2 * (len(unfinished) - len(queue))) // 2:
+        refill(study)
+        unfinished = study.get_trials(deepcopy=False, states=states)
+        queue = [t for t in unfinished if t.state == TrialState.WAITING]
     # Start at a random one of the first few queued trials, about one per worker at work: workers
     # that all tried the first one would queue on its lock, and all but one would lose, trial
     # after trial. The queue is still taken about in order (seed configurations first).

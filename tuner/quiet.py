@@ -1,27 +1,59 @@
-"""Importing TensorFlow without the banner its C++ side prints before logging is set up
-(oneDNN, CPU features): harmless, and repeated by every process that imports it."""
+"""Importing Keras and TensorFlow without the banner their C++ side prints before logging is set
+up (oneDNN, CPU features, CUDA, "E0000 ... oneDNN supports DT_BOOL only on AVX-512"): harmless,
+repeated by every process that imports them, and it reads like an error."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow (and so Keras) quietly; a no-op once it is imported."""
-    import sys
-
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null meanwhile: C++ libraries write there directly."""
+    sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import tensorflow as tf
-
-        # A new model per trial means new traced functions: expected, not worth a warning.
-        tf.get_logger().setLevel("ERROR")
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(devnull)
         os.close(saved)
+
+
+def quiet_logs() -> None:
+    """Environment settings that keep TensorFlow's and XLA's C++ logging to errors that
+    matter; set before either starts."""
+    # 3, not 2: the oneDNN line is logged as an error ("E0000 ... oneDNN supports DT_BOOL only
+    # on AVX-512"). Set TF_CPP_MIN_LOG_LEVEL yourself to see more.
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow (and so Keras) quietly; a no-op once it is imported."""
+    if "tensorflow" in sys.modules:
+        return
+    quiet_logs()
+    with silenced_stderr():
+        import tensorflow as tf
+
+        # A new model per trial means new traced functions: expected, not worth a warning.
+        tf.get_logger().setLevel("ERROR")
+
+
+def import_keras() -> None:
+    """Import Keras quietly on the backend `KERAS_BACKEND` names (`tuner.backend.use`): on
+    TensorFlow, TensorFlow too; on JAX, not TensorFlow (its memory and start-up are spared)."""
+    if "keras" in sys.modules:
+        return
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        import_tensorflow()
+    quiet_logs()
+    with silenced_stderr():
+        import keras  # noqa: F401

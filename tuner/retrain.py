@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import tempfile
 import time
@@ -73,7 +72,11 @@ def retrain_trial(
     say: Callable[[str], None] = lambda message: None,
 ) -> Retrained:
     """Retrain trial `number` (default: the best) of the study in `config` and save it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow starts
+    from tuner.backend import use
+    from tuner.quiet import import_keras
+
+    use(config.training.backend)  # before anything imports Keras
+    import_keras()
     storage = open_storage(url, must_exist=True)
     study = load_existing(config.name, storage)
     # The study as it was run, not as its file reads today (which must match it).

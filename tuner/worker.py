@@ -13,6 +13,7 @@ start afresh, and one started by `tuner run` stops when it ends (`tuner.process`
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -30,7 +31,7 @@ from tuner.config import StudyConfig, WorkersConfig
 from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.process import resident_mb
 from tuner.queue import budget, claim, count
-from tuner.quiet import import_tensorflow
+from tuner.quiet import import_keras, quiet_logs
 
 logger = logging.getLogger("tuner.worker")
 
@@ -54,7 +55,8 @@ class WorkerResult:
 
 
 def place(cpus: list[int] | None, threads: int | None) -> None:
-    """Pin this process to `cpus` and size TensorFlow's thread pools, before TensorFlow starts.
+    """Pin this process to `cpus` and size TensorFlow's and XLA's (JAX's) thread pools, before
+    either starts.
 
     Workers that share cores fight over them; one worker per core with one compute thread each
     is what makes N workers N times as fast.
@@ -64,7 +66,15 @@ def place(cpus: list[int] | None, threads: int | None) -> None:
     n = threads or len(os.sched_getaffinity(0))
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(n, 2))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_XLA_OWN)]
+    # XLA's CPU client runs Eigen's thread pool over every core it sees unless told otherwise.
+    flags.append(f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}")
+    flags.append(f"intra_op_parallelism_threads={n}")
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    quiet_logs()
+
+
+_XLA_OWN = ("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
 
 
 class StopRequest:
@@ -134,10 +144,12 @@ def work(
     """Join the study named in `config` (creating it if needed) and run its queued trials; with
     `ablation`, its companion study of ablation trials (tuner.ablation) instead."""
     from tuner import process
+    from tuner.backend import use
 
     stop = StopRequest()
     stop.install()
     process.die_with_launcher(stop)
+    use(config.training.backend)  # before anything imports Keras
     place(cpus, threads)
     from tuner.data import prepare
     from tuner.storage import open_storage
@@ -161,7 +173,7 @@ def work(
             on_skip=say,
             attrs=lambda: data.study_attrs,
         )
-    import_tensorflow()  # after `place`, which sizes its thread pools
+    import_keras()  # after `place`, which sizes its thread pools
     from tuner.objective import Objective
 
     objective = Objective(config, data, should_stop=lambda: bool(stop))
@@ -201,9 +213,14 @@ def run_worker(
     beats = has_heartbeat(storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        checked = -math.inf
         while not stop and (max_trials is None or result.complete + result.pruned < max_trials):
-            optuna.storages.fail_stale_trials(study)
-            trial = claim(study)  # refills the queue within the budget first
+            # A trial goes stale only a grace period after its last heartbeat: looking once a
+            # heartbeat interval finds it in time, and spares the storage a read every trial.
+            if time.monotonic() - checked >= config.workers.heartbeat_interval:
+                optuna.storages.fail_stale_trials(study)
+                checked = time.monotonic()
+            trial = claim(study)  # refills the queue within the budget when it runs short
             if trial is None:
                 if beats and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     # A trial running elsewhere may yet go stale and be queued again.

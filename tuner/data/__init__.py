@@ -1,5 +1,6 @@
-"""Data: the only package that reads files. Turns a study's data section into tf.data splits,
-the model's inputs and head, and naive baselines on the validation split.
+"""Data: the only package that reads files. Turns a study's data section into batches that
+every Keras backend reads (`batches.Batches`), the model's inputs and head, and naive baselines
+on the validation split.
 
 One module per task (`forecast`, `sequences`, `text`; `classes` holds what the classification
 tasks share), `datasets` for the built-in datasets, `files` for user files, and `cache` for the
@@ -24,7 +25,7 @@ from tuner.errors import DataError
 from tuner.model import Head, Inputs
 
 if TYPE_CHECKING:
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
 
 class TaskArrays(Protocol):
@@ -45,7 +46,7 @@ class TaskArrays(Protocol):
 
     def dataset(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
-    ) -> tf.data.Dataset: ...
+    ) -> Batches: ...
 
     def baselines(self, split: str) -> dict[str, dict[str, float]]: ...
 
@@ -77,7 +78,7 @@ class Prepared:
 
     def split(
         self, name: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
-    ) -> tf.data.Dataset:
+    ) -> Batches:
         """Batches of one split: "train", "validation", "test" or "train+validation"."""
         return self.arrays.dataset(name, batch_size, shuffle=shuffle, seed=seed)
 

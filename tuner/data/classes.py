@@ -12,7 +12,7 @@ from tuner.errors import DataError
 from tuner.model import Head
 
 if TYPE_CHECKING:
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
 SPLITS = ("train", "validation", "test")
 TRAIN_AND_VALIDATION = "train+validation"
@@ -84,21 +84,17 @@ def dataset(
     *,
     shuffle: bool = False,
     seed: int | None = None,
-) -> tf.data.Dataset:
+) -> Batches:
     """Batches of (examples, labels) of the rows `rows`, reshuffled every epoch if `shuffle`."""
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
-    xs = tf.constant(x[rows])
     # A sigmoid head compares with labels of 0.0 and 1.0, a softmax head with class ids.
-    ys = tf.constant(labels[rows].astype("float32" if n_classes == 2 else "int32"))
-    ds = tf.data.Dataset.range(len(rows))
-    if shuffle:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ys = labels.astype("float32" if n_classes == 2 else "int32")
 
-    def gather(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.gather(xs, i), tf.gather(ys, i)
+    def gather(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x[i], ys[i]
 
-    return ds.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
+    return Batches(gather, rows, batch_size, shuffle=shuffle, seed=seed)
 
 
 def baselines(

@@ -22,7 +22,7 @@ from tuner.errors import DataError
 from tuner.model import Head, Inputs
 
 if TYPE_CHECKING:
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
 SPLITS = ("train", "validation", "test")
 # Retraining a chosen model uses the training and validation rows together.
@@ -64,7 +64,7 @@ class ForecastArrays:
 
     def dataset(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
-    ) -> tf.data.Dataset:
+    ) -> Batches:
         return dataset(self, split, batch_size, shuffle=shuffle, seed=seed)
 
     def baselines(self, split: str) -> dict[str, dict[str, float]]:
@@ -229,31 +229,23 @@ def dataset(
     *,
     shuffle: bool = False,
     seed: int | None = None,
-) -> tf.data.Dataset:
-    """Batches of (window, target) for one split, as a tf.data pipeline.
+) -> Batches:
+    """Batches of (window, target) for one split, as numpy arrays every Keras backend reads.
 
     Yields the same windows as `keras.utils.timeseries_dataset_from_array` (a test holds them
-    side by side), but gathers a whole batch of windows in one op instead of one window at a
-    time: 30 to 40 times the samples per second when shuffled, and 2 to 4 times those of a
-    Python generator; in training a GRU on one CPU core, where the model dominates, 1.2 to 1.8
-    times Keras' and level with the generator (BENCHMARKS.md). Reshuffles every epoch.
+    side by side), but gathers a whole batch of windows with one fancy index instead of one
+    window at a time (BENCHMARKS.md). Reshuffles every epoch.
     """
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
-    ends = arrays.window_ends(split)
     # Row offsets of a window's time steps relative to its last one: -(T-1)*step .. 0.
-    offsets = tf.constant(np.arange(-(arrays.timesteps - 1), 1) * arrays.step, dtype=tf.int64)
-    inputs = tf.constant(arrays.inputs)
-    target = tf.constant(arrays.target)
-    delay = arrays.delay
+    offsets = np.arange(-(arrays.timesteps - 1), 1) * arrays.step
+    inputs, target, delay = arrays.inputs, arrays.target, arrays.delay
 
-    def windows(end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.gather(inputs, end[:, None] + offsets[None, :]), tf.gather(target, end + delay)
+    def windows(ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return inputs[ends[:, None] + offsets[None, :]], target[ends + delay]
 
-    ds = tf.data.Dataset.from_tensor_slices(ends)
-    if shuffle:
-        ds = ds.shuffle(len(ends), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(windows).prefetch(tf.data.AUTOTUNE)
+    return Batches(windows, arrays.window_ends(split), batch_size, shuffle=shuffle, seed=seed)
 
 
 def baseline(

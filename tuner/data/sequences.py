@@ -22,7 +22,7 @@ from tuner.errors import DataError
 from tuner.model import Head, Inputs
 
 if TYPE_CHECKING:
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SequenceArrays:
 
     def dataset(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
-    ) -> tf.data.Dataset:
+    ) -> Batches:
         rows = classes.indices(self.part, split)
         return classes.dataset(
             self.x, self.labels, len(self.classes), rows, batch_size, shuffle=shuffle, seed=seed

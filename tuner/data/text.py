@@ -25,7 +25,7 @@ from tuner.model import Head, Inputs
 from tuner.quiet import import_tensorflow
 
 if TYPE_CHECKING:
-    import tensorflow as tf
+    from tuner.data.batches import Batches
 
 # Vectorising a few thousand texts at a time bounds the memory of the string tensors.
 _CHUNK = 4096
@@ -55,7 +55,7 @@ class TextArrays:
 
     def dataset(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: int | None = None
-    ) -> tf.data.Dataset:
+    ) -> Batches:
         rows = classes.indices(self.part, split)
         return classes.dataset(
             self.tokens,

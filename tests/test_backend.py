@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import tuner
+
+from tuner.backend import ENV_VAR, choose
+from tuner.errors import ConfigError
+
+
+def test_the_study_file_wins_then_the_environment_then_the_default(monkeypatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "jax")
+    assert choose("tensorflow") == "tensorflow"
+    assert choose(None) == "jax"
+    monkeypatch.delenv(ENV_VAR)
+    assert choose(None) in ("jax", "tensorflow")
+    monkeypatch.setenv(ENV_VAR, "torch")
+    with pytest.raises(
+        ConfigError, match=r"TUNER_BACKEND='torch': must be one of jax, tensorflow"
+    ):
+        choose(None)
+
+
+def test_a_bad_backend_in_the_study_file_is_named(write_study) -> None:
+    from tuner.config import load_study_config
+
+    path = write_study(training='epochs = 2\nbackend = "torch"')
+    with pytest.raises(ConfigError, match=r"\[training\] backend.*must be one of jax, tensorflow"):
+        load_study_config(path)
+
+
+@pytest.mark.slow
+def test_reading_the_study_file_sets_its_backend_before_keras_is_imported(write_study) -> None:
+    path = write_study(training='epochs = 2\nbackend = "jax"')
+    code = (
+        "import sys; from tuner.cli import _load; "
+        f"assert 'keras' not in sys.modules; _load(__import__('pathlib').Path({str(path)!r})); "
+        "import keras; print(keras.backend.backend())"
+    )
+    env = os.environ | {ENV_VAR: "tensorflow", "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "jax"
+
+
+@pytest.mark.slow
+@pytest.mark.backend_smoke
+def test_a_tiny_study_runs_end_to_end_and_retrains_on_the_chosen_backend(
+    write_study, study_dir: Path
+) -> None:
+    """`tuner run` (not on a terminal: plain progress lines), then `tuner retrain`, on the
+    backend of $TUNER_BACKEND (CI runs this on each backend)."""
+    path = write_study(
+        study='name = "smoke"\nmetric = "val_mae"\nn_trials = 2',
+        pruner='name = "none"',
+        training="epochs = 3\nbatch_size = 16\nsteps_per_epoch = 4\npatience = 3",
+    )
+    # As a user has it: no TF_CPP_MIN_LOG_LEVEL of its own (the tests' conftest sets one).
+    quiet_unset = {"TF_CPP_MIN_LOG_LEVEL": ""}
+    run = tuner("run", str(path), "--workers", "2", cwd=study_dir, env=quiet_unset)
+    out = run.stdout + run.stderr
+    # Each trial's epochs, and the study's counts, as plain lines.
+    assert "trials 2/2: " in run.stdout
+    for noise in ("E0000", "oneDNN", "cpu_feature_guard", "rebuild TensorFlow"):
+        assert noise not in out
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{study_dir}/tuner.db")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 2
+    assert {t.user_attrs["backend"] for t in trials} == {choose()}
+    assert all(t.user_attrs["progress"]["epochs"] == 3 for t in trials)
+    retrained = tuner("retrain", str(path), cwd=study_dir, env=quiet_unset)
+    assert "test mae = " in retrained.stdout
+    for noise in ("E0000", "oneDNN", "cpu_feature_guard", "rebuild TensorFlow"):
+        assert noise not in retrained.stdout + retrained.stderr
+    model = re.search(r"^model: (\S+)", retrained.stdout, re.M)
+    assert model is not None and Path(model.group(1)).is_file()
+
+
+def test_a_worker_bounds_xla_threads_as_tensorflow_threads(monkeypatch) -> None:
+    from tuner.worker import place
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true")
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "")
+    place(None, 1)
+    flags = os.environ["XLA_FLAGS"].split()
+    assert flags == [
+        "--xla_dump_to=/tmp/x",
+        "--xla_cpu_multi_thread_eigen=false",
+        "intra_op_parallelism_threads=1",
+    ]
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "1"

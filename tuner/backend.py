@@ -1,0 +1,63 @@
+"""The Keras backend trials train on: JAX or TensorFlow, chosen before Keras is imported.
+
+Keras reads `KERAS_BACKEND` once, when it is first imported, so every process that trains or
+loads a model (a worker, `tuner retrain`) sets it before anything imports Keras: the CLI sets it
+as soon as it has read the study file. The choice, in one stated order: the study file's
+`[training] backend`, else the environment's `TUNER_BACKEND`, else `DEFAULT`. The environment
+variable is the default of a machine (a GPU box set up for JAX, say); a study file that names a
+backend means it.
+
+Text classification vectorises its texts with Keras' `TextVectorization`, which runs on
+TensorFlow whatever the backend: preparing a text study needs TensorFlow installed, training it
+on JAX then does not use it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tuner.config import BACKENDS
+from tuner.errors import ConfigError
+
+DEFAULT = "tensorflow"
+ENV_VAR = "TUNER_BACKEND"
+
+
+def choose(configured: str | None = None) -> str:
+    """The backend to train on: `configured` (the study file's), else $TUNER_BACKEND, else the
+    default."""
+    if configured is not None:
+        return configured
+    chosen = os.environ.get(ENV_VAR) or DEFAULT
+    if chosen not in BACKENDS:
+        raise ConfigError(f"{ENV_VAR}={chosen!r}: must be one of {', '.join(BACKENDS)}")
+    return chosen
+
+
+def use(configured: str | None = None) -> str:
+    """Make Keras run on the chosen backend in this process (and the processes it starts);
+    returns its name. Keras must not be imported yet, or already be on that backend."""
+    chosen = choose(configured)
+    if "keras" in sys.modules:
+        import keras
+
+        current = keras.backend.backend()
+        if current != chosen:
+            raise ConfigError(
+                f"Keras already runs on {current} in this process and cannot switch to "
+                f"{chosen}; set KERAS_BACKEND={chosen} or {ENV_VAR}={chosen} before starting"
+            )
+        return chosen
+    os.environ["KERAS_BACKEND"] = chosen
+    return chosen
+
+
+__all__ = ["BACKENDS", "DEFAULT", "ENV_VAR", "choose", "current", "use"]
+
+
+def current() -> str:
+    """The backend Keras runs on in this process (importing Keras if need be)."""
+    import keras
+
+    return str(keras.backend.backend())
