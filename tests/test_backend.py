@@ -10,7 +10,7 @@ import optuna
 import pytest
 from conftest import tuner
 
-from tuner.backend import ENV_VAR, choose
+from tuner.backend import ENV_VAR, choose, for_models
 from tuner.errors import ConfigError
 
 
@@ -25,6 +25,13 @@ def test_the_study_file_wins_then_the_environment_then_the_default(monkeypatch) 
         ConfigError, match=r"TUNER_BACKEND='torch': must be one of jax, tensorflow"
     ):
         choose(None)
+
+
+def test_models_that_take_strings_are_saved_and_loaded_on_tensorflow() -> None:
+    assert for_models("jax", "text-classification") == "tensorflow"
+    assert for_models(None, "text-classification") == "tensorflow"
+    assert for_models("jax", "forecast") == "jax"
+    assert for_models(None, "sequence-classification") is None
 
 
 def test_a_bad_backend_in_the_study_file_is_named(write_study) -> None:
@@ -81,6 +88,10 @@ def test_a_tiny_study_runs_end_to_end_and_retrains_on_the_chosen_backend(
         assert noise not in retrained.stdout + retrained.stderr
     model = re.search(r"^model: (\S+)", retrained.stdout, re.M)
     assert model is not None and Path(model.group(1)).is_file()
+    predicted = tuner("predict", str(path), "--data", "series.csv", cwd=study_dir)
+    assert "predictions of trial" in predicted.stdout
+    rows = (study_dir / "predictions.csv").read_text().splitlines()
+    assert rows[0].endswith(",temp") and len(rows) > 100
 
 
 def test_a_worker_bounds_xla_threads_as_tensorflow_threads(monkeypatch) -> None:

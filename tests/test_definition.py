@@ -61,8 +61,18 @@ def test_a_changed_study_file_is_refused_naming_the_field_and_nothing_is_written
         _create(changed, storage_url)
     assert str(info.value).startswith(f"{changed}: study 'tiny' was created with ")
     assert str(info.value).endswith("to run the changed file, give it a new [study] name")
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for command in (["run", str(changed)], ["worker", str(changed)], ["retrain", str(changed)]):
+    handlers = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    commands = (
+        ["run", str(changed)],
+        ["worker", str(changed)],
+        ["retrain", str(changed)],
+        ["predict", str(changed), "--data", str(study_dir / "series.csv")],
+        ["ablate", str(changed)],
+        ["worker", str(changed), "--ablation"],
+    )
+    for command in commands:
         result = CliRunner().invoke(cli, [*command, "--storage", storage_url])
         for sig, handler in handlers.items():  # `tuner worker` turns signals into a stop flag
             signal.signal(sig, handler)

@@ -30,10 +30,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.errors import StorageError, TunerError
+from tuner.queue import budget, count
 from tuner.results import best_trial, metric_value, minimizes
 from tuner.space import MAX_LAYERS
-from tuner.storage import exclusive, open_storage, study_names
-from tuner.study import load_existing
+from tuner.storage import exclusive, open_storage, queue_lock, study_names
+from tuner.study import load_existing, stored_config
 from tuner.verdict import CONFIDENCE, Paired, difference, interval, is_accuracy, paired
 
 SUFFIX = "/ablation"
@@ -140,7 +141,7 @@ def outside_space(params: dict[str, Any], config: StudyConfig) -> bool:
 def repeat_seeds(config: StudyConfig, trial: FrozenTrial, repeats: int) -> list[int]:
     """K training seeds: the trial's own first (so that repeat 0 of the trial as it is
     retraces the search's run), then seeds drawn from the study's seed and the trial's number."""
-    from tuner.objective import training_seed  # imports Keras
+    from tuner.seeds import training_seed
 
     first = trial.user_attrs.get("training_seed", training_seed(config.sampler.seed, trial.number))
     more = [
@@ -204,7 +205,7 @@ def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, re
     epochs = int(trial.user_attrs.get("best_epoch") or config.training.epochs)
     seeds = repeat_seeds(config, trial, repeats)
     runs = [(AS_IS, dict(trial.params))] + [(v.name, v.params) for v in variants(trial.params)]
-    with exclusive(companion._storage, f"queue:{companion.study_name}"):
+    with exclusive(companion._storage, queue_lock(companion.study_name)):
         alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
         have = {
             (t.user_attrs.get("variant"), t.user_attrs.get("repeat"))
@@ -338,10 +339,12 @@ def ablate(
 ) -> Ablation:
     """Queue the ablation of the best trial (or trial `number`) in the companion study, run
     `n_workers` worker processes on it until its runs are done, and return the verdicts."""
-    from tuner.launcher import plan, start_workers, supervise
+    from tuner.launcher import gpus, on_gpus, plan, start_workers, supervise, workers_to_start
 
     storage = open_storage(storage_url, config.workers, must_exist=True)
     study = load_existing(config.name, storage)
+    # The study as it was run; a study file that no longer matches it is refused here.
+    config = stored_config(study, config)
     trial = chosen_trial(study, number)
     companion = open_companion(config, storage)
     total = enqueue(companion, config, trial, repeats)
@@ -349,14 +352,22 @@ def ablate(
         f"ablation of trial {trial.number}: {total} runs ({repeats} seeds each) in study "
         f"{companion.study_name!r}"
     )
-    processes = start_workers(
-        config.path, storage_url, plan(n_workers, pin), options=("--ablation",)
-    )
-    codes = supervise(processes, companion, total, out)
+    left = total - count(companion).finished
+    n_workers = workers_to_start(n_workers, left, say) if left > 0 else 0
+    placements = on_gpus(plan(n_workers, pin), gpus()) if n_workers else []
+    processes = start_workers(config.path, storage_url, placements, options=("--ablation",))
+    codes = supervise(processes, companion, total, out) if processes else []
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
     if failed:
         raise TunerError("; ".join(failed))
     return verdicts(companion, config, trial.number)
+
+
+def search_finished(config: StudyConfig, storage_url: str) -> bool:
+    """Whether the search of the study in `config` has spent its budget (`tuner run` ablates
+    only then, not after a search stopped by Ctrl-C)."""
+    study = load_existing(config.name, open_storage(storage_url, config.workers, must_exist=True))
+    return count(study).finished >= budget(study)
 
 
 def effect_text(c: Contrast, metric: str, reference: float | None, seeds: bool = True) -> str:

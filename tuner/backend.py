@@ -35,6 +35,13 @@ def choose(configured: str | None = None) -> str:
     return chosen
 
 
+def for_models(configured: str | None, task: str) -> str | None:
+    """The backend for commands that save or load a model taking raw data (`tuner retrain`,
+    `tuner predict`): a text model takes strings, which only TensorFlow feeds to a model, so
+    those run on TensorFlow whatever the study trains on."""
+    return "tensorflow" if task == "text-classification" else configured
+
+
 def use(configured: str | None = None) -> str:
     """Make Keras run on the chosen backend in this process (and the processes it starts);
     returns its name. Keras must not be imported yet, or already be on that backend."""
@@ -53,7 +60,7 @@ def use(configured: str | None = None) -> str:
     return chosen
 
 
-__all__ = ["BACKENDS", "DEFAULT", "ENV_VAR", "choose", "current", "use"]
+__all__ = ["BACKENDS", "DEFAULT", "ENV_VAR", "choose", "current", "for_models", "use"]
 
 
 def current() -> str:

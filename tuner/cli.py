@@ -117,12 +117,15 @@ def _remember_storage(ctx: click.Context, param: click.Parameter, value: str | N
     return url
 
 
-def _load(path: Path) -> StudyConfig:
-    from tuner.backend import use
+def _load(path: Path, models: bool = False) -> StudyConfig:
+    """The study file's configuration, with Keras set to its backend; `models` for commands
+    that save or load models taking raw data (text models need TensorFlow)."""
+    from tuner.backend import for_models, use
 
     config = load_study_config(path)
     # Keras reads its backend once, on import: set it before any command imports Keras.
-    use(config.training.backend)
+    backend = config.training.backend
+    use(for_models(backend, config.data.task) if models else backend)
     return config
 
 
@@ -181,8 +184,11 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
         raise click.ClickException("; ".join(failed))
     if config.ablation.enabled:  # the study file's [ablation] table
         from tuner.ablation import ablate as run_ablation
-        from tuner.ablation import format_ablation
+        from tuner.ablation import format_ablation, search_finished
 
+        if not search_finished(config, storage):
+            click.echo("the search stopped before its budget was spent: no ablation yet")
+            return
         result = run_ablation(
             config,
             storage,
@@ -259,6 +265,8 @@ def worker(
     ran = result.complete + result.pruned + result.failed
     if result.interrupted:
         echo(f"stopped after {ran} trials; the trial in progress was queued again")
+    elif ran == 0 and ablation:
+        echo(f"no queued ablation trials of study {config.name!r}; `tuner ablate` queues them")
     elif ran == 0:
         echo(f"no queued trials in study {config.name!r}; `tuner run --trials N` adds more")
     else:
@@ -277,7 +285,7 @@ def worker(
 @click.option(
     "--repeats",
     "-k",
-    type=click.IntRange(min=2),
+    type=click.IntRange(min=2, max=1_000),
     help="Training seeds per variant (the same K seeds for every variant).  "
     "[default: `repeats` of the study file's [ablation] table, else 3]",
 )
@@ -569,7 +577,7 @@ def retrain(study_file: Path, storage: str, artifacts: Path | None, number: int 
     from tuner.artifacts import artifact_dir
     from tuner.retrain import retrain_trial
 
-    config = _load(study_file)
+    config = _load(study_file, models=True)
     done = retrain_trial(config, storage, artifact_dir(storage, artifacts), number, say=click.echo)
     m = done.metrics
     key = f"test {config.metric.removeprefix('val_')}"
@@ -630,7 +638,7 @@ def predict(
     """
     from tuner.predict import predict_file
 
-    config = _load(study_file)
+    config = _load(study_file, models=True)
     if not out.absolute().parent.is_dir():
         raise click.BadParameter(f"the folder {out.parent} does not exist", param_hint="--out")
     done = predict_file(config, storage, data_path, number, artifacts, say=click.echo)

@@ -668,6 +668,7 @@ _BOUNDS: Mapping[tuple[str, str], tuple[int, int]] = {
     ("workers", "reconnect_timeout"): (0, 7 * 86_400),
     ("workers", "max_trials_per_process"): (0, 1_000_000),
     ("workers", "max_memory_mb"): (0, 2**30),
+    ("ablation", "repeats"): (2, 1_000),
 }
 
 

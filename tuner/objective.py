@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 import optuna
 
 from tuner.ablation import ABLATION_ATTR
@@ -21,6 +20,7 @@ from tuner.config import StudyConfig
 from tuner.data import Prepared
 from tuner.errors import Interrupted, TrialFailed
 from tuner.model import build_model
+from tuner.seeds import training_seed
 from tuner.space import suggest, suggest_fixed
 
 VALIDATION_BATCH = 1024
@@ -85,7 +85,7 @@ class Objective:
             single=config.cost_objective is None,
             # Seed configurations run to the end unless the study file lets the pruner stop them.
             prune=config.pruner.prune_seed_configs or "seed_config" not in trial.user_attrs,
-            planned=training.epochs,
+            planned=fixed["epochs"] if fixed else training.epochs,
         )
         callbacks = [
             report,
@@ -132,11 +132,6 @@ class Objective:
         if config.cost_objective == "n_params":
             return [report.best, float(n_params)]
         return report.best
-
-
-def training_seed(study_seed: int, number: int) -> int:
-    """Trial `number`'s seed for its training, drawn from the study's `[sampler] seed`."""
-    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0] >> 1)
 
 
 def _peak_rss_mb() -> int:

@@ -7,7 +7,6 @@ is the one `tuner retrain` makes and keeps.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ from tuner.artifacts import artifact_dir, chosen_dir, retrained_models
 from tuner.config import StudyConfig
 from tuner.data import prepare, read_new
 from tuner.errors import TunerError
+from tuner.quiet import import_keras
 from tuner.retrain import choose_trial, retrain_trial
 from tuner.storage import open_storage
-from tuner.study import load_existing
+from tuner.study import load_existing, stored_config
 
 BATCH = 1024
 
@@ -53,8 +53,9 @@ def predict_file(
     The model is looked for in the artifact folder `artifacts` (else $TUNER_ARTIFACTS, else
     where it was saved); a model retrained here goes there too (else to the storage's default).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow starts
     study = load_existing(config.name, open_storage(url, must_exist=True))
+    # The study as it was run, not as its file reads today (which must match it).
+    config = stored_config(study, config)
     trial = choose_trial(study, number)
     data = prepare(config.data)
     # The file is checked before anything is retrained or written.
@@ -72,6 +73,7 @@ def predict_file(
             "--artifacts (or TUNER_ARTIFACTS) at the artifact folder it was saved in, or "
             "retrain it with `tuner retrain`"
         )
+    import_keras()
     import keras
 
     model = keras.saving.load_model(model_path)

@@ -72,10 +72,10 @@ def retrain_trial(
     say: Callable[[str], None] = lambda message: None,
 ) -> Retrained:
     """Retrain trial `number` (default: the best) of the study in `config` and save it."""
-    from tuner.backend import use
+    from tuner.backend import for_models, use
     from tuner.quiet import import_keras
 
-    use(config.training.backend)  # before anything imports Keras
+    use(for_models(config.training.backend, config.data.task))  # before anything imports Keras
     import_keras()
     storage = open_storage(url, must_exist=True)
     study = load_existing(config.name, storage)

@@ -160,7 +160,10 @@ def work(
     storage = open_storage(storage_url, config.workers)
     if ablation:
         from tuner.ablation import load_companion
+        from tuner.study import load_existing, stored_config
 
+        # The study as it was run; a study file that no longer matches it is refused here.
+        config = stored_config(load_existing(config.name, storage), config)
         study = load_companion(config, storage)
     else:
         study = open_study(
@@ -321,7 +324,8 @@ def _is_storage_error(e: BaseException) -> bool:
 
 def _work_left(study: optuna.Study) -> bool:
     counts = count(study)
-    return counts.finished + counts.running < budget(study)
+    # A queued trial is work left too: the ablation's companion study has no budget.
+    return counts.waiting > 0 or counts.finished + counts.running < budget(study)
 
 
 def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:

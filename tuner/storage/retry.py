@@ -44,6 +44,7 @@ class RetryOnce(_Retry):
             marked = copy.deepcopy(trial)
             marked.user_attrs = {**trial.user_attrs, RETRY_OF: trial.number}
             marked.user_attrs.pop("fail_reason", None)
+            marked.user_attrs.pop("progress", None)  # the failed run's last epoch
             super().__call__(study, marked)
 
 
