@@ -107,3 +107,38 @@ def test_a_worker_bounds_xla_threads_as_tensorflow_threads(monkeypatch) -> None:
         "intra_op_parallelism_threads=1",
     ]
     assert os.environ["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def test_jax_keeps_what_it_compiles_in_tuners_cache_folder(tmp_path: Path) -> None:
+    """A second process that compiles the same computation reads it from `<cache>/jax`."""
+    code = (
+        "import tuner.backend as b; b.use('jax'); import os, jax, jax.numpy as jnp; "
+        "print(os.environ['JAX_COMPILATION_CACHE_DIR']); "
+        "print(jax.jit(lambda x: jnp.tanh(x) @ x.T)(jnp.ones((7, 5))).sum())"
+    )
+    env = os.environ | {"TUNER_CACHE_DIR": str(tmp_path)}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    for var in ("KERAS_BACKEND", ENV_VAR):
+        env.pop(var, None)
+    first = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert first.stdout.splitlines()[0] == str(tmp_path / "jax")
+    entries = {p.name for p in (tmp_path / "jax").iterdir()}
+    assert any(name.startswith("jit__lambda") for name in entries)
+    assert "Error reading persistent compilation cache" not in first.stderr
+    again = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert again.stdout == first.stdout
+    assert {p.name for p in (tmp_path / "jax").iterdir()} == entries  # read, not compiled anew
+    # A cache folder the environment names is left as it is.
+    elsewhere = tmp_path / "mine"
+    named = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env | {"JAX_COMPILATION_CACHE_DIR": str(elsewhere)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert named.stdout.splitlines()[0] == str(elsewhere)
