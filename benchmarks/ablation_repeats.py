@@ -10,6 +10,10 @@ is in epochs trained (runs x epochs), beside the search's own.
     python benchmarks/ablation_repeats.py studies/nyc-weather.toml --max-repeats 5
     python benchmarks/ablation_repeats.py studies/nyc-weather.toml --trials 6 --epochs 3 \
         --steps 10 --max-repeats 4      # reduced scale
+
+With `--storage URL`, the study file is used as it is, on that storage: a study already
+searched there (by the README's `tuner run`, say) is ablated without searching again, and the
+ablation stays in the storage for `tuner report`.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="[training] steps_per_epoch")
     parser.add_argument("--max-repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--storage", help="use the study file as it is on this storage, and keep what runs there"
+    )
     args = parser.parse_args()
 
     import optuna
@@ -68,9 +75,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        path = _copy(args.study.resolve(), folder, args)
+        if args.storage:
+            path, url = args.study.resolve(), args.storage
+        else:
+            path = _copy(args.study.resolve(), folder, args)
+            url = f"sqlite:///{folder / 'bench.db'}"
         config = load_study_config(path)
-        url = f"sqlite:///{folder / 'bench.db'}"
         os.environ["TUNER_STORAGE"] = url
         workers = ("--workers", str(args.workers))
         search_s = _tuner("run", str(path), *workers, cwd=folder)

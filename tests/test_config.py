@@ -325,7 +325,7 @@ def test_a_worker_restarts_by_default_and_can_be_told_not_to(write_study) -> Non
 
 
 def test_the_ablation_table(write_study) -> None:
-    assert load_study_config(write_study()).ablation == AblationConfig(enabled=False, repeats=3)
+    assert load_study_config(write_study()).ablation == AblationConfig(enabled=False, repeats=5)
     config = load_study_config(write_study(ablation="enabled = true\nrepeats = 5"))
     assert config.ablation == AblationConfig(enabled=True, repeats=5)
     with pytest.raises(ConfigError, match=r"\[ablation\] repeats: must be >= 2 .*, got 1"):

@@ -287,7 +287,7 @@ def worker(
     "-k",
     type=click.IntRange(min=2, max=1_000),
     help="Training seeds per variant (the same K seeds for every variant).  "
-    "[default: `repeats` of the study file's [ablation] table, else 3]",
+    "[default: `repeats` of the study file's [ablation] table, else 5]",
 )
 @click.option(
     "--workers",
@@ -318,7 +318,7 @@ def ablate(
 
     \b
     Example:
-      tuner ablate studies/nyc-weather.toml --repeats 3 --workers 2
+      tuner ablate studies/nyc-weather.toml --workers 2
     """
     from tuner.ablation import ablate as run_ablation
     from tuner.ablation import format_ablation
