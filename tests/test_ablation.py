@@ -14,7 +14,16 @@ import pytest
 from conftest import FAST_SPACE, tuner
 from optuna.trial import TrialState
 
-from tuner.ablation import AS_IS, enqueue, open_companion, outside_space, variants
+from tuner.ablation import (
+    AS_IS,
+    Ablation,
+    enqueue,
+    format_ablation,
+    open_companion,
+    outside_space,
+    seed_luck,
+    variants,
+)
 from tuner.config import load_study_config
 from tuner.storage import open_storage
 
@@ -256,3 +265,38 @@ def test_an_ablation_trial_trains_its_fixed_model_seed_and_epochs(write_study) -
         assert done.user_attrs["epochs"] == 4 and done.user_attrs["training_seed"] == 7
         assert values[-1] == pytest.approx(done.intermediate_values[4])  # the last epoch's
     assert values[0] == values[1]  # the same seed trains the same model
+
+
+def _ablation(as_is: dict[int, float], own: int, baselines: dict[str, float]) -> Ablation:
+    return Ablation(
+        study="s",
+        trial=7,
+        metric="val_mae",
+        direction="minimize",
+        epochs=4,
+        repeats=len(as_is),
+        as_is=as_is,
+        contrasts=(),
+        own_seed=own,
+        baselines=baselines,
+    )
+
+
+def test_a_winner_whose_own_seed_was_lucky_is_said_to_be_and_a_steady_one_is_not() -> None:
+    # The search's run (seed 1) beat what the same model does over five seeds.
+    lucky = _ablation({1: 3.53, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.86}, 1, {"last_value": 3.70})
+    note = seed_luck(lucky)
+    assert note is not None
+    assert "trial 7 (val_mae = 3.53, its own seed)" in note
+    assert "over 5 seeds (3.79" in note
+    assert "not clearly better than the naive baseline last_value (3.7)" in note
+    assert "over seeds" in format_ablation(lucky)
+    # Far from the baseline: the seed is still named, the baseline is not.
+    far = _ablation({1: 3.53, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.86}, 1, {"last_value": 9.0})
+    assert "naive baseline" not in (seed_luck(far) or "")
+    # The own seed inside the others' spread: nothing to say.
+    steady = _ablation({1: 3.80, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.70}, 1, {"last_value": 3.70})
+    assert seed_luck(steady) is None
+    assert "note:" not in format_ablation(steady)
+    # Too few seeds for an interval.
+    assert seed_luck(_ablation({1: 3.0, 2: 4.0}, 1, {})) is None

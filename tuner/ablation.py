@@ -28,20 +28,28 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.config import StudyConfig
+from tuner.config import AblationConfig, StudyConfig
 from tuner.errors import StorageError, TunerError
 from tuner.queue import budget, count
 from tuner.results import best_trial, metric_value, minimizes
 from tuner.space import MAX_LAYERS
 from tuner.storage import exclusive, open_storage, queue_lock, study_names
 from tuner.study import load_existing, stored_config
-from tuner.verdict import CONFIDENCE, Paired, difference, interval, is_accuracy, paired
+from tuner.verdict import (
+    CONFIDENCE,
+    Paired,
+    difference,
+    interval,
+    is_accuracy,
+    mean_interval,
+    paired,
+)
 
 SUFFIX = "/ablation"
 # The user attribute that makes a trial an ablation trial for tuner.objective: its training
 # seed and epochs, {"seed": int, "epochs": int}.
 ABLATION_ATTR = "ablation"
-DEFAULT_REPEATS = 3  # provisional: README, "Reading the verdicts"
+DEFAULT_REPEATS = AblationConfig.repeats  # README, "Reading the verdicts"
 ON = 0.05  # a lower (recurrent) dropout rate counts as off, as in tuner.analysis
 ON_RATE = 0.2  # the rate a variant turns (recurrent) dropout on at: the seed configuration's
 AS_IS = "as is"
@@ -260,14 +268,22 @@ class Ablation:
     contrasts: tuple[Contrast, ...]
     missing: int = 0  # runs not complete (queued, running or failed)
     params: dict[str, Any] = field(default_factory=dict)
+    own_seed: int | None = None  # the trial's own training seed (its run retraces the search's)
+    baselines: dict[str, float] = field(default_factory=dict)  # the study's naive baselines
 
     @property
     def minimize(self) -> bool:
         return self.direction == "minimize"
 
 
-def verdicts(companion: optuna.Study, config: StudyConfig | None, number: int) -> Ablation:
-    """The verdicts of trial `number`'s ablation from the companion study's complete runs."""
+def verdicts(
+    companion: optuna.Study,
+    config: StudyConfig | None,
+    number: int,
+    baselines: dict[str, float] | None = None,
+) -> Ablation:
+    """The verdicts of trial `number`'s ablation from the companion study's complete runs;
+    `baselines` are the study's naive baselines, which the trial is compared with over seeds."""
     trials = [
         t
         for t in companion.get_trials(deepcopy=False)
@@ -281,6 +297,14 @@ def verdicts(companion: optuna.Study, config: StudyConfig | None, number: int) -
             values.setdefault(t.user_attrs["variant"], {})[int(t.user_attrs["seed"])] = value
     as_is = values.get(AS_IS, {})
     params = next((t.params for t in trials if t.user_attrs.get("variant") == AS_IS), {})
+    own_seed = next(
+        (
+            int(t.user_attrs["seed"])
+            for t in trials
+            if t.user_attrs.get("variant") == AS_IS and int(t.user_attrs.get("repeat", -1)) == 0
+        ),
+        None,
+    )
     contrasts = []
     for v in variants(params) if params else []:
         runs = values.get(v.name, {})
@@ -311,7 +335,40 @@ def verdicts(companion: optuna.Study, config: StudyConfig | None, number: int) -
         contrasts=tuple(contrasts),
         missing=len(keys) - done,
         params=dict(params),
+        own_seed=own_seed,
+        baselines=dict(baselines or {}),
     )
+
+
+def seed_luck(a: Ablation) -> str | None:
+    """A note when the trial's own seed did better than the trial does over all its seeds (the
+    whole interval of their mean lies on the worse side): the search picked a lucky seed, and
+    its value overstates the model."""
+    if a.own_seed not in a.as_is or len(a.as_is) < 3:
+        return None
+    runs = list(a.as_is.values())
+    low, high = mean_interval(runs)
+    own = a.as_is[a.own_seed]
+    if (own >= low) if a.minimize else (own <= high):
+        return None
+    mean = sum(runs) / len(runs)
+    note = (
+        f"the search's value of trial {a.trial} ({a.metric} = {own:.4g}, its own seed) is "
+        f"better than the same model over {len(runs)} seeds ({mean:.4g}, {CONFIDENCE:.0%} CI "
+        f"{low:.4g} to {high:.4g}): part of why it won was its seed"
+    )
+    # A naive baseline inside (or beyond) the interval: over seeds, not clearly better than it.
+    level = [
+        f"{name} ({value:.4g})"
+        for name, value in a.baselines.items()
+        if ((value <= high) if a.minimize else (value >= low))
+    ]
+    if level:
+        note += (
+            f", and over seeds it is not clearly better than the naive baseline "
+            f"{' or '.join(level)}"
+        )
+    return note + "; compare models over seeds (or raise the epochs) before trusting the ranking"
 
 
 def latest(
@@ -323,7 +380,12 @@ def latest(
         return None
     companion = optuna.load_study(study_name=name, storage=storage)
     number = companion.user_attrs.get("ablation_of")
-    return None if number is None else verdicts(companion, config, int(number))
+    if number is None:
+        return None
+    baselines = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(
+        "baselines", {}
+    )
+    return verdicts(companion, config, int(number), baselines)
 
 
 def ablate(
@@ -360,7 +422,7 @@ def ablate(
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
     if failed:
         raise TunerError("; ".join(failed))
-    return verdicts(companion, config, trial.number)
+    return verdicts(companion, config, trial.number, study.user_attrs.get("baselines", {}))
 
 
 def search_finished(config: StudyConfig, storage_url: str) -> bool:
@@ -413,6 +475,8 @@ def format_ablation(a: Ablation) -> str:
         )
     if a.missing:
         lines.append(f"  {a.missing} runs not complete (failed, queued or running)")
+    if (luck := seed_luck(a)) is not None:
+        lines.append(f"  note: {luck}")
     lines.append(
         f"  effect = with the technique minus without it, paired by seed; {CONFIDENCE:.0%} "
         "t-interval; helped or hurt only when it excludes zero"

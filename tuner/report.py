@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tuner import figures
-from tuner.ablation import Ablation, effect_text, latest, side
+from tuner.ablation import Ablation, effect_text, latest, seed_luck, side
 from tuner.analysis import (
     BOOTSTRAP_RESAMPLES,
     CONFIDENCE,
@@ -136,6 +136,8 @@ def markdown_summary(
         if a.ablation is not None:
             lines += ["", _ablation_title(a.ablation), ""]
             lines += _md_table(ABLATION_HEADER, _ablation_rows(a.ablation))
+            if (luck := seed_luck(a.ablation)) is not None:
+                lines += ["", f"Note: {luck}."]
         lines += [
             "",
             "| technique | group | trials | best | median | 95% CI of median | vs reference |",
@@ -208,6 +210,11 @@ def html_page(analyses: list[StudyAnalysis], rows: list[tuple[str, dict[str, Eff
                 [
                     f"<h3>{_e(_ablation_title(a.ablation))}</h3>",
                     _html_table(ABLATION_HEADER, _ablation_rows(a.ablation)),
+                    *(
+                        [f"<p><b>Note:</b> {_e(luck)}.</p>"]
+                        if (luck := seed_luck(a.ablation)) is not None
+                        else []
+                    ),
                 ]
                 if a.ablation is not None
                 else []

@@ -63,6 +63,17 @@ def paired(differences: Sequence[float], minimize: bool) -> Paired:
     return Paired(n, mean, (low, high), verdict)
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The 95% t-interval of the mean of two or more values."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def is_accuracy(metric: str) -> bool:
     return metric.removeprefix("val_").removeprefix("test_") == "accuracy"
 
