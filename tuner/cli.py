@@ -158,7 +158,7 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     Shows progress while the workers run (each running trial's epoch and latest metric, and the
     time left), then the best trial beside the naive baseline. On a machine with GPUs the
     workers share them out (CUDA_VISIBLE_DEVICES). The Keras backend is the study file's
-    [training] backend, else TUNER_BACKEND, else tensorflow.
+    [training] backend, else TUNER_BACKEND, else jax.
     Ctrl-C stops the workers cleanly: their trials go back into the queue. With `enabled =
     true` in the study file's [ablation] table, then ablates the best trial (`tuner ablate`).
 

@@ -60,6 +60,13 @@ class Objective:
         # Forget the previous trial's model; its memory goes with Python's own collection,
         # since a forced one here cost ~0.8 s a trial (BENCHMARKS.md, service overhead).
         keras.backend.clear_session(free_memory=False)
+        if keras.backend.backend() == "jax":
+            # JAX keeps every function it compiled in memory, the previous trials' models' too:
+            # a worker grew ~20 MB a trial without this, and stays flat with it. What it
+            # compiled is still on disk (tuner.backend.compilation_cache), read back in no time.
+            import jax
+
+            jax.clear_caches()
         # The trial's own seed makes its weights, dropout masks and batch order depend on its
         # number alone, not on which worker ran it or what that worker ran before.
         seed = fixed["seed"] if fixed else training_seed(config.sampler.seed, trial.number)
