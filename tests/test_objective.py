@@ -116,3 +116,22 @@ def test_a_non_finite_loss_fails_the_trial_and_the_worker_goes_on(write_study, s
 
 def test_trial_failed_carries_its_reason() -> None:
     assert str(TrialFailed("loss became nan at epoch 2")) == "loss became nan at epoch 2"
+
+
+def test_a_jax_trial_starts_with_what_jax_compiled_before_it_forgotten(config) -> None:
+    """JAX keeps every function it compiled in memory; each trial clears that, or a worker
+    grows with every model it ever built (BENCHMARKS.md)."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("JAX only; CI runs the whole suite on JAX, the default")
+    import jax
+    import jax.numpy as jnp
+
+    earlier = jax.jit(lambda x: x * 2.0)
+    earlier(jnp.ones(3))
+    assert earlier._cache_size() == 1
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    study.optimize(Objective(config, prepare(config.data)), n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert earlier._cache_size() == 0
