@@ -70,18 +70,21 @@ def test_delete_study_asks_first_and_removes_the_study_and_its_artifacts(
     artifact = optuna.artifacts.upload_artifact(
         artifact_store=store, file_path=str(model), study_or_trial=study
     )
+    # Its ablation, a companion study, goes with it; another study's stays.
+    for name in ("done/ablation", "empty/ablation"):
+        optuna.create_study(study_name=name, storage=storage_url)
     args = ["delete-study", "done", "--storage", storage_url, "--artifacts", str(artifacts)]
 
     answer_no = CliRunner().invoke(cli, args, input="n\n")
     assert answer_no.exit_code == 1
     assert "Delete study 'done' and its 4 trials from sqlite:///" in answer_no.output
-    assert "done" in optuna.get_all_study_names(storage_url)
+    assert {"done", "done/ablation"} <= set(optuna.get_all_study_names(storage_url))
     assert (artifacts / artifact).exists()
 
     answer_yes = CliRunner().invoke(cli, args, input="y\n")
     assert answer_yes.exit_code == 0, answer_yes.output
     assert "deleted study 'done': 4 trials, 1 artifact files" in answer_yes.output
-    assert optuna.get_all_study_names(storage_url) == ["empty"]
+    assert sorted(optuna.get_all_study_names(storage_url)) == ["empty", "empty/ablation"]
     assert not (artifacts / artifact).exists()
 
 

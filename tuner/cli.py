@@ -705,8 +705,8 @@ def _blank_missing(frame: Any) -> str:
 @artifacts_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def delete_study(name: str, storage: str, artifacts: Path | None, yes: bool) -> None:
-    """Delete a study, its trials and the files of its artifacts (retrained models). There is
-    no undo.
+    """Delete a study, its trials, its ablation (`<name>/ablation`) and the files of its
+    artifacts (retrained models). There is no undo.
 
     \b
     Example:

@@ -253,8 +253,14 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
 def delete(
     study: optuna.Study, storage: optuna.storages.BaseStorage, artifacts: Path | None
 ) -> int:
-    """Delete a study, everything recorded in it, and its artifacts' files from the store in
-    `artifacts`; returns how many artifact files were removed."""
+    """Delete a study, everything recorded in it, its ablation (the companion study
+    `<name>/ablation`, if any) and its artifacts' files from the store in `artifacts`; returns
+    how many artifact files were removed."""
+    from tuner.ablation import companion_name
+
     removed = remove_all(study, storage, artifacts) if artifacts is not None else 0
+    companion = companion_name(study.study_name)
+    if companion in study_names(storage):
+        optuna.delete_study(study_name=companion, storage=storage)
     optuna.delete_study(study_name=study.study_name, storage=storage)
     return removed
