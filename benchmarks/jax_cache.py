@@ -1,5 +1,6 @@
-"""JAX's compilation cache and memory, the two measurements behind `tuner.backend.compilation_cache`
-and the `jax.clear_caches()` at the start of each JAX trial (`tuner.objective`).
+"""JAX's compilation cache and memory: the two measurements behind
+`tuner.backend.compilation_cache` and the `jax.clear_caches()` at the start of each JAX trial
+(`tuner.objective`).
 
     python benchmarks/jax_cache.py build     # model build time: no cache, cold cache, warm cache
     python benchmarks/jax_cache.py memory    # resident MB after each of 15 models, without and

@@ -87,7 +87,14 @@ def tuner_predict(path: Path, folder: Path, data_file: Path) -> pd.DataFrame:
     url = f"sqlite:///{folder / 'tuner.db'}"
     out = folder / "predictions.csv"
     result = tuner(
-        "predict", str(path), "--storage", url, "--data", str(data_file), "--out", str(out),
+        "predict",
+        str(path),
+        "--storage",
+        url,
+        "--data",
+        str(data_file),
+        "--out",
+        str(out),
         cwd=folder,
     )
     assert "retraining" not in result.stdout  # the retrained model is used as it is

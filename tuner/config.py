@@ -500,7 +500,13 @@ def _training(t: _Table, task: str) -> TrainingConfig:
 def _ablation(t: _Table) -> AblationConfig:
     return AblationConfig(
         enabled=t.get("enabled", bool, False),
-        repeats=t.get("repeats", int, AblationConfig.repeats, lambda v: v >= 2, "must be >= 2 (an interval needs two)"),
+        repeats=t.get(
+            "repeats",
+            int,
+            AblationConfig.repeats,
+            lambda v: v >= 2,
+            "must be >= 2 (an interval needs two)",
+        ),
     )
 
 
