@@ -54,6 +54,9 @@ def main() -> None:
         help="restart the PostgreSQL server once, half-way (never on a shared server)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-retry", type=int, default=2, help="[workers] max_retry of the soak's study"
+    )
     args = parser.parse_args()
     server = os.environ.get("TUNER_TEST_POSTGRES_URL", DEFAULT_SERVER)
     name = f"tuner_soak_{secrets.token_hex(4)}"
@@ -94,6 +97,7 @@ def soak(folder: Path, url: str, args: argparse.Namespace) -> dict[str, object]:
             "reconnect_timeout": 300,
             "max_trials_per_process": args.max_trials_per_process,
             "max_memory_mb": args.max_memory_mb,
+            "max_retry": args.max_retry,
         },
     )
     env = os.environ | {"TUNER_STORAGE": url, "TUNER_CACHE_DIR": str(folder / "cache")}
@@ -152,12 +156,23 @@ def soak(folder: Path, url: str, args: argparse.Namespace) -> dict[str, object]:
     study = optuna.load_study(study_name="soak", storage=observer)
     trials = study.get_trials(deepcopy=False)
     states = collections.Counter(t.state for t in trials)
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
-    failed = [t.number for t in trials if t.state == TrialState.FAIL]
+    # A retried trial's chain: the first trial's number, and every retry of it after.
+    chains = collections.defaultdict(list)
+    for t in trials:
+        chains[t.system_attrs.get("failed_trial", t.number)].append(t)
+    finished = {TrialState.COMPLETE, TrialState.PRUNED}
+    done = [c for c in chains.values() if any(t.state in finished for t in c)]
+    # Failed as many times as `[workers] max_retry` allows, then left failed, by design (a
+    # trial that kills its worker every time is not run for ever): not a lost trial.
+    given_up = [
+        c
+        for c in chains.values()
+        if c not in done and sum(t.state == TrialState.FAIL for t in c) > args.max_retry
+    ]
     once = (
-        states[TrialState.COMPLETE] + states[TrialState.PRUNED] == args.trials
-        and set(failed) <= retried
-        and len(retried) == len([t for t in trials if t.system_attrs.get("failed_trial")])
+        all(sum(t.state in finished for t in c) == 1 for c in done)
+        and len(done) + len(given_up) == args.trials
+        and len(chains) == args.trials
     )
     fresh_starts = sum(
         log.read_text(errors="replace").count("worker starting afresh") for log in logs.iterdir()
@@ -172,6 +187,7 @@ def soak(folder: Path, url: str, args: argparse.Namespace) -> dict[str, object]:
         "fresh_starts": fresh_starts,
         "states": {s.name: n for s, n in states.items()},
         "exactly_once": once,
+        "given_up_after_retries": len(given_up),
         "running_left": states[TrialState.RUNNING],
         "waiting_left": states[TrialState.WAITING],
         "max_rss_mb": max_rss,
