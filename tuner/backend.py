@@ -69,9 +69,10 @@ def compilation_cache() -> None:
     empty: not at all).
 
     Every model JAX builds compiles its weights' initialisers once per shape, and every trial
-    compiles its training and evaluation steps; trials of one search share most shapes, and an
-    ablation's seeds share whole steps. Kept for any compile, however short: building a model
-    fell from about 6 s to 0.25 s once its shapes were in the cache (BENCHMARKS.md).
+    compiles its training and evaluation steps; trials of one search share many initialiser
+    shapes (seldom whole steps: Keras bakes the dropout rates in), and an ablation's seeds of
+    one variant share whole steps. Kept for any compile, however short: building a model fell
+    from about 5 s to under 1 s once its shapes were in the cache (BENCHMARKS.md).
     """
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
