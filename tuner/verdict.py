@@ -43,8 +43,6 @@ class Paired:
 def paired(differences: Sequence[float], minimize: bool) -> Paired:
     """The verdict on K paired differences `with - without`: helped when the interval excludes
     zero on the better side (below it for a metric to minimize), hurt on the other side."""
-    from scipy import stats
-
     d = [float(x) for x in differences]
     n = len(d)
     if n == 0:
@@ -52,9 +50,7 @@ def paired(differences: Sequence[float], minimize: bool) -> Paired:
     mean = sum(d) / n
     if n < 2:
         return Paired(n, mean, None, TOO_FEW_REPEATS)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * sd / math.sqrt(n)
-    low, high = mean - half, mean + half
+    low, high = mean_interval(d)
     if low > 0 or high < 0:
         better = -mean if minimize else mean
         verdict = HELPED if better > 0 else HURT
