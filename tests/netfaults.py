@@ -22,6 +22,7 @@ class Proxy:
             self.port = probe.getsockname()[1]
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lose_answer = threading.Event()
+        self._cut = threading.Event()
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
         self.up()
@@ -44,6 +45,11 @@ class Proxy:
         for pair in self._pairs:
             _close(*pair)
         self._pairs.clear()
+
+    def cut(self) -> None:
+        """Pass nothing on either way, and close nothing, as a pulled cable: neither end hears
+        that the other has gone."""
+        self._cut.set()
 
     def lose_next_answer(self) -> None:
         """Drop the connection that next carries an answer from the server, instead of passing
@@ -68,6 +74,8 @@ class Proxy:
     def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while data := source.recv(65536):
+                if self._cut.is_set():
+                    continue
                 if answers and self._lose_answer.is_set():
                     self._lose_answer.clear()
                     break

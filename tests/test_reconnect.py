@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import optuna
@@ -27,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from tuner.config import WorkersConfig
 from tuner.errors import StorageError
 from tuner.queue import claim
-from tuner.storage import ReconnectingStorage, open_storage
+from tuner.storage import ReconnectingStorage, locked, open_storage
 
 # The test server trusts local connections, so any password gets in: one that must never show.
 PASSWORD = "Pa55-never-shown"
@@ -140,6 +141,84 @@ def test_a_worker_holds_at_most_two_connections_with_keepalives(postgres_url: st
         "keepalives_idle": "60",
         "connect_timeout": "10",
     }
+
+
+def test_the_server_ends_a_transaction_left_idle_for_the_grace_period(postgres_url: str) -> None:
+    # The URL's own libpq options are kept beside tuner's.
+    url = make_url(postgres_url).update_query_dict({"options": "-c application_name=mine"})
+    storage = open_storage(url.render_as_string(hide_password=False), WorkersConfig())
+    with storage.engine.connect() as connection:
+        shown = connection.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
+        named = connection.exec_driver_sql("SHOW application_name").scalar()
+    assert (shown, named) == ("1min", "mine")  # grace_period's default, 60 s
+
+
+@pytest.mark.parametrize("storage_class", ["ours", "stock"])
+def test_a_lock_held_by_a_host_cut_off_is_freed_after_the_grace_period(
+    postgres_url: str, proxy: Proxy, storage_class: str
+) -> None:
+    workers = WorkersConfig(heartbeat_interval=1, grace_period=2)
+    url = through(proxy, postgres_url)
+    lost = (
+        open_storage(url, workers)
+        if storage_class == "ours"
+        else optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    )
+    other = open_storage(postgres_url, workers)
+    key = {"key": zlib.crc32(b"queue:s")}
+    held = lost.engine.connect()
+    held.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), key)  # `exclusive`
+    proxy.cut()  # the server never hears that this host has gone
+    try:
+        started = time.monotonic()
+        with other.engine.connect() as connection:
+            connection.exec_driver_sql("SET lock_timeout = '8s'")
+            try:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), key)
+                waited: float | None = time.monotonic() - started
+            except sqlalchemy.exc.OperationalError as e:
+                assert "lock timeout" in str(e)
+                waited = None
+    finally:
+        held.invalidate()
+    if storage_class == "ours":
+        assert waited is not None and waited < 8
+    else:  # stock Optuna's transaction holds the lock for as long as the server keeps it
+        assert waited is None
+
+
+def test_a_block_run_under_a_lock_is_run_again_whole_when_the_connection_goes(
+    postgres_url: str, proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = open_storage(through(proxy, postgres_url), WorkersConfig(reconnect_timeout=60))
+    study = optuna.create_study(study_name="s", storage=storage)
+    observer = sqlalchemy.create_engine(postgres_url, poolclass=NullPool)
+    runs: list[str] = []
+
+    def locks_held() -> int:
+        with observer.connect() as connection:
+            return int(
+                connection.exec_driver_sql(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).scalar()
+                or 0
+            )
+
+    def body() -> None:
+        runs.append(f"started holding {locks_held()}")
+        if len(runs) == 1:
+            proxy.down()  # the lock's connection goes, and the lock with it
+            threading.Timer(1.5, proxy.up).start()
+        study.set_user_attr("written", len(runs))
+        runs.append(f"wrote holding {locks_held()}")
+
+    with caplog.at_level(logging.WARNING, logger="tuner.storage"):
+        locked(study._storage, "queue:s", body)
+    # Made again from its start, under the lock taken afresh: not carried on unlocked.
+    assert runs == ["started holding 1", "started holding 1", "wrote holding 1"]
+    assert optuna.load_study(study_name="s", storage=postgres_url).user_attrs == {"written": 2}
+    lines = storage_lines(caplog)
+    assert len(lines) == 2 and " reachable again after " in lines[1], lines
 
 
 @pytest.mark.parametrize("storage_class", ["ours", "stock"])

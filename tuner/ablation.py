@@ -33,7 +33,7 @@ from tuner.errors import StorageError, TunerError
 from tuner.queue import budget, count
 from tuner.results import best_trial, metric_value, minimizes
 from tuner.space import MAX_LAYERS
-from tuner.storage import exclusive, open_storage, queue_lock, study_names
+from tuner.storage import locked, open_storage, queue_lock, study_names
 from tuner.study import load_existing, stored_config
 from tuner.verdict import (
     CONFIDENCE,
@@ -213,7 +213,8 @@ def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, re
     epochs = int(trial.user_attrs.get("best_epoch") or config.training.epochs)
     seeds = repeat_seeds(config, trial, repeats)
     runs = [(AS_IS, dict(trial.params))] + [(v.name, v.params) for v in variants(trial.params)]
-    with exclusive(companion._storage, queue_lock(companion.study_name)):
+
+    def queue_missing() -> None:
         alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
         have = {
             (t.user_attrs.get("variant"), t.user_attrs.get("repeat"))
@@ -236,6 +237,8 @@ def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, re
                 )
         companion.set_user_attr("ablation_of", trial.number)
         companion.set_user_attr("repeats", repeats)
+
+    locked(companion._storage, queue_lock(companion.study_name), queue_missing)
     return len(seeds) * len(runs)
 
 

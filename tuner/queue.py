@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner.storage import exclusive, queue_lock, retrying
+from tuner.storage import locked, queue_lock
 
 BUDGET_ATTR = "n_trials"
 # Queued trials kept ahead of the workers: at least this many, and two per running trial.
@@ -80,15 +80,14 @@ def refill(study: optuna.Study) -> int:
     storage: Any = study._storage  # the study's own caching view, which must see new trials
 
     def once() -> int:
-        with exclusive(storage, queue_lock(study.study_name)):
-            c = count(study)
-            ahead = max(AHEAD, 2 * c.running)
-            missing = min(budget(study) - c.budgeted, ahead - c.waiting)
-            for _ in range(missing):
-                study.enqueue_trial({})
+        c = count(study)
+        ahead = max(AHEAD, 2 * c.running)
+        missing = min(budget(study) - c.budgeted, ahead - c.waiting)
+        for _ in range(missing):
+            study.enqueue_trial({})
         return max(missing, 0)
 
-    return retrying(storage, once)
+    return locked(storage, queue_lock(study.study_name), once)
 
 
 def claim(study: optuna.Study) -> optuna.Trial | None:

@@ -20,7 +20,7 @@ from tuner.definition import DEFINITION_ATTR, check, definition, study_config
 from tuner.errors import StorageError, TunerError
 from tuner.queue import Counts, count, set_budget
 from tuner.space import SEED_CONFIGS, seed_fits
-from tuner.storage import exclusive, study_names
+from tuner.storage import locked, study_names
 
 
 def make_sampler(
@@ -163,11 +163,16 @@ def _set_up(study: optuna.Study, plan: _Plan) -> None:
     """Do each step of a study's set-up that is not done yet. Every step may be done again, so a
     set-up cut short at any point is finished by whoever comes next; the steps that queue
     trials look first at what is queued, under a lock (one process at a time)."""
-    with exclusive(study._storage, f"set-up:{study.study_name}"):
+
+    def set_up_here() -> bool:
         if study.user_attrs.get("ready"):
-            return  # another process finished it while this one waited
+            return False  # another process finished it while this one waited
         for step in SET_UP:
             step(study, plan)
+        return True
+
+    if not locked(study._storage, f"set-up:{study.study_name}", set_up_here):
+        return
     # Outside the set-up lock: the queue takes its own lock, and a PostgreSQL worker has two
     # connections, not three.
     set_budget(study, plan.n_trials)

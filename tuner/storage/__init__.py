@@ -17,7 +17,7 @@ from tuner.storage.engine import (
     study_names,
 )
 from tuner.storage.errors import is_transient, reason
-from tuner.storage.locks import exclusive
+from tuner.storage.locks import exclusive, locked
 from tuner.storage.optuna_internals import (
     CREATE_TOKEN,
     ReconnectingStorage,
@@ -46,6 +46,7 @@ __all__ = [
     "RetryOnce",
     "backend_of",
     "exclusive",
+    "locked",
     "hide_password_in_logs",
     "is_transient",
     "mask",

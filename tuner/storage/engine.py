@@ -89,9 +89,12 @@ def open_storage(
         # trial must not break the next write) and kept open through firewalls by keepalives.
         engine_kwargs |= {"pool_size": 1, "max_overflow": 1, "pool_pre_ping": True}
         if parsed.get_driver_name() in ("psycopg2", "psycopg"):
-            engine_kwargs["connect_args"] = {
+            connect_args: dict[str, Any] = {
                 k: v for k, v in LIBPQ_OPTIONS.items() if k not in parsed.query
             }
+            grace = (workers or WorkersConfig()).grace_period
+            connect_args["options"] = _abandoned_transactions_end(parsed, grace)
+            engine_kwargs["connect_args"] = connect_args
     heartbeat: dict[str, Any] = {}
     if workers is not None:
         heartbeat = {
@@ -120,6 +123,22 @@ def open_storage(
     if parsed.get_backend_name() == "sqlite" and not read_only:
         _begin_immediate(storage.engine)
     return storage
+
+
+def _abandoned_transactions_end(parsed: URL, after_s: int) -> str:
+    """libpq's `options` (the URL's own, if it has some) with the server told to end this
+    session's transaction once it has sat idle `after_s` seconds (unless the URL says
+    otherwise). A worker on a host cut off mid-transaction leaves it open on the server, which
+    hears nothing, its locks with it: the trial it was writing could not be failed as stale, nor
+    the queue refilled, by the workers still running. Workers count one another lost after
+    `grace_period`; its open transaction then ends too. tuner's own transactions sit idle
+    between the statements of one storage call, or while a lock (`tuner.storage.exclusive`)
+    is held over a few calls: well under a second."""
+    given = parsed.query.get("options", "")
+    options = " ".join(given) if isinstance(given, tuple) else given
+    if "idle_in_transaction_session_timeout" in options:
+        return options
+    return f"{options} -c idle_in_transaction_session_timeout={after_s * 1000}".strip()
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -6,13 +6,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 import sqlalchemy
 
-from tuner.storage.optuna_internals import backend_of, journal_file
+from tuner.storage.optuna_internals import backend_of, journal_file, retrying
+
+T = TypeVar("T")
+
+
+def locked(storage: optuna.storages.BaseStorage, name: str, body: Callable[[], T]) -> T:
+    """`body()`, run holding the lock called `name` (`exclusive`). Should the database go away
+    meanwhile, the lock goes with the connection that held it, so `body` is run again from its
+    start, under the lock taken afresh, once the database is back: it must look before it
+    writes."""
+
+    def once() -> T:
+        with exclusive(storage, name):
+            return body()
+
+    return retrying(storage, once)
 
 
 @contextlib.contextmanager

@@ -35,9 +35,23 @@ class Reconnect:
     def __init__(self, url: str, timeout: float) -> None:
         self.timeout = timeout
         self._outage = _Outage(url, timeout)
+        self._making = threading.local()
 
     def __call__(self, call: Callable[[], T], again: Callable[[], T] | None = None) -> T:
-        """`call()`, made again (as `again()` if given) while the database is unreachable."""
+        """`call()`, made again (as `again()` if given) while the database is unreachable.
+
+        A call made inside another (a block of calls run under a lock) is made once: should the
+        connection go, the lock its transaction held went with it, so the whole block is made
+        again from its start, rather than carrying on unlocked from where it failed."""
+        if getattr(self._making, "call", False):
+            return call()
+        self._making.call = True
+        try:
+            return self._made_again(call, again)
+        finally:
+            self._making.call = False
+
+    def _made_again(self, call: Callable[[], T], again: Callable[[], T] | None) -> T:
         deadline = None
         attempt = 0
         while True:

@@ -15,7 +15,7 @@ import warnings
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner.storage.locks import exclusive
+from tuner.storage.locks import locked
 
 RETRY_OF = "retry_of"
 
@@ -38,14 +38,16 @@ class RetryOnce(_Retry):
             super().__init__(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        with exclusive(study._storage, queue_lock(study.study_name)):
+        def queue_once() -> None:
             if retry_of(study, trial.number) is not None:
                 return
-            marked = copy.deepcopy(trial)
+            marked = copy.deepcopy(trial)  # afresh each time: Optuna's callback changes it
             marked.user_attrs = {**trial.user_attrs, RETRY_OF: trial.number}
             marked.user_attrs.pop("fail_reason", None)
             marked.user_attrs.pop("progress", None)  # the failed run's last epoch
-            super().__call__(study, marked)
+            super(RetryOnce, self).__call__(study, marked)
+
+        locked(study._storage, queue_lock(study.study_name), queue_once)
 
 
 def retry_of(study: optuna.Study, number: int) -> FrozenTrial | None:
