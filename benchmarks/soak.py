@@ -107,7 +107,7 @@ def soak(folder: Path, url: str, args: argparse.Namespace) -> dict[str, object]:
     def start(i: int, generation: int) -> subprocess.Popen[bytes]:
         log = (logs / f"worker{i}.{generation}.log").open("wb")
         return subprocess.Popen(
-            [sys.executable, "-m", "tuner", "worker", str(path), "-q", "--worker-index", str(i)],
+            [sys.executable, "-m", "tuner", "worker", str(path), "--worker-index", str(i)],
             env=env,
             cwd=folder,
             stdout=log,

@@ -393,7 +393,7 @@ def test_a_worker_starts_afresh_between_trials_and_the_budget_stays_exact(
     assert worker.returncode == 0, worker.stderr
     # One line per fresh start, and the final count covers every process it has been.
     # (not after the last: no trial is left to start afresh for)
-    assert worker.stderr.count("worker starting afresh: 1 trials in this process") == 3
+    assert worker.stdout.count("worker starting afresh: 1 trials in this process") == 3
     assert "done: 4 complete, 0 pruned, 0 failed" in worker.stdout
     trials = optuna.load_study(study_name="afresh", storage=storage_url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # the budget, exactly

@@ -137,11 +137,15 @@ def can_start_afresh() -> bool:
     return sys.argv[1:2] == ["worker"]
 
 
-def start_afresh(state: Any, storage: Any, why: str) -> None:
+def start_afresh(
+    state: Any, storage: Any, why: str, say: Callable[[str], None] = lambda message: None
+) -> None:
     """Replace this process with a fresh `tuner worker` on the same command line (so the same
     cores, threads and worker index: a default index comes from the process id, which `execv`
-    keeps); never returns. `state`, a dataclass of counts, goes to the new process."""
-    logger.warning("worker starting afresh: %s", why)
+    keeps); never returns. `state`, a dataclass of counts, goes to the new process; `say` is
+    told why (a routine step, not a warning: `tuner run`'s quiet workers keep it to
+    themselves)."""
+    say(f"worker starting afresh: {why}")
     engine = getattr(getattr(storage, "_backend", storage), "engine", None)
     if engine is not None:
         engine.dispose()  # the database sees its connections close, not vanish

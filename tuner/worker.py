@@ -193,7 +193,7 @@ def work(
     )
     if result.restart_reason is not None:
         result.restarts += 1
-        process.start_afresh(result, storage, result.restart_reason)
+        process.start_afresh(result, storage, result.restart_reason, say)
     return result
 
 
