@@ -42,3 +42,19 @@ def test_plain_lines_show_each_new_epoch_and_the_running_count() -> None:
     assert lines[0].startswith("trial 0: epoch 1/3, val_mae 2.5 (")
     assert lines[1].startswith("trials 0/4: 0 complete, 0 pruned, 0 failed, 2 running")
     assert lines[2].startswith("trial 1: epoch 1/3, val_mae 2 (")
+
+
+def test_the_best_trial_so_far_is_shown_except_for_an_ablation_s_runs() -> None:
+    study = optuna.create_study()
+    study.set_user_attr("metric", "val_mae")
+    for value in (3.0, 2.5):
+        trial = study.ask()
+        trial.set_user_attr("val_mae", value)
+        study.tell(trial, value)
+    shown = {}
+    for best in (True, False):
+        out = io.StringIO()
+        Progress(study, 4, out, best=best)(final=True)
+        shown[best] = out.getvalue()
+    assert "; best val_mae 2.5 (trial 1)" in shown[True]
+    assert "best" not in shown[False] and shown[False].startswith("trials 2/4: 2 complete")

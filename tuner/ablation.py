@@ -421,7 +421,7 @@ def ablate(
     n_workers = workers_to_start(n_workers, left, say) if left > 0 else 0
     placements = on_gpus(plan(n_workers, pin), gpus()) if n_workers else []
     processes = start_workers(config.path, storage_url, placements, options=("--ablation",))
-    codes = supervise(processes, companion, total, out) if processes else []
+    codes = supervise(processes, companion, total, out, best=False) if processes else []
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
     if failed:
         raise TunerError("; ".join(failed))

@@ -191,8 +191,10 @@ def supervise(
     study: optuna.Study,
     n_trials: int,
     out: TextIO,
+    best: bool = True,
 ) -> list[int]:
-    """Wait for the workers, forwarding SIGINT/SIGTERM to them and showing progress.
+    """Wait for the workers, forwarding SIGINT/SIGTERM to them and showing progress (with the
+    best trial so far, if `best`).
 
     Returns the workers' exit codes.
     """
@@ -205,7 +207,7 @@ def supervise(
     # A closed terminal or ssh session (SIGHUP) stops the workers as Ctrl-C does.
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, forward) for s in signals}
-    show = Progress(study, n_trials, out, n_workers=len(processes))
+    show = Progress(study, n_trials, out, n_workers=len(processes), best=best)
     readers = [
         threading.Thread(target=_pass_on, args=(p.stderr, show.echo), daemon=True)
         for p in processes

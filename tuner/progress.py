@@ -50,8 +50,9 @@ class Snapshot:
     left_s: float | None  # estimated seconds until the budget is spent
 
 
-def snapshot(study: optuna.Study, n_trials: int, n_workers: int) -> Snapshot:
-    """Where the study stands now."""
+def snapshot(study: optuna.Study, n_trials: int, n_workers: int, best: bool = True) -> Snapshot:
+    """Where the study stands now; with `best`, its best trial so far (not for an ablation's
+    runs, where the best is one variant's luckiest seed)."""
     counts = count(study)
     trials = study.get_trials(deepcopy=False)
     now = datetime.datetime.now()
@@ -69,7 +70,7 @@ def snapshot(study: optuna.Study, n_trials: int, n_workers: int) -> Snapshot:
         counts,
         n_trials,
         running,
-        _best(study),
+        _best(study) if best else "",
         time_left(counts, n_trials, n_workers, finished, running),
     )
 
@@ -150,11 +151,20 @@ def trial_line(r: Running, metric: str) -> str:
 class Progress:
     """Shows a study's progress on `out`, redrawn on a terminal, as plain lines elsewhere.
 
-    Call it every few seconds, and once more with `final=True` at the end.
+    Call it every few seconds, and once more with `final=True` at the end. `best`: show the
+    best trial so far (`snapshot`).
     """
 
-    def __init__(self, study: optuna.Study, n_trials: int, out: TextIO, n_workers: int = 1):
+    def __init__(
+        self,
+        study: optuna.Study,
+        n_trials: int,
+        out: TextIO,
+        n_workers: int = 1,
+        best: bool = True,
+    ):
         self.study, self.n_trials, self.out, self.n_workers = study, n_trials, out, n_workers
+        self.best = best
         self.metric = str(study.user_attrs.get("metric", "value"))
         self.live: Any = None
         if out.isatty():
@@ -168,7 +178,7 @@ class Progress:
         self._last = ""
 
     def __call__(self, final: bool = False) -> None:
-        shot = snapshot(self.study, self.n_trials, self.n_workers)
+        shot = snapshot(self.study, self.n_trials, self.n_workers, self.best)
         if self.live is not None:
             self.live.update(self._table(shot), refresh=True)
             if final:
