@@ -85,13 +85,30 @@ def test_a_best_trial_still_improving_at_its_last_epoch_asks_for_more_epochs() -
     assert "`[training] epochs` is probably too small" in text
 
 
-def test_a_winning_family_often_pruned_at_the_first_rung_questions_min_resource() -> None:
-    study = _study()
-    _pruned(study, 3)  # GRU, 1 layer: the winner's family
+def test_a_winner_that_trailed_at_the_first_rung_questions_min_resource() -> None:
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr("metric", "val_mae")
+    for value, first in ((2.0, 5.5), (2.5, 3.5)):  # the winner started slowly
+        study.add_trial(
+            create_trial(
+                value=value,
+                params=_params(cell="gru" if value == 2.0 else "lstm"),
+                distributions=DISTRIBUTIONS,
+                user_attrs={"epochs": 3, "best_epoch": 2, "train_seconds": 1.0, "n_params": 9},
+                intermediate_values={1: first, 2: value + 0.5, 3: value},
+            )
+        )
+    _pruned(study, 3)  # GRU, 1 layer: the winner's family, at 4.0, 5.0, 6.0
     [text] = diagnose(study)
-    assert text.startswith("3 of the 4 trials of the winning family (GRU, 1 layer) were pruned")
-    assert "at epoch 1, the pruner's first rung" in text
+    assert text.startswith("the best trial 0 was behind 3 of the 5 trials at epoch 1, the ")
+    assert "where 3 trials of its family (GRU, 1 layer) were pruned" in text
     assert "`min_resource` may be too small" in text
+
+
+def test_a_winner_that_led_at_the_first_rung_says_nothing_against_min_resource() -> None:
+    study = _study()  # the winner's first epoch, 3.0, was the best there
+    _pruned(study, 5)  # however many of its family were pruned there
+    assert diagnose(study) == []
 
 
 def test_best_trial_and_best_trials_print_the_diagnoses_as_notes() -> None:

@@ -1,7 +1,7 @@
 """Diagnoses a person would otherwise make by hand from a study's results, each one sentence
 saying what was seen and what to change: a naive baseline that beats the best trial, a best
-trial still improving at its last epoch, and a winning family of models that the pruner often
-stopped at its first rung.
+trial still improving at its last epoch, and a winner that trailed at the pruner's first rung,
+where the pruner stopped others of its family.
 
 Each diagnosis speaks only when its evidence is there; a study that shows none gets none.
 """
@@ -17,9 +17,8 @@ from tuner.config import StudyConfig
 from tuner.results import best_trial, metric_value, minimizes
 from tuner.verdict import TIE, versus
 
-# Pruned at the first rung: at least this many of the winning family, and this share of it.
+# Pruned at the first rung: at least this many of the winning family.
 MANY_PRUNED = 3
-SHARE_PRUNED = 1 / 3
 
 
 def diagnose(study: optuna.Study, config: StudyConfig | None = None) -> list[str]:
@@ -94,6 +93,11 @@ def _describe(family: tuple[Any, ...]) -> str:
 def _pruned_too_soon(
     study: optuna.Study, best: FrozenTrial, config: StudyConfig | None
 ) -> list[str]:
+    """The pruner's first rung is too early when the winner was, there, behind at least half
+    of the trials that got that far (where a pruner stops trials), and trials of its family
+    were pruned there: models like it need more epochs before they can be judged. A winner that
+    already led at the first rung says nothing against it, however many of its family were
+    pruned (Hyperband prunes most trials there by design)."""
     pruned = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
@@ -102,19 +106,27 @@ def _pruned_too_soon(
     if not pruned:
         return []
     first_rung = min(max(t.intermediate_values) for t in pruned)
+    own = best.intermediate_values.get(first_rung)
+    if own is None:
+        return []
     family = _family(best.params)
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    members = [t for t in finished if _family(t.params) == family]
     early = [
         t
         for t in pruned
         if _family(t.params) == family and max(t.intermediate_values) == first_rung
     ]
-    if len(early) < MANY_PRUNED or len(early) < SHARE_PRUNED * len(members):
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    there = [
+        t.intermediate_values[first_rung] for t in finished if first_rung in t.intermediate_values
+    ]
+    sign = 1 if minimizes(study) else -1
+    ahead = sum(1 for v in there if sign * v < sign * own)
+    if len(early) < MANY_PRUNED or ahead < len(there) / 2:
         return []
     resource = f" ({config.pruner.min_resource})" if config is not None else ""
     return [
-        f"{len(early)} of the {len(members)} trials of the winning family ({_describe(family)}) "
-        f"were pruned at epoch {first_rung}, the pruner's first rung, yet that family won: the "
-        f"pruner's `min_resource`{resource} may be too small for this data"
+        f"the best trial {best.number} was behind {ahead} of the {len(there)} trials at epoch "
+        f"{first_rung}, the pruner's first rung, where {len(early)} trials of its family "
+        f"({_describe(family)}) were pruned: the pruner's `min_resource`{resource} may be too "
+        "small for this data"
     ]
