@@ -94,6 +94,25 @@ def test_a_tiny_study_runs_end_to_end_and_retrains_on_the_chosen_backend(
     assert rows[0].endswith(",temp") and len(rows) > 100
 
 
+def test_seeding_on_jax_leaves_tensorflow_unimported_and_repeats_the_draws() -> None:
+    """Keras's own set_random_seed imports TensorFlow, installed here, to seed it too."""
+    code = (
+        "import sys, numpy as np, keras; from tuner.seeds import set_random_seed\n"
+        "set_random_seed(7); a = (np.random.rand(), float(keras.random.uniform(())))\n"
+        "set_random_seed(7); b = (np.random.rand(), float(keras.random.uniform(())))\n"
+        "set_random_seed(8); c = (np.random.rand(), float(keras.random.uniform(())))\n"
+        "assert a == b and a[0] != c[0] and a[1] != c[1], (a, b, c)\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "import tensorflow\n"  # still importable afterwards: nothing is left in its place
+        "print(hasattr(tensorflow, 'random'))"
+    )
+    env = os.environ | {"KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["True"]
+
+
 def test_a_worker_bounds_xla_threads_as_tensorflow_threads(monkeypatch) -> None:
     from tuner.worker import place
 
