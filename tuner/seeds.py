@@ -27,8 +27,14 @@ def set_random_seed(seed: int) -> None:
     if "tensorflow" in sys.modules or keras.backend.backend() == "tensorflow":
         keras.utils.set_random_seed(seed)
         return
-    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # so Keras finds none
+    # Keras asks its lazy TensorFlow module whether TensorFlow is there, which imports it; it is
+    # told no for this one call, and asked afresh afterwards (TextVectorization needs it).
+    from keras.src.utils import module_utils
+
+    lazy = module_utils.tensorflow
+    available = lazy._available
+    lazy._available = False
     try:
         keras.utils.set_random_seed(seed)
     finally:
-        del sys.modules["tensorflow"]
+        lazy._available = available
