@@ -317,11 +317,21 @@ def test_a_study_file_that_is_a_folder_is_named(tmp_path: Path) -> None:
         load_study_config(tmp_path)
 
 
-def test_a_worker_restarts_by_default_and_can_be_told_not_to(write_study) -> None:
-    assert load_study_config(write_study()).workers.max_trials_per_process > 0
+def test_a_worker_restarts_by_default_on_tensorflow_alone_and_can_be_told_otherwise(
+    write_study,
+) -> None:
+    from tuner.process import trials_per_process
+
+    default = load_study_config(write_study()).workers
+    assert trials_per_process(default, "tensorflow") == 20
+    assert trials_per_process(default, "jax") == 0
+    assert default.max_memory_mb > 0
     workers = "heartbeat_interval = 2\nmax_trials_per_process = 0\nmax_memory_mb = 0"
     config = load_study_config(write_study(workers=workers))
-    assert (config.workers.max_trials_per_process, config.workers.max_memory_mb) == (0, 0)
+    assert trials_per_process(config.workers, "tensorflow") == 0
+    assert config.workers.max_memory_mb == 0
+    config = load_study_config(write_study(workers="max_trials_per_process = 5"))
+    assert trials_per_process(config.workers, "jax") == 5
 
 
 def test_the_ablation_table(write_study) -> None:

@@ -176,8 +176,10 @@ class WorkersConfig:
     max_consecutive_failures: int = 3
     reconnect_timeout: int = 300
     # A worker starts afresh (re-executes itself between two trials) after this many trials, or
-    # once its resident memory passes this many MB; 0 turns either off (BENCHMARKS.md).
-    max_trials_per_process: int = 20
+    # once its resident memory passes this many MB; 0 turns either off (BENCHMARKS.md). None:
+    # the backend's own (`tuner.process.TRIALS_PER_PROCESS`): 20 on TensorFlow, whose workers
+    # grow with every model, 0 on JAX, whose level off.
+    max_trials_per_process: int | None = None
     max_memory_mb: int = 2500
 
 
@@ -524,7 +526,7 @@ def _workers(t: _Table) -> WorkersConfig:
         ),
         reconnect_timeout=t.get("reconnect_timeout", int, 300, lambda v: v >= 0, "must be >= 0"),
         max_trials_per_process=t.get(
-            "max_trials_per_process", int, 20, lambda v: v >= 0, "must be >= 0 (0: no limit)"
+            "max_trials_per_process", int, None, lambda v: v >= 0, "must be >= 0 (0: no limit)"
         ),
         max_memory_mb=t.get(
             "max_memory_mb", int, 2500, lambda v: v >= 0, "must be >= 0 (0: no limit)"

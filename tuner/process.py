@@ -108,9 +108,26 @@ def resident_mb() -> float:
         return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+# `[workers] max_trials_per_process` when the study file leaves it out, per Keras backend: a
+# TensorFlow worker grows 40 to 60 MB a trial without end; a JAX worker, which clears its
+# compiled functions before each trial, levels off (about 2 MB a trial after the first few), and
+# a fresh start costs it more than it gives back (BENCHMARKS.md, "Workers that start afresh").
+TRIALS_PER_PROCESS = {"tensorflow": 20, "jax": 0}
+
+
+def trials_per_process(workers: WorkersConfig, backend: str) -> int:
+    """The trials after which a worker on `backend` starts afresh (0: never)."""
+    if workers.max_trials_per_process is not None:
+        return workers.max_trials_per_process
+    return TRIALS_PER_PROCESS[backend]
+
+
 def restart_due(workers: WorkersConfig, trials_here: int) -> str | None:
-    """Why this worker should start afresh now, or None."""
-    if workers.max_trials_per_process and trials_here >= workers.max_trials_per_process:
+    """Why this worker should start afresh now, or None. Keras is imported."""
+    from tuner.backend import current
+
+    limit = trials_per_process(workers, current())
+    if limit and trials_here >= limit:
         return f"{trials_here} trials in this process ([workers] max_trials_per_process)"
     if workers.max_memory_mb:
         rss = resident_mb()
