@@ -32,7 +32,6 @@ def epochs_of(seed: str, epochs: int, recurrent_dropout: bool) -> list[float]:
     import numpy as np
 
     from tuner.model import build_model
-    from tuner.seeds import set_random_seed
     from tuner.space import SEED_CONFIGS, spec_from_params
 
     params = dict(next(c.params for c in SEED_CONFIGS if c.name == seed))
@@ -42,7 +41,7 @@ def epochs_of(seed: str, epochs: int, recurrent_dropout: bool) -> list[float]:
     x = rng.normal(size=(BATCH * TRAIN_BATCHES, STEPS, FEATURES)).astype("float32")
     y = rng.normal(size=(BATCH * TRAIN_BATCHES,)).astype("float32")
     n_val = BATCH * VALIDATION_BATCHES
-    set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model = build_model(spec_from_params(params), (STEPS, FEATURES), _head())
     durations: list[float] = []
 

@@ -34,12 +34,11 @@ def build(cache: str | None) -> None:
     import keras
 
     from tuner.model import Head, ModelSpec, build_model
-    from tuner.seeds import set_random_seed
 
     times = []
     for units in BUILD_UNITS:
         keras.backend.clear_session(free_memory=False)
-        set_random_seed(units)
+        keras.utils.set_random_seed(units)
         start = time.perf_counter()
         build_model(ModelSpec("gru", (units,), 0.1, 0.1, False, "tanh", 1e-3), (60, 8), Head())
         times.append(time.perf_counter() - start)

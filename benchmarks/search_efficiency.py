@@ -66,13 +66,12 @@ def _setup() -> tuple[Any, Any, Any, Any]:
 def reference() -> dict[str, Any]:
     """The seed configurations trained for their own epochs, as the classic example does."""
     from tuner.model import build_model
-    from tuner.seeds import set_random_seed
     from tuner.space import SEED_CONFIGS, spec_from_params
 
     config, data, (train, validation), keras = _setup()
     values = {}
     for seed in SEED_CONFIGS:
-        set_random_seed(0)
+        keras.utils.set_random_seed(0)
         model = build_model(
             spec_from_params(seed.params),
             data.inputs,

@@ -20,7 +20,7 @@ from tuner.config import StudyConfig
 from tuner.data import Prepared
 from tuner.errors import Interrupted, TrialFailed
 from tuner.model import build_model
-from tuner.seeds import set_random_seed, training_seed
+from tuner.seeds import training_seed
 from tuner.space import suggest, suggest_fixed
 
 VALIDATION_BATCH = 1024
@@ -70,7 +70,7 @@ class Objective:
         # The trial's own seed makes its weights, dropout masks and batch order depend on its
         # number alone, not on which worker ran it or what that worker ran before.
         seed = fixed["seed"] if fixed else training_seed(config.sampler.seed, trial.number)
-        set_random_seed(seed)
+        keras.utils.set_random_seed(seed)
         trial.set_user_attr("training_seed", seed)
         train = self.data.split("train", training.batch_size, shuffle=True, seed=seed)
         model = build_model(

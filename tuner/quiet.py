@@ -36,7 +36,8 @@ def quiet_logs() -> None:
 
 
 def import_tensorflow() -> None:
-    """Import TensorFlow (and so Keras) quietly; a no-op once it is imported."""
+    """Import TensorFlow (and so Keras) quietly; a no-op once it is imported. Keras on another
+    backend can use it from then on (`leave_tensorflow_out`)."""
     if "tensorflow" in sys.modules:
         return
     quiet_logs()
@@ -49,11 +50,41 @@ def import_tensorflow() -> None:
 
 def import_keras() -> None:
     """Import Keras quietly on the backend `KERAS_BACKEND` names (`tuner.backend.use`): on
-    TensorFlow, TensorFlow too; on JAX, not TensorFlow (its memory and start-up are spared)."""
-    if "keras" in sys.modules:
+    TensorFlow, TensorFlow too; on JAX, not TensorFlow (its memory and start-up are spared),
+    now or later (`leave_tensorflow_out`)."""
+    if "keras" not in sys.modules:
+        if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+            import_tensorflow()
+        quiet_logs()
+        with silenced_stderr():
+            import keras  # noqa: F401
+    leave_tensorflow_out()
+
+
+def leave_tensorflow_out() -> None:
+    """In this process, let Keras on a backend other than TensorFlow count TensorFlow as there
+    only once something has imported it.
+
+    Keras asks whether TensorFlow is installed in many places, whatever the backend (seeding
+    every trial, a `Bidirectional` layer's config, saving), and imports it to find out: that
+    cost a JAX worker 2 to 3 s and about 400 MB for a library it never used, and printed
+    TensorFlow's start-up lines, which `TF_CPP_MIN_LOG_LEVEL` no longer silences (BENCHMARKS.md).
+    tuner imports TensorFlow itself where it needs it (`import_tensorflow`: a text study's
+    vectorising), and Keras then uses it as before.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
         return
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        import_tensorflow()
-    quiet_logs()
-    with silenced_stderr():
-        import keras  # noqa: F401
+    from keras.src.utils import module_utils
+
+    class IfImported(module_utils.LazyModule):  # type: ignore[misc]
+        """Keras's lazy module that counts as available only once imported."""
+
+        @property
+        def available(self) -> bool:
+            return self.name in sys.modules and bool(super().available)
+
+    lazy = module_utils.tensorflow  # the one object every Keras module holds as `tf`
+    if type(lazy) is module_utils.LazyModule:
+        lazy.__class__ = IfImported

@@ -29,7 +29,6 @@ from tuner.errors import TunerError
 from tuner.export import card, export_model, versions
 from tuner.model import build_model
 from tuner.results import best_trial, improvement, metric_value
-from tuner.seeds import set_random_seed
 from tuner.space import spec_from_params
 from tuner.storage import open_storage
 from tuner.study import load_existing, stored_config
@@ -129,7 +128,7 @@ def retrain(
     # where the trial's did.
     seed = int(trial.user_attrs.get("training_seed", config.sampler.seed))
     keras.backend.clear_session()
-    set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     spec = spec_from_params(trial.params)
     model = build_model(
         spec,
