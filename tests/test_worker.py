@@ -89,7 +89,7 @@ def _wait_for_running(url: str, name: str, timeout: float = 120) -> None:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
             running = study.get_trials(states=(TrialState.RUNNING,))
-            if running and running[0].intermediate_values:
+            if any(t.intermediate_values for t in running):
                 return
         except KeyError:
             pass
@@ -183,7 +183,9 @@ def test_a_killed_workers_trial_is_failed_and_retried_and_the_study_completes(
         "kill",
         study='name = "kill"\nmetric = "val_mae"\nn_trials = 5\nseed_configs = false',
         pruner='name = "none"',
-        training="epochs = 6\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 6",
+        # Epochs enough that a trial stays in the middle for a few seconds once compiled: JAX
+        # runs an epoch of this tiny model in a few milliseconds.
+        training="epochs = 40\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 40",
         workers=f"heartbeat_interval = 1\ngrace_period = {grace}",
         space=FAST_SPACE,
     )
