@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--kill-every", type=float, nargs=2, default=(30.0, 60.0))
     parser.add_argument("--max-minutes", type=float, default=120.0)
-    parser.add_argument("--max-trials-per-process", type=int, default=20)
+    parser.add_argument(
+        "--max-trials-per-process", type=int, default=None, help="default: the backend's own"
+    )
     parser.add_argument("--max-memory-mb", type=int, default=2500)
     parser.add_argument(
         "--restart-postgres",
@@ -95,10 +97,14 @@ def soak(folder: Path, url: str, args: argparse.Namespace) -> dict[str, object]:
             "heartbeat_interval": 2,
             "grace_period": 8,
             "reconnect_timeout": 300,
-            "max_trials_per_process": args.max_trials_per_process,
             "max_memory_mb": args.max_memory_mb,
             "max_retry": args.max_retry,
-        },
+        }
+        | (
+            {}
+            if args.max_trials_per_process is None
+            else {"max_trials_per_process": args.max_trials_per_process}
+        ),
     )
     env = os.environ | {"TUNER_STORAGE": url, "TUNER_CACHE_DIR": str(folder / "cache")}
     logs = folder / "logs"

@@ -94,6 +94,7 @@ def test_a_tiny_study_runs_end_to_end_and_retrains_on_the_chosen_backend(
     assert rows[0].endswith(",temp") and len(rows) > 100
 
 
+@pytest.mark.slow
 def test_keras_on_jax_leaves_tensorflow_out_until_tuner_imports_it(tmp_path: Path) -> None:
     """Keras asks whether TensorFlow (installed here) is there when seeding, configuring a
     Bidirectional layer and saving, and imports it to find out."""

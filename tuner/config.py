@@ -178,7 +178,7 @@ class WorkersConfig:
     # A worker starts afresh (re-executes itself between two trials) after this many trials, or
     # once its resident memory passes this many MB; 0 turns either off (BENCHMARKS.md). None:
     # the backend's own (`tuner.process.TRIALS_PER_PROCESS`): 20 on TensorFlow, whose workers
-    # grow with every model, 0 on JAX, whose level off.
+    # grow with every model, 0 on JAX, whose workers grow only about 3 MB a trial.
     max_trials_per_process: int | None = None
     max_memory_mb: int = 2500
 

@@ -110,7 +110,7 @@ def resident_mb() -> float:
 
 # `[workers] max_trials_per_process` when the study file leaves it out, per Keras backend: a
 # TensorFlow worker grows 40 to 60 MB a trial without end; a JAX worker, which clears its
-# compiled functions before each trial, levels off (about 2 MB a trial after the first few), and
+# compiled functions before each trial, grows about 3 MB a trial after the first few, and
 # a fresh start costs it more than it gives back (BENCHMARKS.md, "Workers that start afresh").
 TRIALS_PER_PROCESS = {"tensorflow": 20, "jax": 0}
 
@@ -119,7 +119,7 @@ def trials_per_process(workers: WorkersConfig, backend: str) -> int:
     """The trials after which a worker on `backend` starts afresh (0: never)."""
     if workers.max_trials_per_process is not None:
         return workers.max_trials_per_process
-    return TRIALS_PER_PROCESS[backend]
+    return TRIALS_PER_PROCESS.get(backend, 20)
 
 
 def restart_due(workers: WorkersConfig, trials_here: int) -> str | None:

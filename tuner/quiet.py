@@ -76,15 +76,18 @@ def leave_tensorflow_out() -> None:
 
     if keras.backend.backend() == "tensorflow":
         return
-    from keras.src.utils import module_utils
+    try:  # Keras's own module: should it move, TensorFlow is imported as before, no worse
+        from keras.src.utils.module_utils import LazyModule
+        from keras.src.utils.module_utils import tensorflow as lazy  # every Keras module's `tf`
+    except ImportError:
+        return
 
-    class IfImported(module_utils.LazyModule):  # type: ignore[misc]
+    class IfImported(LazyModule):  # type: ignore[misc]
         """Keras's lazy module that counts as available only once imported."""
 
         @property
         def available(self) -> bool:
             return self.name in sys.modules and bool(super().available)
 
-    lazy = module_utils.tensorflow  # the one object every Keras module holds as `tf`
-    if type(lazy) is module_utils.LazyModule:
+    if type(lazy) is LazyModule:
         lazy.__class__ = IfImported
