@@ -88,23 +88,21 @@ def main() -> None:
 
 def soak(folder: Path, url: str, args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
+    workers = {
+        "heartbeat_interval": 2,
+        "grace_period": 8,
+        "reconnect_timeout": 300,
+        "max_memory_mb": args.max_memory_mb,
+        "max_retry": args.max_retry,
+    }
+    if args.max_trials_per_process is not None:  # else the backend's default
+        workers["max_trials_per_process"] = args.max_trials_per_process
     path = study_variant(
         folder,
         "soak",
         study={"n_trials": args.trials, "seed_configs": False},
         training={"epochs": 2, "steps_per_epoch": 5, "patience": 2},
-        workers={
-            "heartbeat_interval": 2,
-            "grace_period": 8,
-            "reconnect_timeout": 300,
-            "max_memory_mb": args.max_memory_mb,
-            "max_retry": args.max_retry,
-        }
-        | (
-            {}
-            if args.max_trials_per_process is None
-            else {"max_trials_per_process": args.max_trials_per_process}
-        ),
+        workers=workers,
     )
     env = os.environ | {"TUNER_STORAGE": url, "TUNER_CACHE_DIR": str(folder / "cache")}
     logs = folder / "logs"
