@@ -23,7 +23,6 @@ from tuner.model import build_model
 from tuner.seeds import training_seed
 from tuner.space import suggest, suggest_fixed
 
-VALIDATION_BATCH = 1024
 # The trial's latest epoch, planned epochs and metric, for `tuner run`'s progress display.
 PROGRESS_ATTR = "progress"
 
@@ -44,9 +43,8 @@ class Objective:
         self.config = config
         self.data = data
         self.should_stop = should_stop
-        # Validation batches can be large: their size changes nothing but the speed.
-        batch_size = max(config.training.batch_size, VALIDATION_BATCH)
-        self.validation = data.split("validation", batch_size)
+        # As few validation batches as fit: each batch shape is one more compile a trial.
+        self.validation = data.evaluation("validation", config.training.batch_size)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:

@@ -33,8 +33,6 @@ from tuner.space import spec_from_params
 from tuner.storage import open_storage
 from tuner.study import load_existing, stored_config
 
-TEST_BATCH = 1024
-
 
 class RetrainError(TunerError):
     """The trial asked for cannot be retrained."""
@@ -150,9 +148,8 @@ def retrain(
         verbose=0,
     )
     seconds = time.perf_counter() - start
-    test = model.evaluate(
-        data.split("test", max(training.batch_size, TEST_BATCH)), return_dict=True, verbose=0
-    )
+    on_test = data.evaluation("test", training.batch_size)
+    test = model.evaluate(on_test, return_dict=True, verbose=0)
     test = {name: float(value) for name, value in test.items()}
     key = config.metric.removeprefix("val_")
     value = test.get(key, math.nan)

@@ -82,6 +82,15 @@ class Prepared:
         """Batches of one split: "train", "validation", "test" or "train+validation"."""
         return self.arrays.dataset(name, batch_size, shuffle=shuffle, seed=seed)
 
+    def evaluation(self, name: str, batch_size: int) -> Batches:
+        """The unshuffled batches of a split to evaluate on, sized by `evaluation_batch_size`
+        (`batch_size` is the training batch, the least they hold)."""
+        from tuner.data.batches import evaluation_batch_size
+
+        rows = len(self.split(name, batch_size).rows)
+        size = evaluation_batch_size(rows, self.inputs.shape[0], batch_size)
+        return self.split(name, size)
+
     def baselines_on(self, split: str) -> dict[str, dict[str, float]]:
         """The naive predictions' scores on another split ("test", say)."""
         return self.arrays.baselines(split)
