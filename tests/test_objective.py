@@ -6,6 +6,7 @@ import re
 import optuna
 import pandas as pd
 import pytest
+from conftest import make_series
 from optuna.trial import TrialState
 
 from tuner.config import load_study_config
@@ -135,3 +136,36 @@ def test_a_jax_trial_starts_with_what_jax_compiled_before_it_forgotten(config) -
     study.optimize(Objective(config, prepare(config.data)), n_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE
     assert earlier._cache_size() == 0
+
+
+def test_a_jax_trial_compiles_its_training_and_validation_steps_once(
+    write_study, study_dir, caplog
+) -> None:
+    """Every new batch shape is one more XLA compile of the whole step, the largest cost of a
+    short trial: training batches are all full, even where a step budget runs on past the end
+    of a pass over the rows, and a validation split that fits is one batch."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("JAX only; CI runs the whole suite on JAX, the default")
+    import jax
+
+    # 6,000 hours: about 2,900 training windows (181 batches of 16, and 4 more rows) and
+    # 1,500 validation windows (two batches of 1,024 before).
+    make_series(6000).to_csv(study_dir / "series.csv", index=False)
+    config = load_study_config(
+        write_study(training="epochs = 2\nbatch_size = 16\nsteps_per_epoch = 100\npatience = 5")
+    )
+    data = prepare(config.data)
+    assert len(data.split("validation", 16).rows) > 1024
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level("WARNING"):
+            study.optimize(Objective(config, data), n_trials=1)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    assert study.trials[0].user_attrs["epochs"] == 2  # 200 steps: past the first pass
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling")]
+    assert sum("jit(train_step)" in m for m in compiled) == 1, compiled
+    assert sum("jit(test_step)" in m for m in compiled) == 1, compiled

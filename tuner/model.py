@@ -64,8 +64,32 @@ def build_model(
     """
     import keras
 
+    from tuner.initializers import numpy_initializers
+
     if not isinstance(inputs, Inputs):
         inputs = Inputs(tuple(inputs))
+    # Weights (and the optimizer's slots) drawn with NumPy: on JAX, Keras' own initialisers
+    # compile every operation once per shape, the larger part of building a model.
+    with numpy_initializers():
+        model = _network(spec, inputs, head)
+        model.compile(
+            optimizer=_optimizer(optimizer, spec.learning_rate),
+            loss=keras_loss(loss, head),
+            metrics=list(metrics),
+            # On JAX every step is compiled by XLA; jit_compile=False there runs op by op,
+            # 100 times slower (BENCHMARKS.md, the backends side by side). The setting is
+            # TensorFlow's.
+            jit_compile=jit_compile or keras.backend.backend() == "jax",
+        )
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _network(spec: ModelSpec, inputs: Inputs, head: Head) -> keras.Model:
+    """The network, uncompiled: what the task puts before the recurrent stack, the stack, the
+    head."""
+    import keras
+
     x = first = keras.Input(
         shape=inputs.shape, dtype="int32" if inputs.tokens else "float32", name="inputs"
     )
@@ -97,16 +121,7 @@ def build_model(
     outputs = keras.layers.Dense(head.units, activation=head.activation, name="head")(x)
     if head.scale != 1.0 or head.offset != 0.0:
         outputs = keras.layers.Rescaling(head.scale, head.offset, name="target_units")(outputs)
-    model = keras.Model(first, outputs, name="rnn")
-    model.compile(
-        optimizer=_optimizer(optimizer, spec.learning_rate),
-        loss=keras_loss(loss, head),
-        metrics=list(metrics),
-        # On JAX every step is compiled by XLA; jit_compile=False there runs op by op, 100 times
-        # slower (BENCHMARKS.md, the backends side by side). The setting is TensorFlow's.
-        jit_compile=jit_compile or keras.backend.backend() == "jax",
-    )
-    return model
+    return keras.Model(first, outputs, name="rnn")
 
 
 def keras_loss(loss: str, head: Head) -> str:

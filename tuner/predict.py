@@ -77,7 +77,12 @@ def predict_file(
     import keras
 
     model = keras.saving.load_model(model_path)
-    output = model.predict(new.inputs, batch_size=BATCH, verbose=0)
+    from tuner.data.batches import evaluation_batch_size
+
+    # All rows in one batch when they fit: one compiled shape, not a full batch and the rest.
+    steps = new.inputs.shape[1] if new.inputs.ndim > 1 else None
+    batch_size = evaluation_batch_size(len(new.inputs), steps, BATCH)
+    output = model.predict(new.inputs, batch_size=batch_size, verbose=0)
     frame = new.keys.copy()
     if config.data.task == "forecast":
         frame[config.data.target] = output[:, 0]
