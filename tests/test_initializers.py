@@ -82,3 +82,12 @@ def test_a_model_built_twice_from_one_seed_has_the_same_weights_and_keras_config
     assert config["kernel_initializer"]["class_name"] == "GlorotUniform"
     assert config["recurrent_initializer"]["class_name"] == "Orthogonal"
     assert one.optimizer.built
+
+
+def test_fans_are_keras_fans() -> None:
+    from keras.src.initializers.random_initializers import compute_fans
+
+    from tuner.initializers import _fans
+
+    for shape in [(7,), (8, 96), (3, 8, 96), (2, 3, 8, 96)]:
+        assert _fans(shape) == compute_fans(shape)

@@ -18,6 +18,7 @@ seed, a dtype NumPy lacks, an unknown dimension) computes as Keras does.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -51,12 +52,19 @@ def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nd
     return x
 
 
-def _variance_scaling(initializer: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    from keras.src.initializers.random_initializers import compute_fans
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Keras' fan-in and fan-out of a weight of `shape` (its input and output axes the last
+    but one and the last)."""
+    if not shape:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive_field = math.prod(shape[:-2])
+    return shape[-2] * receptive_field, shape[-1] * receptive_field
 
-    fan_in, fan_out = compute_fans(
-        shape, input_axes=initializer.input_axes, output_axes=initializer.output_axes
-    )
+
+def _variance_scaling(initializer: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    fan_in, fan_out = _fans(shape)
     scale = initializer.scale / max(
         1.0,
         {"fan_in": fan_in, "fan_out": fan_out}.get(initializer.mode, (fan_in + fan_out) / 2.0),
@@ -118,6 +126,9 @@ def _numpy_call(
             and name in (_FLOATS if random else _NUMPY_DTYPES)
             and (not random or isinstance(self.seed, int))
             and (compute is not _orthogonal or len(dims) >= 2)
+            # Axes named by the user (newer Keras): Keras' own fans.
+            and getattr(self, "input_axes", None) is None
+            and getattr(self, "output_axes", None) is None
         ):
             return compute(self, dims, np.dtype(name))
         return original(self, shape, dtype)
@@ -129,15 +140,21 @@ _FLOATS = frozenset({"float16", "float32", "float64"})
 _NUMPY_DTYPES = _FLOATS | {"int32", "int64", "bool"}
 
 
+# Held for the block: two threads' blocks would otherwise restore each other's computations.
+_LOCK = threading.RLock()
+
+
 @contextmanager
 def numpy_initializers() -> Iterator[None]:
-    """Within the block, Keras' built-in initialisers compute their values with NumPy."""
-    computations = _computations()
-    originals = {cls: cls.__dict__["__call__"] for cls in computations}
-    try:
-        for cls, (compute, random) in computations.items():
-            setattr(cls, "__call__", _numpy_call(originals[cls], compute, random))  # noqa: B010
-        yield
-    finally:
-        for cls, original in originals.items():
-            setattr(cls, "__call__", original)  # noqa: B010
+    """Within the block, Keras' built-in initialisers compute their values with NumPy. One
+    thread at a time runs such a block (others wait); the same thread may nest them."""
+    with _LOCK:
+        computations = _computations()
+        originals = {cls: cls.__dict__["__call__"] for cls in computations}
+        try:
+            for cls, (compute, random) in computations.items():
+                setattr(cls, "__call__", _numpy_call(originals[cls], compute, random))  # noqa: B010
+            yield
+        finally:
+            for cls, original in originals.items():
+                setattr(cls, "__call__", original)  # noqa: B010

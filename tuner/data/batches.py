@@ -119,12 +119,14 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
         """The rows in the order pass `epoch` over them reads them."""
         if not self.shuffle:
             return self.rows
-        if epoch not in self._orders:
+        order = self._orders.get(epoch)
+        if order is None:
             rng = np.random.default_rng([self.seed, epoch])
+            order = self.rows[rng.permutation(len(self.rows))]
             # A batch spans at most two passes: keep the latest two.
             self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
-            self._orders[epoch] = self.rows[rng.permutation(len(self.rows))]
-        return self._orders[epoch]
+            self._orders[epoch] = order
+        return order
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
