@@ -130,16 +130,16 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
     try:
         deadline = time.monotonic() + 300
         while True:
-            assert time.monotonic() < deadline, "worker A never got to the middle of a trial"
+            assert time.monotonic() < deadline, "worker A never got to run a trial"
             assert a.poll() is None, "worker A ran out of trials before it could be killed"
             trials = companion.get_trials()
+            # Any trial worker A is running: with one compile a trial, a trial's epochs pass
+            # too fast to wait for one of them to be reported.
             victim = next(
                 (
                     t
                     for t in trials
-                    if t.state == TrialState.RUNNING
-                    and t.user_attrs.get("worker") == a_name
-                    and t.intermediate_values
+                    if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == a_name
                 ),
                 None,
             )
