@@ -327,7 +327,9 @@ def test_workers_ride_out_a_server_restart_and_never_show_the_password(
         "restart",
         study='name = "restart"\nmetric = "val_mae"\nn_trials = 6\nseed_configs = false',
         pruner='name = "none"',
-        training="epochs = 6\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 6",
+        # Epochs enough that a trial is part-way through them for seconds, not a blink (one
+        # compile a trial makes tiny epochs fast).
+        training="epochs = 40\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 40",
         # A long grace period: no trial goes stale while the server is away.
         workers="heartbeat_interval = 1\ngrace_period = 60\nreconnect_timeout = 120",
         space=FAST_SPACE,
@@ -451,7 +453,8 @@ def test_a_host_cut_off_mid_trial_loses_it_to_the_other_and_gives_up_in_one_line
         "hosts",
         study='name = "hosts"\nmetric = "val_mae"\nn_trials = 5\nseed_configs = false',
         pruner='name = "none"',
-        training="epochs = 8\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 8",
+        # Long enough for worker A to be seen part-way through a trial.
+        training="epochs = 40\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 40",
         workers=f"heartbeat_interval = 1\ngrace_period = {grace}\nreconnect_timeout = {reconnect}",
         space=FAST_SPACE,
     )
