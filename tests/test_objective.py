@@ -150,8 +150,8 @@ def test_a_jax_trial_compiles_its_training_and_validation_steps_once(
         pytest.skip("JAX only; CI runs the whole suite on JAX, the default")
     import jax
 
-    # 6,000 hours: about 2,900 training windows (181 batches of 16, and 4 more rows) and
-    # 1,500 validation windows (two batches of 1,024 before).
+    # 6,000 hours: 2,987 training windows (186 batches of 16, and 11 rows more) and 1,487
+    # validation windows (two batches, of 1,024 and 463, before).
     make_series(6000).to_csv(study_dir / "series.csv", index=False)
     config = load_study_config(
         write_study(training="epochs = 2\nbatch_size = 16\nsteps_per_epoch = 100\npatience = 5")

@@ -76,9 +76,9 @@ def predict_file(
     import_keras()
     import keras
 
-    model = keras.saving.load_model(model_path)
     from tuner.data.batches import evaluation_batch_size
 
+    model = keras.saving.load_model(model_path)
     # All rows in one batch when they fit: one compiled shape, not a full batch and the rest.
     steps = new.inputs.shape[1] if new.inputs.ndim > 1 else None
     batch_size = evaluation_batch_size(len(new.inputs), steps, BATCH)

@@ -37,7 +37,7 @@ def evaluation_batch_size(rows: int, timesteps: int | None, batch_size: int) -> 
     all of them in one batch when they fit in `EVALUATION_ELEMENTS`, so the evaluation step is
     compiled for one shape, not two (a full batch and the rest); never fewer than the training
     batch. The batch size changes nothing but the speed."""
-    cap = max(batch_size, EVALUATION_ELEMENTS // max(timesteps or 256, 1))
+    cap = max(batch_size, EVALUATION_ELEMENTS // (timesteps or 256))
     return max(1, min(rows, cap))
 
 
