@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.artifacts import RETRAINED_PREFIX, name_artifact, open_store
 from tuner.config import StudyConfig
 from tuner.data import Prepared, prepare
+from tuner.dropout import philox_dropout
 from tuner.errors import TunerError
 from tuner.export import card, export_model, versions
 from tuner.model import build_model
@@ -139,14 +140,15 @@ def retrain(
     )
     train = data.split("train+validation", training.batch_size, shuffle=True, seed=seed)
     start = time.perf_counter()
-    model.fit(
-        # As in the search: a step budget walks on through a repeated stream.
-        train.repeat() if training.steps_per_epoch else train,
-        epochs=epochs,
-        steps_per_epoch=training.steps_per_epoch,
-        shuffle=False,
-        verbose=0,
-    )
+    with philox_dropout():  # as in the search
+        model.fit(
+            # As in the search: a step budget walks on through a repeated stream.
+            train.repeat() if training.steps_per_epoch else train,
+            epochs=epochs,
+            steps_per_epoch=training.steps_per_epoch,
+            shuffle=False,
+            verbose=0,
+        )
     seconds = time.perf_counter() - start
     on_test = data.evaluation("test", training.batch_size)
     test = model.evaluate(on_test, return_dict=True, verbose=0)

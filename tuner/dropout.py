@@ -1,0 +1,90 @@
+"""Dropout masks drawn with XLA's Philox generator while tuner trains on JAX.
+
+On JAX, Keras draws every dropout mask (a `Dropout` layer's, and the masks a GRU or LSTM keeps
+for all time steps of a batch) with `jax.random.bernoulli`, whose default generator is
+Threefry-2x32: twenty rounds that XLA compiles into a large kernel for each mask. Every trial
+compiles its own training step, so those kernels were paid again in every trial: a fifth of the
+compile of a GRU's training step with dropout, a quarter of a bidirectional two-layer LSTM's
+(BENCHMARKS.md, "Dropout masks from Philox"). XLA's own `rng_bit_generator` with the
+Philox-4x32-10 algorithm (the generator of TensorFlow's stateless random ops and of cuRAND)
+draws the same Bernoulli masks and compiles in about half the time.
+
+`philox_dropout()` swaps the draw in for the duration of a `with` block, which must hold the
+first call of `fit` (when the training step is traced): nothing is saved with a model about how
+its masks were drawn, and nothing outside the block (a user's own training) is touched. The masks
+are as repeatable as Keras' own: each is drawn from the key the layer's `SeedGenerator` hands
+out (a new one at every step), which the trial's seed sets. Only the masks' bits differ from
+Keras' own draws. Anything else (a `jax.Array` seed, a rate that is not a number, another
+backend) draws as Keras does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+# Held for the block: two threads' blocks would otherwise restore each other's function.
+_LOCK = threading.RLock()
+
+
+def _noise_shape(inputs: Any, noise_shape: Sequence[int | None] | None) -> tuple[int, ...]:
+    """The mask's shape: `noise_shape` with its unknown dimensions taken from `inputs`."""
+    if noise_shape is None:
+        return tuple(inputs.shape)
+    return tuple(inputs.shape[i] if size is None else size for i, size in enumerate(noise_shape))
+
+
+def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def dropout(inputs: Any, rate: Any, noise_shape: Any = None, seed: Any = None) -> Any:
+        if isinstance(seed, jax.Array) or not isinstance(rate, int | float) or not 0 < rate < 1:
+            return original(inputs, rate, noise_shape, seed)
+        # Keras' seed: two uint32 words, from the layer's SeedGenerator (advanced by this).
+        key = jnp.asarray(module.jax_draw_seed(seed))
+        if key.shape != (2,) or key.dtype != jnp.uint32:
+            return original(inputs, rate, noise_shape, key)
+        keep = 1.0 - float(rate)
+        # Philox's state: the key (the seed's two words), then a 64-bit counter from 0. Each
+        # seed is its own key, so masks drawn from neighbouring seeds are independent.
+        state = jnp.concatenate([key, jnp.zeros(2, jnp.uint32)])
+        _, bits = lax.rng_bit_generator(
+            state,
+            _noise_shape(inputs, noise_shape),
+            dtype=jnp.uint32,
+            algorithm=lax.RandomAlgorithm.RNG_PHILOX,
+        )
+        # Kept with probability `keep`, as a uniform draw below it (jax.random.bernoulli).
+        mask = bits < jnp.uint32(min(int(keep * 2**32), 2**32 - 1))
+        mask = jnp.broadcast_to(mask, inputs.shape)
+        return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+
+    return dropout
+
+
+@contextmanager
+def philox_dropout() -> Iterator[None]:
+    """Within the block, Keras draws dropout masks on JAX with XLA's Philox generator. One
+    thread at a time runs such a block (others wait); the same thread may nest them. On another
+    backend the block changes nothing."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    from keras.src.backend.jax import random as module
+
+    if not callable(getattr(module, "dropout", None)) or not hasattr(module, "jax_draw_seed"):
+        yield  # a Keras laid out otherwise: its own draws
+        return
+    with _LOCK:
+        original = module.dropout
+        module.dropout = _philox(original, module)
+        try:
+            yield
+        finally:
+            module.dropout = original
