@@ -52,7 +52,7 @@ def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
         # Philox's state: the key (the seed's two words), then a 64-bit counter from 0. Each
         # seed is its own key, so masks drawn from neighbouring seeds are independent.
         state = jnp.concatenate([key, jnp.zeros(2, jnp.uint32)])
-        _, bits = lax.rng_bit_generator(
+        _, bits = lax.rng_bit_generator(  # type: ignore[no-untyped-call]
             state,
             _noise_shape(inputs, noise_shape),
             dtype=jnp.uint32,
