@@ -12,9 +12,11 @@ prints one line per phase. Run it with two versions of the code to compare them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import time
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = ""
@@ -93,14 +95,24 @@ def main() -> None:
             compiles.seconds.clear()
 
     train = data.split("train", training.batch_size, shuffle=True, seed=1)
-    model.fit(
-        train.repeat() if training.steps_per_epoch else train,
-        validation_data=_validation(data, training.batch_size),
-        epochs=args.epochs,
-        steps_per_epoch=training.steps_per_epoch,
-        callbacks=[Epochs()],
-        verbose=0,
-    )
+    with _masks():
+        model.fit(
+            train.repeat() if training.steps_per_epoch else train,
+            validation_data=_validation(data, training.batch_size),
+            epochs=args.epochs,
+            steps_per_epoch=training.steps_per_epoch,
+            callbacks=[Epochs()],
+            verbose=0,
+        )
+
+
+def _masks() -> Any:
+    """Dropout masks drawn as the objective draws them (Philox since `tuner.dropout`)."""
+    try:
+        from tuner.dropout import philox_dropout
+    except ImportError:  # older code: Keras' own draws
+        return contextlib.nullcontext()
+    return philox_dropout()
 
 
 def _validation(data: object, batch_size: int) -> object:

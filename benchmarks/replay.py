@@ -1,0 +1,81 @@
+"""The same trials on this code: a finished search's trials (every Nth), each trained again with
+its parameters for the epochs it trained, one after another in this process, against the time
+they took in the search.
+
+    python benchmarks/replay.py sqlite:///old/tuner.db studies/nyc-weather.toml --every 3
+
+    # every 3rd trial as two processes at once, one on each core:
+    taskset -c 0 python benchmarks/replay.py URL STUDY --every 6 &
+    taskset -c 1 python benchmarks/replay.py URL STUDY --every 6 --offset 3
+
+Two runs of a search on different code seldom try the same models: each trains with its own
+masks and weights, so the sampler follows other values into other parts of the space (one run of
+the README's main command spent its time on bidirectional two-layer GRUs, the other on one-layer
+GRUs). Replaying one run's trials on the other code compares the two on the same models. A
+trial's recorded time is its start to its end in the search (one worker per core); here each
+runs as an ablation trial does (fixed parameters and epochs, no pruning, no early stopping) in
+a process pinned to one core, after building and compiling everything afresh. Prints one
+line per trial and the sums.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = ""  # every trial compiles, as in a fresh search
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("storage", help="the finished search's storage URL")
+    parser.add_argument("study_file")
+    parser.add_argument("--every", type=int, default=1, help="replay every Nth trial")
+    parser.add_argument("--offset", type=int, default=0, help="starting at the Nth")
+    args = parser.parse_args()
+
+    from tuner.worker import place
+
+    place([min(os.sched_getaffinity(0))], 1)
+    import optuna
+
+    from tuner.ablation import ABLATION_ATTR
+    from tuner.config import load_study_config
+    from tuner.data import prepare
+    from tuner.objective import Objective
+    from tuner.quiet import import_keras
+
+    import_keras()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = load_study_config(args.study_file)
+    searched = optuna.load_study(study_name=config.name, storage=args.storage)
+    done = [
+        t
+        for t in searched.trials
+        if t.datetime_start and t.datetime_complete and t.user_attrs.get("epochs")
+    ][args.offset :: args.every]
+    objective = Objective(config, prepare(config.data))
+    replay = optuna.create_study(direction=config.direction)
+    then = now = 0.0
+    for t in done:
+        replay.enqueue_trial(
+            t.params, user_attrs={ABLATION_ATTR: {"seed": 1, "epochs": t.user_attrs["epochs"]}}
+        )
+        trial = replay.ask()
+        start = time.perf_counter()
+        replay.tell(trial, objective(trial))
+        seconds = time.perf_counter() - start
+        recorded = (t.datetime_complete - t.datetime_start).total_seconds()
+        then, now = then + recorded, now + seconds
+        print(
+            f"trial {t.number} ({t.user_attrs['epochs']} epochs, {t.params}): "
+            f"{recorded:.1f} s in the search, {seconds:.1f} s here",
+            flush=True,
+        )
+    print(f"{len(done)} trials: {then:.0f} s in the search, {now:.0f} s here ({now / then:.2f})")
+
+
+if __name__ == "__main__":
+    main()
