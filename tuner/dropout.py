@@ -3,11 +3,12 @@
 On JAX, Keras draws every dropout mask (a `Dropout` layer's, and the masks a GRU or LSTM keeps
 for all time steps of a batch) with `jax.random.bernoulli`, whose default generator is
 Threefry-2x32: twenty rounds that XLA compiles into a large kernel for each mask. Every trial
-compiles its own training step, so those kernels were paid again in every trial: a fifth of the
-compile of a GRU's training step with dropout, a quarter of a bidirectional two-layer LSTM's
-(BENCHMARKS.md, "Dropout masks from Philox"). XLA's own `rng_bit_generator` with the
-Philox-4x32-10 algorithm (the generator of TensorFlow's stateless random ops and of cuRAND)
-draws the same Bernoulli masks and compiles in about half the time.
+compiles its own training step, so those kernels were paid again in every trial. XLA's own
+`rng_bit_generator` with the Philox-4x32-10 algorithm (the generator of TensorFlow's stateless
+random ops and of cuRAND) draws Bernoulli masks of the same rate and compiles in about half the
+time:
+the first training step of a GRU(37) with dropout took a quarter less, of a bidirectional
+two-layer LSTM an eighth to a quarter less (BENCHMARKS.md, "Dropout masks from Philox").
 
 `philox_dropout()` swaps the draw in for the duration of a `with` block, which must hold the
 first call of `fit` (when the training step is traced): nothing is saved with a model about how
