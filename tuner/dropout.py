@@ -7,7 +7,8 @@ compiles its own training step, so those kernels were paid again in every trial.
 `rng_bit_generator` with the Philox-4x32-10 algorithm (the generator of TensorFlow's stateless
 random ops and of cuRAND) draws Bernoulli masks of the same rate and compiles in about half the
 time: the first training step of a GRU(37) with dropout took a quarter less, of a
-bidirectional two-layer LSTM an eighth to a quarter less (BENCHMARKS.md, "Dropout masks from Philox").
+bidirectional two-layer LSTM an eighth to a quarter less (BENCHMARKS.md, "Dropout masks from
+Philox").
 
 `philox_dropout()` swaps the draw in for the duration of a `with` block, which must hold the
 first call of `fit` (when the training step is traced): nothing is saved with a model about how
