@@ -5,18 +5,18 @@ for all time steps of a batch) with `jax.random.bernoulli`, whose default genera
 Threefry-2x32: twenty rounds that XLA compiles into a large kernel for each mask. Every trial
 compiles its own training step, so those kernels were paid again in every trial. XLA's own
 `rng_bit_generator` with the Philox-4x32-10 algorithm (the generator of TensorFlow's stateless
-random ops and of cuRAND) draws Bernoulli masks of the same rate and compiles in about half the
-time: the first training step of a GRU(37) with dropout took a quarter less, of a
-bidirectional two-layer LSTM an eighth to a quarter less (BENCHMARKS.md, "Dropout masks from
-Philox").
+random ops, and one of cuRAND's) draws Bernoulli masks of the same rate: two masks compiled in a
+third to two fifths of the time, and the first training step of a GRU(37) with dropout took a
+quarter less, of a bidirectional two-layer LSTM an eighth to a quarter less (BENCHMARKS.md,
+"Dropout masks from Philox").
 
-`philox_dropout()` swaps the draw in for the duration of a `with` block, which must hold the
-first call of `fit` (when the training step is traced): nothing is saved with a model about how
-its masks were drawn, and nothing outside the block (a user's own training) is touched. The masks
-are as repeatable as Keras' own: each is drawn from the key the layer's `SeedGenerator` hands
-out (a new one at every step), which the trial's seed sets. Only the masks' bits differ from
-Keras' own draws. Anything else (a `jax.Array` seed, a rate that is not a number, another
-backend) draws as Keras does.
+`philox_dropout()` swaps the draw in for the duration of a `with` block, in the thread that runs
+it; the block must hold the first call of `fit` (when the training step is traced). Nothing is
+saved with a model about how its masks were drawn, and nothing outside the block (a user's own
+training, another thread) draws otherwise than Keras does. The masks are as repeatable as
+Keras' own: each is drawn from the key the layer's `SeedGenerator` hands out (a new one at every
+step), which the trial's seed sets; only their bits differ from Keras' draws. Anything else (a
+`jax.Array` seed, a rate that is not a number, another backend) draws as Keras does.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-# Held for the block: two threads' blocks would otherwise restore each other's function.
-_LOCK = threading.RLock()
+# How many blocks the current thread is in: masks are Philox's there only.
+_ACTIVE = threading.local()
+_INSTALL = threading.Lock()
 
 
 def _noise_shape(inputs: Any, noise_shape: Sequence[int | None] | None) -> tuple[int, ...]:
@@ -43,7 +44,12 @@ def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
     from jax import lax
 
     def dropout(inputs: Any, rate: Any, noise_shape: Any = None, seed: Any = None) -> Any:
-        if isinstance(seed, jax.Array) or not isinstance(rate, int | float) or not 0 < rate < 1:
+        if (
+            not getattr(_ACTIVE, "depth", 0)
+            or isinstance(seed, jax.Array)
+            or not isinstance(rate, int | float)
+            or not 0 < rate < 1
+        ):
             return original(inputs, rate, noise_shape, seed)
         # Keras' seed: two uint32 words, from the layer's SeedGenerator (advanced by this).
         key = jnp.asarray(module.jax_draw_seed(seed))
@@ -64,14 +70,18 @@ def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
         mask = jnp.broadcast_to(mask, inputs.shape)
         return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
 
+    dropout.philox = True  # type: ignore[attr-defined]
     return dropout
 
 
 @contextmanager
 def philox_dropout() -> Iterator[None]:
-    """Within the block, Keras draws dropout masks on JAX with XLA's Philox generator. One
-    thread at a time runs such a block (others wait); the same thread may nest them. On another
-    backend the block changes nothing."""
+    """Within the block, Keras draws dropout masks on JAX with XLA's Philox generator, in this
+    thread only; blocks may nest. On another backend the block changes nothing.
+
+    The first block puts a wrapper in place of Keras' JAX `dropout` for good; outside a block
+    the wrapper calls Keras' own function, so other threads (and this one after the block) draw
+    as Keras does."""
     import keras
 
     if keras.backend.backend() != "jax":
@@ -82,10 +92,11 @@ def philox_dropout() -> Iterator[None]:
     if not callable(getattr(module, "dropout", None)) or not hasattr(module, "jax_draw_seed"):
         yield  # a Keras laid out otherwise: its own draws
         return
-    with _LOCK:
-        original = module.dropout
-        module.dropout = _philox(original, module)
-        try:
-            yield
-        finally:
-            module.dropout = original
+    with _INSTALL:
+        if not getattr(module.dropout, "philox", False):
+            module.dropout = _philox(module.dropout, module)
+    _ACTIVE.depth = getattr(_ACTIVE, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _ACTIVE.depth -= 1
