@@ -6,8 +6,8 @@ Threefry-2x32: twenty rounds that XLA compiles into a large kernel for each mask
 compiles its own training step, so those kernels were paid again in every trial. XLA's own
 `rng_bit_generator` with the Philox-4x32-10 algorithm (the generator of TensorFlow's stateless
 random ops, and one of cuRAND's) draws Bernoulli masks of the same rate: two masks compiled in a
-third to two fifths of the time, and the first training step of a GRU(37) with dropout took a
-quarter less, of a bidirectional two-layer LSTM an eighth to a quarter less (BENCHMARKS.md,
+third to two fifths of the time, and the first training step (tracing and compiling it) of a
+GRU(37) or of a bidirectional two-layer LSTM with dropout took a fifth less (BENCHMARKS.md,
 "Dropout masks from Philox").
 
 `philox_dropout()` swaps the draw in for the duration of a `with` block, in the thread that runs
