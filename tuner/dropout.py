@@ -5,10 +5,10 @@ for all time steps of a batch) with `jax.random.bernoulli`, whose default genera
 Threefry-2x32: twenty rounds that XLA compiles into a large kernel for each mask. Every trial
 compiles its own training step, so those kernels were paid again in every trial. XLA's own
 `rng_bit_generator` with the Philox-4x32-10 algorithm (the generator of TensorFlow's stateless
-random ops, and one of cuRAND's) draws Bernoulli masks of the same rate: two masks compiled in a
-third to two fifths of the time, and the first training step (tracing and compiling it) of a
-GRU(37) or of a bidirectional two-layer LSTM with dropout took a fifth less (BENCHMARKS.md,
-"Dropout masks from Philox").
+random ops, and one of cuRAND's) draws Bernoulli masks of the same rate in a much smaller
+computation: the first training step (tracing and compiling it) of a GRU(37) or of a
+bidirectional two-layer LSTM with dropout took a fifth less (BENCHMARKS.md, "Dropout masks
+from Philox").
 
 `philox_dropout()` swaps the draw in for the duration of a `with` block, in the thread that runs
 it; the block must hold the first call of `fit` (when the training step is traced). Nothing is
