@@ -22,20 +22,13 @@ step), which the trial's seed sets; only their bits differ from Keras' draws. An
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 # How many blocks the current thread is in: masks are Philox's there only.
 _ACTIVE = threading.local()
 _INSTALL = threading.Lock()
-
-
-def _noise_shape(inputs: Any, noise_shape: Sequence[int | None] | None) -> tuple[int, ...]:
-    """The mask's shape: `noise_shape` with its unknown dimensions taken from `inputs`."""
-    if noise_shape is None:
-        return tuple(inputs.shape)
-    return tuple(inputs.shape[i] if size is None else size for i, size in enumerate(noise_shape))
 
 
 def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
@@ -61,7 +54,8 @@ def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
         state = jnp.concatenate([key, jnp.zeros(2, jnp.uint32)])
         _, bits = lax.rng_bit_generator(  # type: ignore[no-untyped-call]
             state,
-            _noise_shape(inputs, noise_shape),
+            # Keras' own reading of `noise_shape` (its unknown dimensions from `inputs`).
+            tuple(module._get_concrete_noise_shape(inputs, noise_shape)),
             dtype=jnp.uint32,
             algorithm=lax.RandomAlgorithm.RNG_PHILOX,
         )
@@ -89,7 +83,10 @@ def philox_dropout() -> Iterator[None]:
         return
     from keras.src.backend.jax import random as module
 
-    if not callable(getattr(module, "dropout", None)) or not hasattr(module, "jax_draw_seed"):
+    if not all(
+        callable(getattr(module, name, None))
+        for name in ("dropout", "jax_draw_seed", "_get_concrete_noise_shape")
+    ):
         yield  # a Keras laid out otherwise: its own draws
         return
     with _INSTALL:
