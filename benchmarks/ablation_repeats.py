@@ -69,9 +69,9 @@ def main() -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.ablation import AS_IS, variants
+    from tuner.answers.verdict import HELPED, HURT, difference, paired
     from tuner.config import load_study_config
-    from tuner.verdict import HELPED, HURT, difference, paired
+    from tuner.search.ablation import AS_IS, variants
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

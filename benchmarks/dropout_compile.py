@@ -1,5 +1,5 @@
-"""What drawing dropout masks with Philox (`tuner.dropout.philox_dropout`) saves on JAX: the
-first training step of a model (tracing and compiling it) less the second, with Keras' own
+"""What drawing dropout masks with Philox (`tuner.patches.dropout.philox_dropout`) saves on JAX:
+the first training step of a model (tracing and compiling it) less the second, with Keras' own
 draws (Threefry) and with Philox, in turn (each first in every other repetition), in one
 process.
 
@@ -33,16 +33,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from tuner.quiet import import_keras
+    from tuner.patches.quiet import import_keras
 
     import_keras()
     import jax
     import keras
     import numpy as np
 
-    from tuner.dropout import philox_dropout
-    from tuner.model import Head, build_model
-    from tuner.space import ModelSpec
+    from tuner.patches.dropout import philox_dropout
+    from tuner.training.model import Head, build_model
+    from tuner.training.spec import ModelSpec
 
     spec = ModelSpec(
         args.cell,

@@ -31,8 +31,9 @@ def epochs_of(seed: str, epochs: int, recurrent_dropout: bool) -> list[float]:
     import keras
     import numpy as np
 
-    from tuner.model import build_model
-    from tuner.space import SEED_CONFIGS, spec_from_params
+    from tuner.search.space import SEED_CONFIGS
+    from tuner.training.model import build_model
+    from tuner.training.spec import spec_from_params
 
     params = dict(next(c.params for c in SEED_CONFIGS if c.name == seed))
     if not recurrent_dropout:
@@ -65,7 +66,7 @@ def epochs_of(seed: str, epochs: int, recurrent_dropout: bool) -> list[float]:
 
 
 def _head():  # type: ignore[no-untyped-def]
-    from tuner.model import Head
+    from tuner.training.model import Head
 
     return Head()
 

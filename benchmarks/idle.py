@@ -2,7 +2,7 @@
 worker's next trial's start, split into the worker loop's phases (stale-trial check, queue
 refill under the lock, claim, telling the study), and the workers' busy share.
 
-Two worker processes run the worker loop (`tuner.worker.run_worker`) on a study in a SQLite
+Two worker processes run the worker loop (`tuner.search.worker.run_worker`) on a study in a SQLite
 file, with an objective that samples the trial's parameters (the study's own search space and
 TPE sampler) and then sleeps `--train` seconds in place of training: the loop's own costs, not a
 model's, are what is measured. The busy share is measured as the issue measures it: the trials'
@@ -31,12 +31,12 @@ from common import study_variant  # noqa: E402
 def worker(study_file: str, url: str, index: int, train: float, out: str) -> None:
     import optuna
 
-    import tuner.queue
-    import tuner.worker
+    import tuner.search.queue
+    import tuner.search.worker
     from tuner.config import load_study_config
-    from tuner.space import suggest
+    from tuner.search.space import suggest
+    from tuner.search.study import open_study
     from tuner.storage import open_storage
-    from tuner.study import open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_study_config(Path(study_file))
@@ -57,8 +57,8 @@ def worker(study_file: str, url: str, index: int, train: float, out: str) -> Non
     optuna.storages.fail_stale_trials = timed(
         "stale-trial check", optuna.storages.fail_stale_trials
     )
-    tuner.queue.refill = timed("queue refill (under the lock)", tuner.queue.refill)
-    tuner.worker.claim = timed("claim (refill included)", tuner.queue.claim)
+    tuner.search.queue.refill = timed("queue refill (under the lock)", tuner.search.queue.refill)
+    tuner.search.worker.claim = timed("claim (refill included)", tuner.search.queue.claim)
     optuna.Study.tell = timed("tell", optuna.Study.tell)
 
     def objective(trial: optuna.Trial) -> float:
@@ -70,8 +70,8 @@ def worker(study_file: str, url: str, index: int, train: float, out: str) -> Non
         return float(trial.number)
 
     began = time.perf_counter()
-    stop = tuner.worker.StopRequest()
-    tuner.worker.run_worker(config, study, storage, objective, stop)
+    stop = tuner.search.worker.StopRequest()
+    tuner.search.worker.run_worker(config, study, storage, objective, stop)
     spent["worker loop, all"] = time.perf_counter() - began
     Path(out).write_text(json.dumps(spent))
 
@@ -109,8 +109,8 @@ def main() -> None:
         url = f"sqlite:///{folder}/idle.db"
         # Created by one process first, as `tuner run` does before it starts its workers.
         from tuner.config import load_study_config
+        from tuner.search.study import open_study
         from tuner.storage import open_storage
-        from tuner.study import open_study
 
         config = load_study_config(path)
         open_study(config, open_storage(url, config.workers), lambda: {})

@@ -1,6 +1,6 @@
 """JAX's compilation cache and memory: the two measurements behind
-`tuner.backend.compilation_cache` and the `jax.clear_caches()` at the start of each JAX trial
-(`tuner.objective`).
+`tuner.training.backend.compilation_cache` and the `jax.clear_caches()` at the start of each JAX
+trial (`tuner.search.objective`).
 
     python benchmarks/jax_cache.py build     # model build time: no cache, cold cache, warm cache
     python benchmarks/jax_cache.py memory    # resident MB after each of 15 models, without and
@@ -33,7 +33,7 @@ def build(cache: str | None) -> None:
     _jax(cache)
     import keras
 
-    from tuner.model import Head, ModelSpec, build_model
+    from tuner.training.model import Head, ModelSpec, build_model
 
     times = []
     for units in BUILD_UNITS:

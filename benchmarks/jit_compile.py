@@ -28,8 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     from tuner.config import load_study_config
     from tuner.data import prepare
-    from tuner.model import build_model
-    from tuner.space import SEED_CONFIGS, spec_from_params
+    from tuner.search.space import SEED_CONFIGS
+    from tuner.training.model import build_model
+    from tuner.training.spec import spec_from_params
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

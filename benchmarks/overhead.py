@@ -32,9 +32,9 @@ def fill(study_file: Path, url: str, n: int) -> None:
     """Create the study the way workers do, then add `n` finished trials before its queue."""
     from tuner.config import load_study_config
     from tuner.data import prepare
-    from tuner.space import suggest
+    from tuner.search.space import suggest
+    from tuner.search.study import open_study
     from tuner.storage import open_storage
-    from tuner.study import open_study
 
     config = load_study_config(study_file)
     data = prepare(config.data)

@@ -26,8 +26,8 @@ def main() -> None:
     args = parser.parse_args()
     from tuner.config import load_study_config
     from tuner.data import prepare
-    from tuner.model import build_model
-    from tuner.space import ModelSpec
+    from tuner.training.model import build_model
+    from tuner.training.spec import ModelSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_study_config(

@@ -43,22 +43,22 @@ def main() -> None:
     if args.cache:
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
         os.environ["TUNER_CACHE_DIR"] = args.cache
-        from tuner.backend import compilation_cache
+        from tuner.training.backend import compilation_cache
 
         compilation_cache()
     else:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = ""  # every compile a real one
 
-    from tuner.worker import place
+    from tuner.search.worker import place
 
     place([min(os.sched_getaffinity(0))], 1)
     import optuna
 
-    from tuner.ablation import ABLATION_ATTR
     from tuner.config import load_study_config
     from tuner.data import prepare
-    from tuner.objective import Objective
-    from tuner.quiet import import_keras
+    from tuner.patches.quiet import import_keras
+    from tuner.search.companion import ABLATION_ATTR
+    from tuner.search.objective import Objective
 
     import_keras()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

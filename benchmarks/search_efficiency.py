@@ -7,8 +7,8 @@ the same budget in training epochs, against what a user would pick instead:
 - TPE without pruning, and random search (Optuna's RandomSampler, no pruning, no seeds),
 - KerasTuner's RandomSearch and Hyperband (a benchmark-only dependency: keras-tuner).
 
-Every method trains the same models (tuner.model) on the same windows (tuner.data) and stops
-when its epochs are spent. Every epoch's validation MAE is recorded in order, so "best value
+Every method trains the same models (tuner.training.model) on the same windows (tuner.data) and
+stops when its epochs are spent. Every epoch's validation MAE is recorded in order, so "best value
 within the budget" and "epochs to first beat the best seed configuration" are read from one
 curve per run. The reference is the seed's own hand-tuning: each seed configuration trained for
 the epochs the classic example gave it (20 for the plain GRU, 40 for each of the other three,
@@ -65,8 +65,9 @@ def _setup() -> tuple[Any, Any, Any, Any]:
 
 def reference() -> dict[str, Any]:
     """The seed configurations trained for their own epochs, as the classic example does."""
-    from tuner.model import build_model
-    from tuner.space import SEED_CONFIGS, spec_from_params
+    from tuner.search.space import SEED_CONFIGS
+    from tuner.training.model import build_model
+    from tuner.training.spec import spec_from_params
 
     config, data, (train, validation), keras = _setup()
     values = {}
@@ -96,10 +97,10 @@ def run_tuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, An
     each trial's epochs are on it (the seed configurations' trials marked)."""
     from tuner.config import load_study_config
     from tuner.data import prepare
-    from tuner.objective import Objective
+    from tuner.search.objective import Objective
+    from tuner.search.study import open_study
+    from tuner.search.worker import StopRequest, run_worker
     from tuner.storage import open_storage
-    from tuner.study import open_study
-    from tuner.worker import StopRequest, run_worker
 
     changes: dict[str, dict[str, Any]] = {"study": {"n_trials": 200}, "sampler": {"seed": seed}}
     if method == "tuner-seeds-to-end":
@@ -138,8 +139,8 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
     """KerasTuner on the same space, models and data."""
     import keras_tuner as kt
 
-    from tuner.model import build_model
-    from tuner.space import ModelSpec
+    from tuner.training.model import build_model
+    from tuner.training.spec import ModelSpec
 
     config, data, (train, validation), keras = _setup()
     curve: list[float] = []

@@ -2,9 +2,9 @@
 when it seeds (`keras.utils.set_random_seed`, before every trial), configures a Bidirectional
 layer and saves, and imports it to find out. Each fresh process imports Keras on JAX, then
 times one trial's worth of those calls (seed, build and compile a Bidirectional GRU model,
-save it), with Keras as it comes and after `tuner.quiet.leave_tensorflow_out()`, alternating,
-`--repeats` times: seconds, what the calls added to the peak resident memory, and whether
-TensorFlow ended up imported.
+save it), with Keras as it comes and after `tuner.patches.quiet.leave_tensorflow_out()`,
+alternating, `--repeats` times: seconds, what the calls added to the peak resident memory,
+and whether TensorFlow ended up imported.
 
     python benchmarks/tensorflow_on_jax.py --repeats 5
 """
@@ -21,12 +21,12 @@ from common import median, table
 
 PROBE = """
 import json, resource, sys, tempfile, time
-from tuner.quiet import leave_tensorflow_out, silenced_stderr
+from tuner.patches.quiet import leave_tensorflow_out, silenced_stderr
 import keras
 if {leave_out}:
     leave_tensorflow_out()
-from tuner.model import Head, build_model
-from tuner.space import ModelSpec
+from tuner.training.model import Head, build_model
+from tuner.training.spec import ModelSpec
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 with silenced_stderr():

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--study", default="studies/nyc-weather.toml")
     args = parser.parse_args()
 
-    from tuner.quiet import import_keras
+    from tuner.patches.quiet import import_keras
 
     import_keras()
     import jax
@@ -58,8 +58,8 @@ def main() -> None:
 
     from tuner.config import load_study_config
     from tuner.data import prepare
-    from tuner.model import build_model
-    from tuner.space import ModelSpec
+    from tuner.training.model import build_model
+    from tuner.training.spec import ModelSpec
 
     compiles = Compiles()
     logging.getLogger("jax").addHandler(compiles)
@@ -107,9 +107,9 @@ def main() -> None:
 
 
 def _masks() -> Any:
-    """Dropout masks drawn as the objective draws them (Philox since `tuner.dropout`)."""
+    """Dropout masks drawn as the objective draws them (Philox since `tuner.patches.dropout`)."""
     try:
-        from tuner.dropout import philox_dropout
+        from tuner.patches.dropout import philox_dropout
     except ImportError:  # older code: Keras' own draws
         return contextlib.nullcontext()
     return philox_dropout()

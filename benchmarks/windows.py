@@ -144,8 +144,9 @@ def fit_throughput(
     """Samples per second of one `model.fit` epoch of `batches` steps of GRU(32)."""
     import keras
 
-    from tuner.model import build_model
-    from tuner.space import SEED_CONFIGS, spec_from_params
+    from tuner.search.space import SEED_CONFIGS
+    from tuner.training.model import build_model
+    from tuner.training.spec import spec_from_params
 
     keras.backend.clear_session()
     spec = spec_from_params(SEED_CONFIGS[0].params)

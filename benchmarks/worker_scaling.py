@@ -33,8 +33,9 @@ def bare(study: Path, epochs: int) -> None:
 
     from tuner.config import load_study_config
     from tuner.data import prepare
-    from tuner.model import build_model
-    from tuner.space import SEED_CONFIGS, spec_from_params
+    from tuner.search.space import SEED_CONFIGS
+    from tuner.training.model import build_model
+    from tuner.training.spec import spec_from_params
 
     config = load_study_config(study)
     data = prepare(config.data)

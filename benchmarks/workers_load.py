@@ -2,8 +2,8 @@
 instead of training, one study of a few thousand queued trials, on PostgreSQL, SQLite and
 Optuna's journal file storage.
 
-Every worker runs `tuner.worker.run_worker` (claim a queued trial -> heartbeat -> objective ->
-tell) on its own storage connection, exactly as `tuner worker` does; only the objective is a
+Every worker runs `tuner.search.worker.run_worker` (claim a queued trial -> heartbeat -> objective
+-> tell) on its own storage connection, exactly as `tuner worker` does; only the objective is a
 stand-in (one parameter, one intermediate report, a short sleep; random sampling, so that the
 sampler's cost does not hide the storage's). The clock runs from the moment every worker is
 ready (imports done, storage open) until the last one exits; process start-up is not counted.
@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tuner.config import WorkersConfig, load_study_config  # noqa: E402
-from tuner.queue import set_budget  # noqa: E402
+from tuner.search.queue import set_budget  # noqa: E402
+from tuner.search.worker import StopRequest, run_worker  # noqa: E402
 from tuner.storage import open_storage  # noqa: E402
-from tuner.worker import StopRequest, run_worker  # noqa: E402
 
 STUDY = "load"
 WORKERS = WorkersConfig(heartbeat_interval=5, grace_period=60, max_consecutive_failures=3)
@@ -157,8 +157,8 @@ def run(kind: str, where: str, n_workers: int, n_trials: int, sleep: float) -> d
 def queue_cost(kind: str, where: str, queued: int, measured: int, sleep: float) -> float:
     """Milliseconds per trial of one worker running `measured` trials of a budget of `queued`.
     Optuna's cached storage reads every unfinished trial whenever a study's trials are read, so
-    this grew with the budget while the whole budget was queued up front; tuner.queue keeps the
-    queue short so that it does not."""
+    this grew with the budget while the whole budget was queued up front; tuner.search.queue keeps
+    the queue short so that it does not."""
     storage = open_for_worker(kind, where)
     study = optuna.create_study(study_name=f"queue-{queued}", storage=storage)
     set_budget(study, queued)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuner.backend import choose as choose_backend
+from tuner.training.backend import choose as choose_backend
 
 # Tests train tiny models: one thread each keeps parallel test processes from fighting.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
@@ -215,3 +215,18 @@ recurrent_dropout = 0.0
 bidirectional = false
 activation = "tanh"
 learning_rate = { low = 1e-3, high = 1e-2, log = true }"""
+
+
+def reviews(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Short texts of words w0..w39 (w0 the most frequent), and a label that says whether the
+    text holds "good"."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, 41)
+    words = [f"w{i}" for i in range(40)]
+    texts, labels = [], []
+    for i in range(n):
+        text = list(rng.choice(words, size=int(rng.integers(3, 15)), p=weights / weights.sum()))
+        good = i % 3 == 0
+        texts.append(" ".join(text + (["good"] if good else ["Bad!"])))
+        labels.append("good" if good else "bad")
+    return pd.DataFrame({"body": texts, "stars": labels, "id": np.arange(n)})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-NEEDS_POSTGRES = "test_reconnect.py::test_a_wrong_request_is_not_retried"
+NEEDS_POSTGRES = "storage/test_reconnect.py::test_a_wrong_request_is_not_retried"
 
 
 @pytest.mark.slow

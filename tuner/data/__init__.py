@@ -6,6 +6,8 @@ One module per task (`forecast`, `sequences`, `text`; `classes` holds what the c
 tasks share), `datasets` for the built-in datasets, `files` for user files, and `cache` for the
 prepared arrays kept on disk, so that a dataset configuration is prepared once, not by every
 worker.
+
+Layer 4 of tuner. May import: tuner.errors, tuner.config, tuner.patches, tuner.storage.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from tuner.config import DataConfig
 from tuner.data import cache, forecast, sequences, text
 from tuner.data.datasets import builtin
 from tuner.data.files import read_sequences, read_table
+from tuner.data.shapes import Head, Inputs
 from tuner.errors import DataError
-from tuner.model import Head, Inputs
 
 if TYPE_CHECKING:
     from tuner.data.batches import Batches

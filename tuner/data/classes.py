@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from tuner.data.shapes import Head
 from tuner.errors import DataError
-from tuner.model import Head
 
 if TYPE_CHECKING:
     from tuner.data.batches import Batches

@@ -18,8 +18,8 @@ import pandas as pd
 
 from tuner.config import DataConfig
 from tuner.data import grid
+from tuner.data.shapes import Head, Inputs
 from tuner.errors import DataError
-from tuner.model import Head, Inputs
 
 if TYPE_CHECKING:
     from tuner.data.batches import Batches

@@ -5,8 +5,9 @@ Texts are lower-cased, stripped of punctuation and split on whitespace by Keras'
 falling frequency (id 0 pads, id 1 is any word outside the vocabulary). They are vectorised
 once, with the largest vocabulary and sequence length the study's search space allows; a trial
 with a smaller vocabulary reads the ids of the words it lacks as the out-of-vocabulary id, and a
-trial with a shorter sequence length reads each text's first words (`tuner.layers.TokenWindow`).
-So the vectorised texts are the same for every trial, and cached once.
+trial with a shorter sequence length reads each text's first words
+(`tuner.training.layers.TokenWindow`). So the vectorised texts are the same for every trial,
+and cached once.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import pandas as pd
 
 from tuner.config import DataConfig
 from tuner.data import classes
+from tuner.data.shapes import Head, Inputs
 from tuner.errors import DataError
-from tuner.model import Head, Inputs
-from tuner.quiet import import_tensorflow
+from tuner.patches.quiet import import_tensorflow
 
 if TYPE_CHECKING:
     from tuner.data.batches import Batches

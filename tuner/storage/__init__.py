@@ -5,6 +5,8 @@ everything that leans on Optuna's internals (`optuna_internals`).
 
 The modules import one way: urls, errors → reconnect → optuna_internals → locks → retry →
 engine. Everything other modules use is importable from `tuner.storage` itself.
+
+Layer 3 of tuner. May import: tuner.errors, tuner.config, tuner.patches.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Everything that leans on Optuna's internals, fenced here and nowhere else: the overrides of
 `RDBStorage`'s private methods, and the private attributes read to unwrap a storage.
 
-`tests/test_optuna_contract.py` fails loudly when Optuna changes under them; `pyproject.toml`
-pins Optuna to the minor series they were written for (5.0).
+`tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
+`pyproject.toml` pins Optuna to the minor series they were written for (5.0).
 
 Each storage call is one transaction. A call that failed before its COMMIT reached the server
 changed nothing and is simply made again. A call whose COMMIT reached the server but whose answer
@@ -14,8 +14,8 @@ are made so that the second run finds the first:
 - finishing a trial (`tell`): finding the trial already in the state and with the values asked
   for means the first attempt landed;
 - claiming a waiting trial: a claim that may have landed is reported as lost. The trial then
-  runs nowhere, but the claimant recorded its heartbeat first (`tuner.queue.claim`), so it goes
-  stale and is failed and queued again, like the trial of a worker that died.
+  runs nowhere, but the claimant recorded its heartbeat first (`tuner.search.queue.claim`), so it
+  goes stale and is failed and queued again, like the trial of a worker that died.
 
 Everything else reads, or writes a value that is the same however often it is written.
 """
@@ -137,7 +137,7 @@ class ReconnectingStorage(_RDB):
 # Calls that read, or write a value that is the same however often it is written. (Writing a
 # parameter twice is refused by the database, and Optuna ignores the refusal.) Only the calls
 # that open a transaction themselves are listed: the others are made of these. The private ones
-# are held to their signatures by tests/test_optuna_contract.py.
+# are held to their signatures by tests/storage/test_optuna_contract.py.
 SAME_TWICE = (
     "create_new_study",
     "set_study_user_attr",

@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import dataclasses
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from tuner.cli import cli
+
+pytestmark = pytest.mark.slow  # two real studies, trained by real workers
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(two_studies, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(two_studies["study"]),
+            str(two_studies["walk"]),
+            "--storage",
+            two_studies["url"],
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.output.startswith(f"wrote {out / 'report.html'}, {out / 'summary.md'} and 7 ")
+    return out
+
+
+def complete_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return [t for t in study.trials if t.state == TrialState.COMPLETE]
+
+
+def test_the_figures_are_real_pngs(report: Path) -> None:
+    pngs = sorted((report / "figures").glob("*.png"))
+    assert [p.name for p in pngs] == [
+        "effects.png",
+        "finished-importance.png",
+        "finished-references.png",
+        "finished-techniques.png",
+        "walk-importance.png",
+        "walk-references.png",
+        "walk-techniques.png",
+    ]
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width >= 300 and height >= 150
+
+
+def test_the_html_page_is_self_contained_and_carries_the_figures(
+    report: Path, two_studies
+) -> None:
+    page = (report / "report.html").read_text()
+    assert "<h2>finished</h2>" in page and "<h2>walk</h2>" in page
+    # plotly.js is inside the page once, so it opens offline; every figure is drawn with it.
+    assert len(page) > 1_000_000 and page.count("Plotly.newPlot(") == 1 + 3 * 2
+    assert not re.search(r"<script[^>]+src=", page)
+    assert "What each technique did to the median trial" in page
+    for technique in ("recurrent dropout", "depth", "bidirectional", "cell"):
+        assert f"<td>{technique}</td>" in page
+    for name in ("finished", "walk"):
+        best = min(t.value for t in complete_trials(two_studies["url"], name))
+        assert f"Best trial {_best(two_studies['url'], name).number}: val_mae = {best:.4g}" in page
+        assert f'"{best:.4g}"' in page  # the label of the best trial's bar
+
+
+def _best(url: str, name: str) -> optuna.trial.FrozenTrial:
+    return optuna.load_study(study_name=name, storage=url).best_trial
+
+
+def test_the_markdown_numbers_are_those_of_the_trials_in_storage(
+    report: Path, two_studies
+) -> None:
+    text = (report / "summary.md").read_text()
+    assert text.startswith("# What helps: finished, walk")
+    assert "95% bootstrap confidence interval" in text  # says what "clear" means
+    across = text.split("## Across studies")[1].split("## finished")[0]
+    assert "| technique | finished | walk |" in across
+    assert "| cell: LSTM vs GRU |" in across or "| cell: GRU vs LSTM |" in across
+    for name in ("finished", "walk"):
+        section = text.split(f"\n## {name}\n")[1].split("\n## ")[0]
+        trials = complete_trials(two_studies["url"], name)
+        assert section.lstrip().startswith(f"{len(trials)} complete trials (")
+        rows = re.findall(
+            r"^\| (recurrent dropout|depth|bidirectional|cell) \| (.+?) \| (\d+) "
+            r"\| (\S+) \| (\S+) \|",
+            section,
+            flags=re.M,
+        )
+        assert {r[0] for r in rows} == {"recurrent dropout", "depth", "bidirectional", "cell"}
+        level = {
+            "recurrent dropout": lambda p: "on" if p["recurrent_dropout"] >= 0.05 else "off",
+            "depth": lambda p: f"{p['layers']} layer" + ("s" if p["layers"] > 1 else ""),
+            "bidirectional": lambda p: "yes" if p["bidirectional"] else "no",
+            "cell": lambda p: p["cell"].upper(),
+        }
+        for technique, group, n, best, median in rows:
+            values = [t.value for t in trials if level[technique](t.params) == group]
+            assert int(n) == len(values) > 0
+            assert best == f"{min(values):.4g}" and median == f"{np.median(values):.4g}"
+        for technique in level:
+            assert sum(int(r[2]) for r in rows if r[0] == technique) == len(trials)
+    assert "![effects](figures/effects.png)" in text
+
+
+def test_a_study_named_twice_gets_one_line(two_studies, tmp_path: Path) -> None:
+    study = str(two_studies["walk"])
+    result = CliRunner().invoke(
+        cli,
+        ["report", study, study, "--storage", two_studies["url"], "--out", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: study 'walk' is named by more than one study file"
+    ]
+    assert not (tmp_path / "r").exists()
+
+
+def _made_up(name: str, lstm: str, direction: str = "minimize") -> optuna.Study:
+    """A made-up study: 6 GRU trials complete; LSTM trials `complete` (and better), `pruned`
+    (6, worse at epoch 1), `few-pruned` (2), or `none`."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    dists = {"cell": CategoricalDistribution(("gru", "lstm")), "units_1": IntDistribution(4, 64)}
+    study = optuna.create_study(direction=direction, study_name=name)
+    metric = "val_mae" if direction == "minimize" else "val_accuracy"
+    study.set_user_attr("metric", metric)
+    sign = 1 if direction == "minimize" else -1
+    base = 3.0 if direction == "minimize" else 0.5
+    for i in range(6):
+        value = base + 0.01 * i
+        study.add_trial(
+            create_trial(
+                value=value,
+                params={"cell": "gru", "units_1": 8 + i},
+                distributions=dists,
+                intermediate_values={1: value + 0.1 * sign, 2: value},
+            )
+        )
+    n = {"complete": 6, "pruned": 6, "few-pruned": 2, "none": 0}[lstm]
+    for i in range(n):
+        if lstm == "complete":
+            value = base - 0.2 * sign + 0.01 * i
+            study.add_trial(
+                create_trial(
+                    value=value,
+                    params={"cell": "lstm", "units_1": 8 + i},
+                    distributions=dists,
+                    intermediate_values={1: value, 2: value},
+                )
+            )
+        else:
+            study.add_trial(
+                create_trial(
+                    state=optuna.trial.TrialState.PRUNED,
+                    params={"cell": "lstm", "units_1": 8 + i},
+                    distributions=dists,
+                    intermediate_values={1: base + 1.0 * sign + 0.01 * i},
+                )
+            )
+    return study
+
+
+def test_the_cross_study_table_says_which_evidence_each_cell_comes_from() -> None:
+    from tuner.answers.ablation import Ablation, Contrast
+    from tuner.answers.analysis import analyse, compare
+    from tuner.answers.report import markdown_summary
+    from tuner.answers.verdict import paired
+
+    ablation = Ablation(
+        study="searched",
+        trial=0,
+        metric="val_mae",
+        direction="minimize",
+        epochs=4,
+        repeats=3,
+        as_is={1: 3.0, 2: 3.1, 3: 3.2},
+        contrasts=(
+            Contrast(
+                "cell",
+                "cell: LSTM instead of GRU",
+                "LSTM",
+                True,
+                True,
+                paired([-0.2, -0.25, -0.22], minimize=True),
+            ),
+        ),
+        params={"cell": "gru", "layers": 1},
+    )
+    analyses = [
+        dataclasses.replace(analyse(_made_up("searched", "complete")), ablation=ablation),
+        analyse(_made_up("pruned", "pruned")),
+        analyse(_made_up("few", "few-pruned")),
+        analyse(_made_up("gru-only", "none")),
+        analyse(_made_up("accuracy", "complete", direction="maximize")),
+    ]
+    text = markdown_summary(analyses, compare(analyses), [a.name for a in analyses])
+    across = text.split("## Across studies")[1].split("\n## ")[0]
+    [ablated] = [line for line in across.splitlines() if line.startswith("| cell: LSTM instead")]
+    cells = [c.strip() for c in ablated.split("|")[2:-1]]
+    assert (
+        cells[0].startswith("helped (-0.2233 (-7.2%), 95% CI ") and "ablation, 3 seeds" in cells[0]
+    )
+    assert cells[1:] == ["not ablated"] * 4
+    [searched] = [line for line in across.splitlines() if line.startswith("| cell: LSTM vs GRU")]
+    cells = [c.strip() for c in searched.split("|")[2:-1]]
+    assert cells[0].startswith("helped (+6.") and cells[0].endswith("; among searched trials")
+    # All LSTM trials pruned: compared with the GRU trials at the first rung, epoch 1.
+    assert cells[1].startswith("hurt (") and cells[1].endswith("among searched trials, at epoch 1")
+    assert cells[2] == "tried, all pruned"
+    assert cells[3] == "not tried"
+    assert cells[4].startswith("helped (+20.0 points, CI +")  # accuracy in points
+    # The per-study table shows the ablation, the groups, and the rung's groups.
+    section = text.split("\n## searched\n")[1].split("\n## ")[0]
+    assert "Ablation of trial 0: 3 seeds, 4 epochs each" in section
+    assert "| cell: LSTM instead of GRU | LSTM vs as is | helped |" in section
+    assert "outside the search space" in section
+    pruned = text.split("\n## pruned\n")[1].split("\n## ")[0]
+    assert "| cell at epoch 1 | LSTM | 6 |" in pruned
+    few = text.split("\n## few\n")[1].split("\n## ")[0]
+    assert "too few trials (3 more needed)" in few

@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import FAST_SPACE, tuner
+from optuna.trial import TrialState
+
+from tuner.answers.ablation import Ablation, format_ablation, seed_luck
+from tuner.config import load_study_config
+from tuner.search.ablation import AS_IS, enqueue, outside_space, variants
+from tuner.search.companion import open_companion
+from tuner.storage import open_storage
+
+WINNER = {
+    "cell": "lstm",
+    "layers": 2,
+    "units_1": 16,
+    "units_2": 32,
+    "dropout": 0.0,
+    "recurrent_dropout": 0.3,
+    "bidirectional": True,
+    "activation": "tanh",
+    "learning_rate": 1e-3,
+}
+
+
+def test_each_variant_changes_one_technique_and_knows_which_side_has_it() -> None:
+    found = {v.name: v for v in variants(WINNER)}
+    assert set(found) == {
+        "recurrent dropout off",
+        "dropout on at 0.2",
+        "one direction",
+        "one layer more",
+        "one layer fewer",
+        "GRU",
+    }
+    changed = {
+        name: {k for k in v.params.items() if k not in WINNER.items()} for name, v in found.items()
+    }
+    assert changed["recurrent dropout off"] == {("recurrent_dropout", 0.0)}
+    assert changed["dropout on at 0.2"] == {("dropout", 0.2)}
+    assert changed["one direction"] == {("bidirectional", False)}
+    # The new top layer repeats the top layer's units; one fewer drops the top layer.
+    assert changed["one layer more"] == {("layers", 3), ("units_3", 32)}
+    assert found["one layer fewer"].params == {
+        k: v for k, v in WINNER.items() if k != "units_2"
+    } | {"layers": 1}
+    assert changed["GRU"] == {("cell", "gru")}
+    # A verdict is about the side with the technique, whichever side the winner was on.
+    sides = {name: v.with_technique for name, v in found.items()}
+    assert sides == {
+        "recurrent dropout off": False,
+        "dropout on at 0.2": True,
+        "one direction": False,
+        "one layer more": True,
+        "one layer fewer": False,
+        "GRU": False,
+    }
+
+
+def test_variants_outside_the_search_space_are_marked(write_study) -> None:
+    config = load_study_config(write_study())  # layers 1 to 2, both cells
+    found = {v.name: v for v in variants(WINNER)}
+    assert outside_space(found["one layer more"].params, config)  # 3 layers
+    assert not outside_space(found["GRU"].params, config)
+
+
+LONG = "epochs = 6\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 6"
+
+
+@pytest.mark.slow
+def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
+    write_study, study_dir: Path
+) -> None:
+    path = write_study(
+        "abl",
+        study='name = "abl"\nmetric = "val_mae"\nn_trials = 2\nseed_configs = false',
+        pruner='name = "none"',
+        training=LONG,
+        workers="heartbeat_interval = 1\ngrace_period = 3",
+        space=FAST_SPACE,
+    )
+    url = f"sqlite:///{study_dir / 'abl.db'}"
+    tuner("run", str(path), "--storage", url, cwd=study_dir)
+    config = load_study_config(path)
+    storage = open_storage(url, config.workers)
+    best = optuna.load_study(study_name="abl", storage=storage).best_trial
+    companion = open_companion(config, storage)
+    runs = enqueue(companion, config, best, repeats=2)
+    assert runs == 2 * 6  # as is, recurrent dropout, dropout, bidirectional, deeper, LSTM
+
+    env = os.environ | {"TUNER_STORAGE": url}
+    a, b = (
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tuner",
+                "worker",
+                str(path),
+                "--ablation",
+                "--worker-index",
+                str(i),
+            ],
+            cwd=study_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    )
+    a_name = f"{socket.gethostname()}:{a.pid}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert time.monotonic() < deadline, "worker A never got to run a trial"
+            assert a.poll() is None, "worker A ran out of trials before it could be killed"
+            trials = companion.get_trials()
+            # Any trial worker A is running: with one compile a trial, a trial's epochs pass
+            # too fast to wait for one of them to be reported.
+            victim = next(
+                (
+                    t
+                    for t in trials
+                    if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == a_name
+                ),
+                None,
+            )
+            if victim is not None and any(t.state == TrialState.COMPLETE for t in trials):
+                a.send_signal(signal.SIGSTOP)
+                if companion._storage.get_trial(victim._trial_id).state == TrialState.RUNNING:
+                    a.kill()
+                    break
+                a.send_signal(signal.SIGCONT)
+            time.sleep(0.2)
+        _, b_err = b.communicate(timeout=600)
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+        a.communicate()
+    assert b.returncode == 0, b_err
+
+    trials = optuna.load_study(study_name="abl/ablation", storage=url).trials
+    failed = next(t for t in trials if t.number == victim.number)
+    assert failed.state == TrialState.FAIL
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == failed.params
+    for key in ("variant", "repeat", "seed", "ablation_of"):
+        assert retry.user_attrs[key] == failed.user_attrs[key]
+    assert collections.Counter(t.state for t in trials) == {
+        TrialState.COMPLETE: 12,
+        TrialState.FAIL: 1,
+    }
+    # Paired runs: every variant trained with each of the same two seeds, for the best epoch
+    # count, unpruned and without early stopping.
+    seeds = collections.defaultdict(set)
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            seeds[t.user_attrs["variant"]].add(t.user_attrs["seed"])
+            assert t.user_attrs["epochs"] == best.user_attrs["best_epoch"]
+    assert len({frozenset(s) for s in seeds.values()}) == 1 and len(seeds[AS_IS]) == 2
+    # Repeat 0 of the trial as it is retraces the search's own run.
+    [first] = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.user_attrs["variant"] == AS_IS
+        and t.user_attrs["repeat"] == 0
+    ]
+    if best.user_attrs["best_epoch"] == best.user_attrs["epochs"]:
+        assert first.value == pytest.approx(best.value, rel=1e-4)
+
+    # `tuner ablate` resumes: nothing left to queue, so it reads out the verdicts.
+    result = tuner("ablate", str(path), "--storage", url, "--repeats", "2", cwd=study_dir)
+    out = result.stdout
+    assert f"ablation of trial {best.number} of study 'abl': 2 seeds" in out
+    for contrast in (
+        "recurrent dropout (",
+        "dropout (",
+        "bidirectional (",
+        "depth: one layer more (2 vs 1 layers)",
+        "cell: LSTM instead of GRU (",
+    ):
+        line = next(line for line in out.splitlines() if line.strip().startswith(contrast))
+        assert any(v in line for v in ("helped;", "hurt;", "no clear difference;")), line
+        assert "95% CI" in line and "2 seeds" in line
+    assert len(optuna.load_study(study_name="abl/ablation", storage=url).trials) == 13
+
+
+def test_ablate_refuses_a_trial_that_is_not_complete_in_one_line(
+    write_study, study_dir: Path
+) -> None:
+    from click.testing import CliRunner
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    from tuner.cli import cli
+
+    path = write_study("refuse")
+    url = f"sqlite:///{study_dir / 'refuse.db'}"
+    study = optuna.create_study(study_name="refuse", storage=url)
+    for state, value in ((TrialState.COMPLETE, 1.0), (TrialState.PRUNED, None)):
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"units_1": 8},
+                distributions={"units_1": IntDistribution(4, 64)},
+            )
+        )
+    runner = CliRunner()
+    for trial, message in (
+        ("1", "Error: trial 1 of study 'refuse' is pruned; only a complete trial can be ablated"),
+        ("7", "Error: study 'refuse' has no trial 7"),
+    ):
+        result = runner.invoke(cli, ["ablate", str(path), "--storage", url, "--trial", trial])
+        assert result.exit_code == 2
+        assert result.stderr.splitlines() == [message]
+    assert optuna.get_all_study_names(url) == ["refuse"]  # no companion study was made
+    missing = f"sqlite:///{study_dir / 'missing.db'}"
+    result = runner.invoke(cli, ["ablate", str(path), "--storage", missing])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert not (study_dir / "missing.db").exists()
+
+
+@pytest.mark.slow
+def test_an_ablation_trial_trains_its_fixed_model_seed_and_epochs(write_study) -> None:
+    from tuner.data import prepare
+    from tuner.search.objective import Objective
+
+    # The space stops at 2 layers and 64 units; training at 2 epochs with patience 1.
+    config = load_study_config(
+        write_study(training="epochs = 2\nbatch_size = 16\nsteps_per_epoch = 3\npatience = 1")
+    )
+    objective = Objective(config, prepare(config.data))
+    params = WINNER | {"layers": 3, "units_1": 4, "units_2": 4, "units_3": 4, "cell": "gru"}
+    values = []
+    for _ in range(2):
+        study = optuna.create_study(direction="minimize")
+        study.enqueue_trial(params, user_attrs={"ablation": {"seed": 7, "epochs": 4}})
+        trial = study.ask()
+        values.append(objective(trial))
+        study.tell(trial, values[-1])
+        [done] = study.trials
+        assert done.params == params  # recorded as they were, outside the space
+        assert done.user_attrs["epochs"] == 4 and done.user_attrs["training_seed"] == 7
+        assert values[-1] == pytest.approx(done.intermediate_values[4])  # the last epoch's
+    assert values[0] == values[1]  # the same seed trains the same model
+
+
+def _ablation(as_is: dict[int, float], own: int, baselines: dict[str, float]) -> Ablation:
+    return Ablation(
+        study="s",
+        trial=7,
+        metric="val_mae",
+        direction="minimize",
+        epochs=4,
+        repeats=len(as_is),
+        as_is=as_is,
+        contrasts=(),
+        own_seed=own,
+        baselines=baselines,
+    )
+
+
+def test_a_winner_whose_own_seed_was_lucky_is_said_to_be_and_a_steady_one_is_not() -> None:
+    # The search's run (seed 1) beat what the same model does over five seeds.
+    lucky = _ablation({1: 3.53, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.86}, 1, {"last_value": 3.70})
+    note = seed_luck(lucky)
+    assert note is not None
+    assert "trial 7 (val_mae = 3.53, its own seed)" in note
+    assert "over 5 seeds (3.79" in note
+    assert "not clearly better than the naive baseline last_value (3.7)" in note
+    assert "over seeds" in format_ablation(lucky)
+    # Far from the baseline: the seed is still named, the baseline is not.
+    far = _ablation({1: 3.53, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.86}, 1, {"last_value": 9.0})
+    assert "naive baseline" not in (seed_luck(far) or "")
+    # The own seed inside the others' spread: nothing to say.
+    steady = _ablation({1: 3.80, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.70}, 1, {"last_value": 3.70})
+    assert seed_luck(steady) is None
+    assert "note:" not in format_ablation(steady)
+    # Too few seeds for an interval.
+    assert seed_luck(_ablation({1: 3.0, 2: 4.0}, 1, {})) is None

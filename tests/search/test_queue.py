@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner.config import WorkersConfig
+from tuner.search.queue import AHEAD, budget, claim, count, set_budget
+from tuner.storage import open_storage
+
+WORKERS = WorkersConfig(heartbeat_interval=5, grace_period=30)
+
+
+def _study(url: str, name: str = "q") -> optuna.Study:
+    storage = open_storage(url, WORKERS)
+    try:
+        return optuna.create_study(study_name=name, storage=storage)
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_only_a_short_stretch_of_the_budget_is_queued(tmp_path) -> None:
+    study = _study(f"sqlite:///{tmp_path / 'q.db'}")
+    set_budget(study, 50)
+    assert budget(study) == 50
+    assert count(study).waiting == AHEAD
+    ran = 0
+    while (trial := claim(study)) is not None:
+        c = count(study)
+        assert c.waiting <= max(AHEAD, 2 * c.running)
+        study.tell(trial, float(trial.number))
+        ran += 1
+    assert ran == 50 and len(study.trials) == 50
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_raising_the_budget_queues_more_and_lowering_it_queues_none(tmp_path) -> None:
+    study = _study(f"sqlite:///{tmp_path / 'q.db'}")
+    set_budget(study, 3)
+    for _ in range(3):
+        trial = claim(study)
+        assert trial is not None
+        study.tell(trial, 1.0)
+    assert claim(study) is None
+    set_budget(study, 5)
+    assert count(study).waiting == 2
+    set_budget(study, 4)  # trials already queued stay queued; nothing more is added
+    assert count(study).waiting == 2
+
+
+def _worker(url: str, results: mp.Queue) -> None:
+    study = _study(url)
+    ran = 0
+    while (trial := claim(study)) is not None:
+        time.sleep(0.01)
+        study.tell(trial, 0.0)
+        ran += 1
+    results.put(ran)
+
+
+@pytest.mark.slow
+def test_processes_refilling_together_keep_the_count_exact(storage_url: str) -> None:
+    study = _study(storage_url)
+    set_budget(study, 60)
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_worker, args=(storage_url, results)) for _ in range(4)]
+    for p in processes:
+        p.start()
+    ran = [results.get(timeout=300) for _ in processes]
+    for p in processes:
+        p.join(timeout=60)
+    assert sum(ran) == 60
+    trials = optuna.load_study(study_name="q", storage=storage_url).trials
+    states = Counter(t.state for t in trials)
+    assert states == {TrialState.COMPLETE: 60}

@@ -1,0 +1,194 @@
+"""The contract with Optuna's internals that `tuner/storage/optuna_internals.py` relies on.
+
+These tests fail loudly when Optuna changes under the overrides: the methods exist with the
+signatures they were written for, the storage calls them on the paths tuner uses (spies around
+the real methods), and a COMMIT whose answer is lost (injected with SQLAlchemy events on SQLite,
+without a server) is neither repeated nor lost.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sqlite3
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+from sqlalchemy import event
+
+from tuner.search.queue import claim
+from tuner.storage import CREATE_TOKEN, RETRY_OF, ReconnectingStorage, open_storage
+from tuner.storage.optuna_internals import OPTUNA_SERIES, SAME_TWICE
+
+RDB = optuna.storages.RDBStorage
+
+# What the overrides were written against: method -> its parameters.
+OVERRIDDEN = {
+    "_create_new_trial": ["self", "study_id", "template_trial"],
+    "_get_prepared_new_trial": ["self", "study_id", "template_trial", "session"],
+    "set_trial_state_values": ["self", "trial_id", "state", "values"],
+}
+
+
+def test_optuna_is_the_series_the_overrides_were_written_for() -> None:
+    found = ".".join(optuna.__version__.split(".")[:2])
+    assert found == OPTUNA_SERIES, (
+        f"tuner/storage/optuna_internals.py overrides private methods of Optuna "
+        f"{OPTUNA_SERIES}'s RDBStorage, but Optuna {optuna.__version__} is installed: check "
+        "each override against the new RDBStorage, then raise OPTUNA_SERIES and the pin in "
+        "pyproject.toml"
+    )
+
+
+@pytest.mark.parametrize("name", list(OVERRIDDEN))
+def test_the_overridden_methods_keep_their_signatures(name: str) -> None:
+    assert list(inspect.signature(getattr(RDB, name)).parameters) == OVERRIDDEN[name]
+
+
+@pytest.mark.parametrize("name", SAME_TWICE)
+def test_the_methods_made_again_exist_and_open_their_own_transaction(name: str) -> None:
+    method = getattr(RDB, name)
+    assert callable(method)
+    assert "_create_scoped_session" in inspect.getsource(method), (
+        f"RDBStorage.{name} no longer opens a transaction of its own"
+    )
+
+
+def test_the_internals_read_are_where_they_were(tmp_path: Path) -> None:
+    from optuna.storages._rdb import models
+
+    assert "skip_table_creation" in inspect.signature(RDB.__init__).parameters
+    for column in ("key", "value_json", "trial"):
+        assert hasattr(models.TrialSystemAttributeModel, column)
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage)
+    assert study._storage._backend is storage  # type: ignore[attr-defined]
+    call = optuna.storages.RetryHeartbeatStaleTrialCallback.__call__
+    assert list(inspect.signature(call).parameters) == ["self", "study", "trial"]
+
+
+# --- the paths tuner relies on, watched by spies around the real methods -----------------------
+
+
+@pytest.fixture
+def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[Any, ...]]]:
+    calls: dict[str, list[tuple[Any, ...]]] = {}
+    # The overridden methods, on Optuna's class; the ones made again, on ours.
+    for cls, name in [
+        *((RDB, name) for name in OVERRIDDEN),
+        (ReconnectingStorage, "_get_trials"),
+        (ReconnectingStorage, "_get_stale_trial_ids"),
+    ]:
+        real = getattr(cls, name)
+
+        def spy(self: Any, *args: Any, _real: Callable[..., Any] = real, _name: str = name,
+                **kwargs: Any) -> Any:  # fmt: skip
+            calls.setdefault(_name, []).append(args)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, spy)
+    return calls
+
+
+def _reconnecting(tmp_path: Path, **kwargs: Any) -> ReconnectingStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ReconnectingStorage(
+            f"sqlite:///{tmp_path / 'r.db'}", reconnect_timeout=10, **kwargs
+        )
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_storage_calls_the_overridden_methods_where_tuner_relies_on_them(
+    tmp_path: Path, spies: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    from tuner.storage import RetryOnce
+
+    storage = _reconnecting(
+        tmp_path, heartbeat_interval=1, grace_period=1, heartbeat_stale_trial_callback=RetryOnce()
+    )
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 1.0})  # a queued trial: created from a template, with our token
+    [(_, template)] = spies["_create_new_trial"]
+    [(_, prepared, _)] = spies["_get_prepared_new_trial"]
+    assert CREATE_TOKEN in template.system_attrs and CREATE_TOKEN in prepared.system_attrs
+    trial = claim(study)  # claiming and finishing go through set_trial_state_values
+    assert trial is not None
+    assert spies["set_trial_state_values"][-1][1] == TrialState.RUNNING
+    assert spies["_get_trials"], "Study.get_trials no longer reads through _get_trials"
+    study.tell(trial, 1.0)
+    assert spies["set_trial_state_values"][-1][1:] == (TrialState.COMPLETE, [1.0])
+
+    study.enqueue_trial({"x": 2.0})
+    stale = claim(study)
+    assert stale is not None
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)  # the retry is queued from a template too
+    assert spies["_get_stale_trial_ids"]
+    assert spies["set_trial_state_values"][-1][1] == TrialState.FAIL
+    retry = study.trials[-1]
+    assert (retry.state, retry.user_attrs[RETRY_OF]) == (TrialState.WAITING, stale.number)
+    assert CREATE_TOKEN in spies["_get_prepared_new_trial"][-1][1].system_attrs
+
+
+# --- a COMMIT whose answer is lost, on SQLite --------------------------------------------------
+
+
+def lose_commit_answer(engine: sqlalchemy.engine.Engine, statement: str) -> None:
+    """Commit the next transaction of `engine` that runs a statement starting with `statement`,
+    then say the connection failed, as when the server's answer to a COMMIT is lost."""
+    state = {"seen": False, "done": False}
+
+    def watch(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        state["seen"] = state["seen"] or sql.startswith(statement)
+
+    def commit(conn: Any) -> None:
+        if state["seen"] and not state["done"]:
+            state["done"] = True
+            conn.connection.dbapi_connection.commit()  # the work is done...
+            raise sqlalchemy.exc.OperationalError(  # ... and its answer lost
+                "COMMIT", {}, sqlite3.OperationalError("the answer to COMMIT was lost")
+            )
+
+    event.listen(engine, "before_cursor_execute", watch)
+    event.listen(engine, "commit", commit)
+
+
+def _storage(kind: str, tmp_path: Path) -> RDB:
+    if kind == "ours":
+        return _reconnecting(tmp_path)
+    return RDB(f"sqlite:///{tmp_path / 'r.db'}")
+
+
+@pytest.mark.parametrize("kind", ["ours", "stock"])
+def test_a_trial_creation_whose_commit_answer_was_lost_is_not_repeated(
+    tmp_path: Path, kind: str
+) -> None:
+    storage = _storage(kind, tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    lose_commit_answer(storage.engine, "INSERT INTO trials ")
+    study.enqueue_trial({"x": 1.0})
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'r.db'}").trials
+    # Stock Optuna makes the creation again, and a second trial: the fault is real.
+    assert len(trials) == (1 if kind == "ours" else 2)
+
+
+@pytest.mark.parametrize("kind", ["ours", "stock"])
+def test_a_tell_whose_commit_answer_was_lost_is_recorded_once(tmp_path: Path, kind: str) -> None:
+    storage = _storage(kind, tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    lose_commit_answer(storage.engine, "UPDATE trials SET state")
+    if kind == "ours":
+        study.tell(trial, 0.5)
+    else:  # a worker on stock Optuna would stop here
+        with pytest.raises(optuna.exceptions.StorageInternalError):
+            study.tell(trial, 0.5)
+    [stored] = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'r.db'}").trials
+    assert (stored.state, stored.value) == (TrialState.COMPLETE, 0.5)

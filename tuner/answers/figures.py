@@ -1,0 +1,256 @@
+"""The report's figures, each drawn twice: with plotly for the HTML page (interactive) and with
+matplotlib as a PNG file (for an issue, a slide, or a reader without a browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner.answers.analysis import Effect, StudyAnalysis
+from tuner.answers.results import seed_label
+from tuner.answers.verdict import HELPED, HURT, TOO_FEW
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+COLOURS = {HELPED: "#1a9850", HURT: "#d73027"}
+NEUTRAL = "#7f7f7f"
+
+
+def references(a: StudyAnalysis) -> list[tuple[str, float]]:
+    """The best trial, the seed configurations and the baselines: (label, value), best first."""
+    s = a.summary
+    rows = [(f"best trial {s['best_trial']['number']}", float(s["best_trial"]["value"]))]
+    seeds = s["seed_configs"].items()
+    rows += [(f"seed {seed_label(name, r)}", float(r["value"])) for name, r in seeds]
+    rows += [(f"baseline {name}", float(r["value"])) for name, r in s["baselines"].items()]
+    return rows
+
+
+# plotly, for the HTML page
+
+
+def plotly_references(a: StudyAnalysis) -> go.Figure:
+    import plotly.graph_objects as go
+
+    rows = references(a)
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in rows],
+            y=[label for label, _ in rows],
+            orientation="h",
+            marker_color=["#4575b4"] + [NEUTRAL] * (len(rows) - 1),
+            text=[f"{v:.4g}" for _, v in rows],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        title=f"{a.name}: best trial against the references",
+        xaxis_title=f"{a.metric} ({a.direction})",
+        yaxis={"autorange": "reversed"},
+        height=120 + 40 * len(rows),
+    )
+    return fig
+
+
+def plotly_importances(a: StudyAnalysis) -> go.Figure:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for evaluator, values in a.importances.items():
+        fig.add_trace(
+            go.Bar(x=list(values.values()), y=list(values), orientation="h", name=evaluator)
+        )
+    fig.update_layout(
+        title=f"{a.name}: hyperparameter importance",
+        xaxis_title="importance (sums to 1 per evaluator)",
+        yaxis={"autorange": "reversed"},
+        barmode="group",
+        height=200 + 30 * max((len(v) for v in a.importances.values()), default=1),
+    )
+    return fig
+
+
+def plotly_techniques(a: StudyAnalysis) -> go.Figure:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    techniques = a.techniques
+    fig = make_subplots(
+        rows=1, cols=max(len(techniques), 1), subplot_titles=[t.spec.name for t in techniques]
+    )
+    for col, t in enumerate(techniques, start=1):
+        for g in t.groups:
+            fig.add_trace(
+                go.Box(
+                    y=list(g.values),
+                    name=f"{g.label} ({g.n})",
+                    boxpoints="all",
+                    pointpos=0,
+                    jitter=0.3,
+                    text=[f"trial {n}" for n in g.numbers],
+                    marker_color=NEUTRAL,
+                    showlegend=False,
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_yaxes(title_text=a.metric, row=1, col=1)
+    fig.update_layout(title=f"{a.name}: {a.metric} of complete trials by technique", height=450)
+    return fig
+
+
+def plotly_effects(rows: list[tuple[str, dict[str, Effect]]], studies: list[str]) -> go.Figure:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for study in studies:
+        points = [
+            (label, e[study]) for label, e in rows if study in e and e[study].gain is not None
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[100 * e.gain for _, e in points],  # type: ignore[operator]
+                y=[label for label, _ in points],
+                mode="markers",
+                name=study,
+                marker={"size": 11},
+                error_x=_plotly_errors([e for _, e in points]),
+                text=[e.verdict for _, e in points],
+                hovertemplate="%{y}: %{x:+.1f}% (%{text})<extra>" + study + "</extra>",
+            )
+        )
+    fig.add_vline(x=0, line_dash="dash", line_color=NEUTRAL)
+    fig.update_layout(
+        title="What each technique did to the median trial, per study (95% bootstrap interval)",
+        xaxis_title="improvement of the median over the reference group (%)",
+        yaxis={"autorange": "reversed"},
+        height=200 + 45 * max(len(rows), 1),
+    )
+    return fig
+
+
+def _plotly_errors(effects: list[Effect]) -> dict[str, Any]:
+    gains = [e.gain or 0.0 for e in effects]
+    cis = [e.gain_ci or (g, g) for e, g in zip(effects, gains, strict=True)]
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [100 * (hi - g) for (_, hi), g in zip(cis, gains, strict=True)],
+        "arrayminus": [100 * (g - lo) for (lo, _), g in zip(cis, gains, strict=True)],
+    }
+
+
+# matplotlib, for PNG files
+
+
+def png_references(a: StudyAnalysis, path: Path) -> Path:
+    plt = _pyplot()
+    rows = references(a)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(rows)))
+    ax.barh(
+        [label for label, _ in rows],
+        [v for _, v in rows],
+        color=["#4575b4"] + [NEUTRAL] * (len(rows) - 1),
+    )
+    for i, (_, v) in enumerate(rows):
+        ax.annotate(f" {v:.4g}", (v, i), va="center", fontsize=8)
+    ax.margins(x=0.15)  # room for the numbers
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{a.metric} ({a.direction})")
+    ax.set_title(f"{a.name}: best trial against the references")
+    return _save(fig, path)
+
+
+def png_importances(a: StudyAnalysis, path: Path) -> Path:
+    plt = _pyplot()
+    params = sorted({p for values in a.importances.values() for p in values})
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.35 * max(len(params), 1)))
+    height = 0.8 / max(len(a.importances), 1)
+    for i, (evaluator, values) in enumerate(a.importances.items()):
+        ax.barh(
+            [k + i * height for k in range(len(params))],
+            [values.get(p, 0.0) for p in params],
+            height=height,
+            label=evaluator,
+        )
+    ax.set_yticks([k + 0.4 - height / 2 for k in range(len(params))], params)
+    ax.invert_yaxis()
+    ax.set_xlabel("importance (sums to 1 per evaluator)")
+    ax.set_title(f"{a.name}: hyperparameter importance")
+    if a.importances:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, a.importance_note or "no importances", ha="center", wrap=True)
+    return _save(fig, path)
+
+
+def png_techniques(a: StudyAnalysis, path: Path) -> Path:
+    plt = _pyplot()
+    n = max(len(a.techniques), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.8), sharey=True, squeeze=False)
+    for ax, t in zip(axes[0], a.techniques, strict=False):
+        for i, g in enumerate(t.groups):
+            ax.scatter([i] * g.n, g.values, color=NEUTRAL, alpha=0.7, s=18)
+            ax.hlines(g.median, i - 0.3, i + 0.3, color="black")
+            if g.median_ci is not None:
+                ax.vlines(i + 0.35, *g.median_ci, color="black", linewidth=3)
+        ax.set_xticks(range(len(t.groups)), [f"{g.label}\n({g.n})" for g in t.groups])
+        ax.set_xlim(-0.6, len(t.groups) - 0.4)
+        ax.set_title(t.spec.name)
+    axes[0][0].set_ylabel(a.metric)
+    fig.suptitle(f"{a.name}: trials by technique (bar: median, with its 95% interval)")
+    return _save(fig, path)
+
+
+def png_effects(rows: list[tuple[str, dict[str, Effect]]], studies: list[str], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.55 * max(len(rows), 1)))
+    offset = 0.6 / max(len(studies), 1)
+    markers = "osD^v<>"
+    for j, study in enumerate(studies):
+        label: str | None = study  # once per study, in the legend
+        for i, (_, effects) in enumerate(rows):
+            e = effects.get(study)
+            if e is None or e.gain is None:
+                continue
+            y = i + (j - (len(studies) - 1) / 2) * offset
+            lo, hi = e.gain_ci or (e.gain, e.gain)
+            colour = COLOURS.get(e.verdict, NEUTRAL)
+            ax.plot([100 * lo, 100 * hi], [y, y], color=colour, linewidth=2)
+            ax.plot(
+                100 * e.gain,
+                y,
+                markers[j % len(markers)],
+                color=colour,
+                markerfacecolor="none" if e.verdict == TOO_FEW else colour,
+                label=label,
+            )
+            label = None
+    ax.axvline(0, color=NEUTRAL, linestyle="--")
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("improvement of the median over the reference group (%), 95% bootstrap interval")
+    ax.set_title(
+        "What each technique did, per study\n"
+        "(green: helped, red: hurt, grey: no clear difference, hollow: too few trials)"
+    )
+    if rows:
+        ax.legend(title="study", fontsize=8)
+    return _save(fig, path)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path

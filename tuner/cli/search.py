@@ -1,0 +1,270 @@
+"""Commands that run a search: `run`, `worker` and `ablate`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import zlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tuner.cli.answers import print_best
+from tuner.cli.group import cli
+from tuner.cli.options import (
+    load,
+    storage_option,
+    study_file,
+)
+from tuner.errors import TunerError
+from tuner.storage import (
+    mask,
+)
+
+
+@cli.command()
+@study_file
+@storage_option
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on this machine.",
+)
+@click.option(
+    "--trials",
+    "-n",
+    "n_trials",
+    type=click.IntRange(min=1),
+    help="Make the study's trial budget N: trials to finish in all, counting those already "
+    "finished.  [default: n_trials from the study file for a new study; an existing study "
+    "keeps its budget]",
+)
+@click.option(
+    "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
+)
+def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin: bool) -> None:
+    """Create or resume a study and run worker processes on it until its budget is spent.
+
+    Shows progress while the workers run (each running trial's epoch and latest metric, and the
+    time left), then the best trial beside the naive baseline. On a machine with GPUs the
+    workers share them out (CUDA_VISIBLE_DEVICES). The Keras backend is the study file's
+    [training] backend, else TUNER_BACKEND, else jax.
+    Ctrl-C stops the workers cleanly: their trials go back into the queue. With `enabled =
+    true` in the study file's [ablation] table, then ablates the best trial (`tuner ablate`).
+
+    \b
+    Example:
+      tuner run studies/nyc-weather.toml --workers 2 --trials 30
+    """
+    from tuner.search.launcher import run as launch
+
+    config = load(study_file)
+    click.echo(f"study {config.name!r} in {mask(storage)}, {workers} worker(s)")
+    codes = launch(
+        config,
+        storage,
+        n_workers=workers,
+        n_trials=n_trials,
+        pin=pin,
+        say=click.echo,
+    )
+    print_best(config, storage, required=False)
+    failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
+    if failed:
+        raise click.ClickException("; ".join(failed))
+    if config.ablation.enabled:  # the study file's [ablation] table
+        from tuner.answers.ablation import format_ablation, read_ablation
+        from tuner.search.ablation import ablate as run_ablation
+        from tuner.search.ablation import search_finished
+
+        if not search_finished(config, storage):
+            click.echo("the search stopped before its budget was spent: no ablation yet")
+            return
+        number = run_ablation(
+            config,
+            storage,
+            repeats=config.ablation.repeats,
+            n_workers=workers,
+            pin=pin,
+            say=click.echo,
+        )
+        click.echo(format_ablation(read_ablation(config, storage, number)))
+
+
+@cli.command()
+@study_file
+@storage_option
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=1),
+    help="Stop after this many trials.  [default: until the queue is empty]",
+)
+@click.option(
+    "--worker-index",
+    type=click.IntRange(min=0),
+    help="Offsets the sampler's seed, so that workers propose different trials.  "
+    "[default: from this machine's name and this process's id]",
+)
+@click.option("--cpus", metavar="LIST", help="Pin this worker to these CPU cores (e.g. 0 or 2,3).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Compute threads (TensorFlow's, or XLA's on JAX).  [default: one per usable core]",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
+@click.option(
+    "--ablation",
+    is_flag=True,
+    help="Run the study's queued ablation trials (`tuner ablate`) instead of its search.",
+)
+def worker(
+    study_file: Path,
+    storage: str,
+    max_trials: int | None,
+    worker_index: int | None,
+    cpus: str | None,
+    threads: int | None,
+    quiet: bool,
+    ablation: bool,
+) -> None:
+    """Join a study as one more worker and run its queued trials.
+
+    Start as many as you like, in other shells or on other machines pointed at the same
+    storage. The study is created if it does not exist yet.
+
+    \b
+    Example:
+      tuner worker studies/nyc-weather.toml --storage postgresql://tuner@db-host/tuner
+    """
+    from tuner.search.worker import work
+
+    config = load(study_file)
+    cores = _parse_cpus(cpus)
+    echo = (lambda message: None) if quiet else click.echo
+    index = _default_worker_index() if worker_index is None else worker_index
+    result = work(
+        config,
+        storage,
+        worker_index=index,
+        cpus=cores,
+        threads=threads,
+        max_trials=max_trials,
+        on_trial=(lambda t: None) if quiet else _print_trial,
+        say=echo,
+        ablation=ablation,
+    )
+    ran = result.complete + result.pruned + result.failed
+    if result.interrupted:
+        echo(f"stopped after {ran} trials; the trial in progress was queued again")
+    elif ran == 0 and ablation:
+        echo(f"no queued ablation trials of study {config.name!r}; `tuner ablate` queues them")
+    elif ran == 0:
+        echo(f"no queued trials in study {config.name!r}; `tuner run --trials N` adds more")
+    else:
+        echo(f"done: {result.complete} complete, {result.pruned} pruned, {result.failed} failed")
+
+
+@cli.command()
+@study_file
+@storage_option
+@click.option(
+    "--trial",
+    "number",
+    type=click.IntRange(min=0),
+    help="The complete trial to ablate.  [default: the best trial]",
+)
+@click.option(
+    "--repeats",
+    "-k",
+    type=click.IntRange(min=2, max=1_000),
+    help="Training seeds per variant (the same K seeds for every variant).  "
+    "[default: `repeats` of the study file's [ablation] table, else 5]",
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on this machine.",
+)
+@click.option(
+    "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
+)
+def ablate(
+    study_file: Path,
+    storage: str,
+    number: int | None,
+    repeats: int | None,
+    workers: int,
+    pin: bool,
+) -> None:
+    """Train the best trial as it is and with one technique changed at a time (recurrent
+    dropout, dropout, bidirectional, one layer more or fewer, GRU or LSTM), each with the same
+    K training seeds, and say whether each technique helped, hurt or made no clear difference,
+    with a 95% interval.
+
+    The runs are queued trials of the companion study `<study name>/ablation`: run again to
+    resume, and `tuner worker STUDY_FILE --ablation` on other machines helps.
+
+    \b
+    Example:
+      tuner ablate studies/nyc-weather.toml --workers 2
+    """
+    from tuner.answers.ablation import format_ablation, read_ablation
+    from tuner.search.ablation import ablate as run_ablation
+
+    config = load(study_file)
+    number = run_ablation(
+        config,
+        storage,
+        number=number,
+        repeats=repeats or config.ablation.repeats,
+        n_workers=workers,
+        pin=pin,
+        say=click.echo,
+    )
+    click.echo(format_ablation(read_ablation(config, storage, number)))
+
+
+def _default_worker_index() -> int:
+    # The process id alone repeats across machines and containers (every container's worker
+    # is process 1), and workers with one index propose the same trials.
+    return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 2**31
+
+
+def _parse_cpus(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        cores = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"must be core numbers separated by commas, got {text!r}", param_hint="--cpus"
+        ) from None
+    usable = sorted(os.sched_getaffinity(0))
+    outside = [c for c in cores if c not in usable]
+    if outside:
+        raise TunerError(
+            f"--cpus: core {outside[0]} is not one this process may use "
+            f"(usable: {','.join(map(str, usable))}), got {text!r}"
+        )
+    return cores
+
+
+def _print_trial(trial: Any) -> None:
+    attrs = trial.user_attrs
+    state = trial.state.name.lower()
+    detail = (
+        "value " + ", ".join(f"{v:.4g}" for v in trial.values)
+        if trial.values
+        else attrs.get("fail_reason", "")
+    )
+    click.echo(
+        f"trial {trial.number} {state}: {detail}".rstrip(": ")
+        + f" ({attrs.get('epochs', 0)} epochs, {attrs.get('train_seconds', 0):.1f} s)"
+    )

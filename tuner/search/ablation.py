@@ -1,0 +1,247 @@
+"""Ablation around the winner: the best trial (or a chosen one) trained as it is and with one
+technique changed at a time, each with the same K training seeds, to say what each technique did
+on this data with an interval, rather than what the search happened to try.
+
+The variants: recurrent dropout off (or on at 0.2 when it was off), dropout likewise,
+bidirectional layers toggled, one layer more (the new top layer repeats the top layer's units)
+and one fewer, and GRU <-> LSTM. A variant may lie outside the study's search space (LSTM where
+the space allows GRU only, a third layer where it stops at two): ablation asks what a technique
+does to this model, not which model the search should find, so such variants run too and are
+marked as outside the space.
+
+Each run trains the trial's best epoch count, with no pruning and no early stopping, and scores
+the metric after its last epoch. The runs are trials of a companion Optuna study,
+`<study name>/ablation`, in the same storage: enqueued with fixed parameters and the user
+attributes `ablation_of` (the trial), `variant`, `repeat` and `seed`, so that `tuner worker
+--ablation` on any machine takes them from the same queue as search trials, a killed worker's
+trial is retried the same way, and optuna-dashboard shows them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.config import AblationConfig, StudyConfig
+from tuner.errors import TunerError
+from tuner.search.companion import ABLATION_ATTR, open_companion
+from tuner.search.queue import budget, count
+from tuner.search.space import MAX_LAYERS
+from tuner.search.study import load_existing, stored_config
+from tuner.search.trials import best_trial
+from tuner.storage import locked, open_storage, queue_lock
+
+DEFAULT_REPEATS = AblationConfig.repeats  # README, "Reading the verdicts"
+ON = 0.05  # a lower (recurrent) dropout rate counts as off, as in tuner.answers.analysis
+ON_RATE = 0.2  # the rate a variant turns (recurrent) dropout on at: the seed configuration's
+AS_IS = "as is"
+TECHNIQUES = ("recurrent dropout", "dropout", "bidirectional", "depth", "cell")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The trial with one thing changed.
+
+    `with_technique` says which side of the contrast the variant is: True when the variant has
+    the technique and the trial as it is lacks it (recurrent dropout turned on, one layer
+    more, LSTM for GRU); a verdict is always about the side with it.
+    """
+
+    name: str
+    technique: str
+    contrast: str  # the row of the cross-study table
+    params: dict[str, Any]
+    with_technique: bool
+
+
+def variants(params: dict[str, Any]) -> list[Variant]:
+    """The variants of a trial with `params`, one technique changed in each."""
+    found: list[Variant] = []
+    for name, technique in (("recurrent_dropout", "recurrent dropout"), ("dropout", "dropout")):
+        on = float(params[name]) >= ON
+        found.append(
+            Variant(
+                f"{technique} {'off' if on else f'on at {ON_RATE}'}",
+                technique,
+                technique,
+                params | {name: 0.0 if on else ON_RATE},
+                with_technique=not on,
+            )
+        )
+    bidirectional = bool(params["bidirectional"])
+    found.append(
+        Variant(
+            "one direction" if bidirectional else "bidirectional",
+            "bidirectional",
+            "bidirectional",
+            params | {"bidirectional": not bidirectional},
+            with_technique=not bidirectional,
+        )
+    )
+    layers = int(params["layers"])
+    if layers < MAX_LAYERS:
+        top = params[f"units_{layers}"]
+        found.append(
+            Variant(
+                "one layer more",
+                "depth",
+                "depth: one layer more",
+                params | {"layers": layers + 1, f"units_{layers + 1}": top},
+                with_technique=True,
+            )
+        )
+    if layers > 1:
+        fewer = {k: v for k, v in params.items() if k != f"units_{layers}"}
+        found.append(
+            Variant(
+                "one layer fewer",
+                "depth",
+                "depth: one layer fewer",
+                fewer | {"layers": layers - 1},
+                with_technique=False,
+            )
+        )
+    other = "lstm" if params["cell"] == "gru" else "gru"
+    found.append(
+        Variant(
+            other.upper(),
+            "cell",
+            "cell: LSTM instead of GRU",
+            params | {"cell": other},
+            with_technique=other == "lstm",
+        )
+    )
+    return found
+
+
+def outside_space(params: dict[str, Any], config: StudyConfig) -> bool:
+    """Whether the study's search space could not have sampled `params`."""
+    space = config.space
+    for name, value in params.items():
+        param = space.units if name.startswith("units_") else getattr(space, name, None)
+        if param is not None and not param.contains(value):
+            return True
+    return False
+
+
+def repeat_seeds(config: StudyConfig, trial: FrozenTrial, repeats: int) -> list[int]:
+    """K training seeds: the trial's own first (so that repeat 0 of the trial as it is
+    retraces the search's run), then seeds drawn from the study's seed and the trial's number."""
+    from tuner.training.seeds import training_seed
+
+    first = trial.user_attrs.get("training_seed", training_seed(config.sampler.seed, trial.number))
+    more = [
+        int(np.random.SeedSequence([config.sampler.seed, trial.number, r]).generate_state(1)[0])
+        >> 1
+        for r in range(1, repeats)
+    ]
+    return [int(first), *more]
+
+
+def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """The best complete trial, or the complete trial `number`."""
+    if number is None:
+        return best_trial(study)
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise TunerError(f"study {study.study_name!r} has no trial {number}")
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        raise TunerError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}; "
+            "only a complete trial can be ablated"
+        )
+    return trial
+
+
+def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, repeats: int) -> int:
+    """Queue the runs of `trial`'s ablation that are not queued, running or done yet; returns
+    how many runs the ablation has in all."""
+    epochs = int(trial.user_attrs.get("best_epoch") or config.training.epochs)
+    seeds = repeat_seeds(config, trial, repeats)
+    runs = [(AS_IS, dict(trial.params))] + [(v.name, v.params) for v in variants(trial.params)]
+
+    def queue_missing() -> None:
+        alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        have = {
+            (t.user_attrs.get("variant"), t.user_attrs.get("repeat"))
+            for t in companion.get_trials(deepcopy=False, states=alive)
+            if t.user_attrs.get("ablation_of") == trial.number
+        }
+        for repeat, seed in enumerate(seeds):
+            for name, params in runs:
+                if (name, repeat) in have:
+                    continue
+                companion.enqueue_trial(
+                    params,
+                    user_attrs={
+                        "ablation_of": trial.number,
+                        "variant": name,
+                        "repeat": repeat,
+                        "seed": seed,
+                        ABLATION_ATTR: {"seed": seed, "epochs": epochs},
+                    },
+                )
+        companion.set_user_attr("ablation_of", trial.number)
+        companion.set_user_attr("repeats", repeats)
+
+    locked(companion._storage, queue_lock(companion.study_name), queue_missing)
+    return len(seeds) * len(runs)
+
+
+def ablate(
+    config: StudyConfig,
+    storage_url: str,
+    *,
+    number: int | None = None,
+    repeats: int = DEFAULT_REPEATS,
+    n_workers: int = 1,
+    pin: bool = True,
+    out: TextIO = sys.stdout,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Queue the ablation of the best trial (or trial `number`) in the companion study, run
+    `n_workers` worker processes on it until its runs are done; returns the ablated trial's
+    number (`tuner.answers.ablation` reads the verdicts)."""
+    from tuner.search.launcher import (
+        gpus,
+        on_gpus,
+        plan,
+        start_workers,
+        supervise,
+        workers_to_start,
+    )
+
+    storage = open_storage(storage_url, config.workers, must_exist=True)
+    study = load_existing(config.name, storage)
+    # The study as it was run; a study file that no longer matches it is refused here.
+    config = stored_config(study, config)
+    trial = chosen_trial(study, number)
+    companion = open_companion(config, storage)
+    total = enqueue(companion, config, trial, repeats)
+    say(
+        f"ablation of trial {trial.number}: {total} runs ({repeats} seeds each) in study "
+        f"{companion.study_name!r}"
+    )
+    left = total - count(companion).finished
+    n_workers = workers_to_start(n_workers, left, say) if left > 0 else 0
+    placements = on_gpus(plan(n_workers, pin), gpus()) if n_workers else []
+    processes = start_workers(config.path, storage_url, placements, options=("--ablation",))
+    codes = supervise(processes, companion, total, out, best=False) if processes else []
+    failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
+    if failed:
+        raise TunerError("; ".join(failed))
+    return trial.number
+
+
+def search_finished(config: StudyConfig, storage_url: str) -> bool:
+    """Whether the search of the study in `config` has spent its budget (`tuner run` ablates
+    only then, not after a search stopped by Ctrl-C)."""
+    study = load_existing(config.name, open_storage(storage_url, config.workers, must_exist=True))
+    return count(study).finished >= budget(study)

@@ -1,0 +1,220 @@
+"""What `tuner run` shows while its workers run: every running trial's number, epoch and latest
+metric, the study's counts and best value, and an estimate of the time left.
+
+Workers write each trial's latest epoch to the storage (the trial's user attribute `progress`,
+set by the objective after every epoch); this reads it back. On a terminal the display is a
+live table redrawn in place (rich); elsewhere (a log file, a pipe, CI) it is plain lines, one
+whenever a trial reaches a new epoch or the counts change.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import TunerError
+from tuner.search.queue import Counts, count
+
+PROGRESS_ATTR = "progress"  # as `tuner.search.objective.PROGRESS_ATTR`
+
+
+@dataclass(frozen=True)
+class Running:
+    """A running trial as its worker last reported it."""
+
+    number: int
+    epoch: int  # epochs finished
+    epochs: int  # epochs planned (early stopping or the pruner may end it sooner)
+    value: float | None  # the metric after the latest epoch
+    seconds: float  # since it started
+
+    @property
+    def done(self) -> float:
+        """The share of its planned epochs behind it."""
+        return min(1.0, self.epoch / self.epochs) if self.epochs else 0.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    counts: Counts
+    n_trials: int
+    running: tuple[Running, ...]
+    best: str  # "; best val_mae 3.2 (trial 4)", or ""
+    left_s: float | None  # estimated seconds until the budget is spent
+
+
+def snapshot(study: optuna.Study, n_trials: int, n_workers: int, best: bool = True) -> Snapshot:
+    """Where the study stands now; with `best`, its best trial so far (not for an ablation's
+    runs, where the best is one variant's luckiest seed)."""
+    counts = count(study)
+    trials = study.get_trials(deepcopy=False)
+    now = datetime.datetime.now()
+    running = tuple(
+        _running(t, now) for t in trials if t.state == TrialState.RUNNING and t.datetime_start
+    )
+    finished = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        and t.datetime_start
+        and t.datetime_complete
+    ]
+    return Snapshot(
+        counts,
+        n_trials,
+        running,
+        _best(study) if best else "",
+        time_left(counts, n_trials, n_workers, finished, running),
+    )
+
+
+def time_left(
+    counts: Counts,
+    n_trials: int,
+    n_workers: int,
+    finished_s: list[float],
+    running: tuple[Running, ...],
+) -> float | None:
+    """Seconds until the budget is spent: the trials still to run, less what the running
+    ones have done, times the mean trial, shared by the workers. None until a trial finished or
+    a running one has reported an epoch."""
+    if finished_s:
+        per_trial = statistics.fmean(finished_s)
+    else:
+        started = [r.seconds / r.done for r in running if r.done > 0]
+        if not started:
+            return None
+        per_trial = statistics.fmean(started)
+    to_run = max(0, n_trials - counts.finished) - sum(r.done for r in running)
+    return max(0.0, to_run) * per_trial / max(1, min(n_workers, n_trials - counts.finished))
+
+
+def _running(trial: FrozenTrial, now: datetime.datetime) -> Running:
+    report: dict[str, Any] = trial.user_attrs.get(PROGRESS_ATTR) or {}
+    assert trial.datetime_start is not None
+    return Running(
+        number=trial.number,
+        epoch=int(report.get("epoch", 0)),
+        epochs=int(report.get("epochs", 0)),
+        value=report.get("value"),
+        seconds=(now - trial.datetime_start).total_seconds(),
+    )
+
+
+def _best(study: optuna.Study) -> str:
+    from tuner.search.trials import best_trial, metric_value
+
+    try:
+        best = best_trial(study)
+    except TunerError:
+        return ""
+    metric = study.user_attrs.get("metric", "value")
+    return f"; best {metric} {metric_value(best):.4g} (trial {best.number})"
+
+
+def duration(seconds: float | None) -> str:
+    """ "1 h 05 min", "4 min 10 s", "35 s"; "?" when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
+def summary(shot: Snapshot) -> str:
+    c = shot.counts
+    line = (
+        f"trials {c.finished}/{shot.n_trials}: {c.complete} complete, {c.pruned} pruned, "
+        f"{c.failed - c.retried} failed, {len(shot.running)} running{shot.best}"
+    )
+    if c.finished < shot.n_trials and shot.left_s is not None:
+        line += f"; about {duration(shot.left_s)} left"
+    return line
+
+
+def trial_line(r: Running, metric: str) -> str:
+    value = f", {metric} {r.value:.4g}" if r.value is not None else ""
+    epochs = f"/{r.epochs}" if r.epochs else ""
+    return f"trial {r.number}: epoch {r.epoch}{epochs}{value} ({duration(r.seconds)})"
+
+
+class Progress:
+    """Shows a study's progress on `out`, redrawn on a terminal, as plain lines elsewhere.
+
+    Call it every few seconds, and once more with `final=True` at the end. `best`: show the
+    best trial so far (`snapshot`).
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        n_trials: int,
+        out: TextIO,
+        n_workers: int = 1,
+        best: bool = True,
+    ):
+        self.study, self.n_trials, self.out, self.n_workers = study, n_trials, out, n_workers
+        self.best = best
+        self.metric = str(study.user_attrs.get("metric", "value"))
+        self.live: Any = None
+        if out.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.console = Console(file=out)
+            self.live = Live(console=self.console, auto_refresh=False, transient=False)
+            self.live.start()
+        self._epochs: dict[int, int] = {}
+        self._last = ""
+
+    def __call__(self, final: bool = False) -> None:
+        shot = snapshot(self.study, self.n_trials, self.n_workers, self.best)
+        if self.live is not None:
+            self.live.update(self._table(shot), refresh=True)
+            if final:
+                self.live.stop()
+            return
+        for r in shot.running:
+            if r.epoch and self._epochs.get(r.number) != r.epoch:
+                self.out.write(trial_line(r, self.metric) + "\n")
+            self._epochs[r.number] = r.epoch
+        line = summary(shot)
+        # The estimate changes every poll: a new line only when something else did.
+        key = line.split("; about")[0]
+        if key != self._last:
+            self.out.write(line + "\n")
+            self._last = key
+        self.out.flush()
+
+    def echo(self, message: str) -> None:
+        """A worker's line of stderr: above the live display, else on stderr."""
+        if self.live is not None:
+            self.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def _table(self, shot: Snapshot) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for column in ("trial", "epoch", self.metric, "time"):
+            table.add_column(column, justify="right")
+        for r in sorted(shot.running, key=lambda r: r.number):
+            table.add_row(
+                str(r.number),
+                f"{r.epoch}/{r.epochs}" if r.epochs else str(r.epoch),
+                f"{r.value:.4g}" if r.value is not None else "",
+                duration(r.seconds),
+            )
+        return Group(summary(shot), table) if shot.running else summary(shot)
