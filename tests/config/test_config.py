@@ -33,15 +33,15 @@ def test_the_shipped_study_is_valid() -> None:
         assert load_study_config(path).name
 
 
-def test_the_readme_study_file_is_valid_and_says_what_the_defaults_are(tmp_path: Path) -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+def test_the_study_file_page_is_valid_and_says_what_the_defaults_are(tmp_path: Path) -> None:
+    page = (Path(__file__).parents[2] / "docs" / "study-files.md").read_text()
+    text = page.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "readme.toml").write_text(text)
     config = load_study_config(tmp_path / "readme.toml")
     assert config.name == "nyc-weather-temp" and config.n_trials == 30
     assert config.pruner.prune_seed_configs is True
     assert config.training.jit_compile is False
-    # Without the lines the README shows, the defaults are the same.
+    # Without the lines the page shows, the defaults are the same.
     kept = [
         line
         for line in text.splitlines()
