@@ -1,0 +1,98 @@
+"""The README is the front door: its first two code blocks are the two commands, its test
+command installs what CI installs, and every relative link of the site's pages leads somewhere.
+
+CI builds the site itself (`mkdocs build --strict` in .ci/run); these checks need no MkDocs.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
+MAIN = (
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[cpu]' && "
+    ".venv/bin/tuner run studies/nyc-weather.toml"
+)
+EXTRAS = re.compile(r"pip install -e '\.\[([^\]]*)\]'")
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def code_blocks(text: str) -> list[str]:
+    return [block.strip() for block in FENCE.findall(text)]
+
+
+def prose(text: str) -> str:
+    """The text without its code blocks and code spans, where a link is not a link."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings, as GitHub and MkDocs make them."""
+    found = set()
+    for line in prose(path.read_text()).splitlines():
+        if heading := re.match(r"#{1,6}\s+(.*)", line):
+            words = re.sub(r"[^\w\- ]", "", heading.group(1).replace("`", "").strip().lower())
+            found.add(words.replace(" ", "-"))
+    return found
+
+
+def test_the_first_two_code_blocks_of_the_readme_are_the_two_commands() -> None:
+    main, tests = code_blocks(README.read_text())[:2]
+    assert main.startswith(MAIN)
+    assert tests.startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[")
+    assert tests.endswith(".venv/bin/python -m pytest")
+    assert "\n" not in main and "\n" not in tests
+
+
+def test_the_readme_test_command_installs_what_ci_installs() -> None:
+    tests = code_blocks(README.read_text())[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    installs = [line for line in ci.splitlines() if EXTRAS.search(line)]
+    assert len(installs) == 1, installs
+    readme_extras, ci_extras = EXTRAS.search(tests), EXTRAS.search(installs[0])
+    assert readme_extras is not None and ci_extras is not None
+    assert readme_extras.group(1) == ci_extras.group(1)
+    assert tests == f"{installs[0]} && .venv/bin/python -m pytest"
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(readme_extras.group(1).split(",")) <= set(declared["optional-dependencies"])
+
+
+# The site shows BENCHMARKS.md and studies/README.md too (docs/hooks.py).
+SHOWN = [README, ROOT / "BENCHMARKS.md", ROOT / "studies" / "README.md"]
+
+
+@pytest.mark.parametrize("page", [*SHOWN, *PAGES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_leads_to_a_file_and_its_heading(page: Path) -> None:
+    broken = []
+    for target in LINK.findall(prose(page.read_text())):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.is_file():
+            broken.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append(f"{target}: no heading with that anchor")
+    assert not broken, broken
+
+
+def test_every_page_is_in_the_site_navigation() -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+    def listed(nav: object) -> set[str]:
+        if isinstance(nav, str):
+            return {nav}
+        items = list(nav.values()) if isinstance(nav, dict) else nav
+        assert isinstance(items, list), nav
+        return set().union(*(listed(item) for item in items))
+
+    in_nav = listed(config["nav"])
+    assert {str(p.relative_to(ROOT / "docs")) for p in PAGES} == in_nav
