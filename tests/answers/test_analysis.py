@@ -12,7 +12,7 @@ from tuner.answers.analysis import (
     compare,
     interval,
 )
-from tuner.answers.verdict import HELPED, HURT, TOO_FEW, UNCLEAR
+from tuner.answers.verdict import BETTER_AMONG, TOO_FEW, UNCLEAR, WORSE_AMONG
 
 DISTRIBUTIONS = {
     "cell": CategoricalDistribution(["gru", "lstm"]),
@@ -75,10 +75,10 @@ def test_a_technique_that_clearly_helps_and_one_that_clearly_hurts() -> None:
         )
 
     effects = by_label(analyse(make_study(value)))
-    assert effects["cell: LSTM vs GRU"].verdict == HELPED
+    assert effects["cell: LSTM vs GRU"].verdict == BETTER_AMONG
     assert effects["cell: LSTM vs GRU"].difference == pytest.approx(-2.0, abs=0.3)
     assert effects["cell: LSTM vs GRU"].gain > 0  # lower is better here
-    assert effects["recurrent dropout: on vs off"].verdict == HURT
+    assert effects["recurrent dropout: on vs off"].verdict == WORSE_AMONG
     assert effects["recurrent dropout: on vs off"].gain < 0
     low, high = effects["recurrent dropout: on vs off"].difference_ci
     assert 0 < low < 2.0 < high
@@ -96,7 +96,7 @@ def test_when_higher_is_better_a_higher_median_helps() -> None:
 
     effects = by_label(analyse(make_study(value, direction="maximize")))
     bidirectional = effects["bidirectional: yes vs no"]
-    assert bidirectional.verdict == HELPED
+    assert bidirectional.verdict == BETTER_AMONG
     assert bidirectional.difference > 0 and bidirectional.gain > 0
 
 
@@ -164,6 +164,6 @@ def test_compare_puts_each_effect_of_each_study_side_by_side() -> None:
     a = analyse(make_study(helps, name="a"))
     b = analyse(make_study(hurts, name="b", seed=1))
     rows = dict(compare([a, b]))
-    assert rows["cell: LSTM vs GRU"]["a"].verdict == HELPED
-    assert rows["cell: LSTM vs GRU"]["b"].verdict == HURT
+    assert rows["cell: LSTM vs GRU"]["a"].verdict == BETTER_AMONG
+    assert rows["cell: LSTM vs GRU"]["b"].verdict == WORSE_AMONG
     assert list(rows)[0].startswith("recurrent dropout")

@@ -179,8 +179,8 @@ def _made_up(name: str, lstm: str, direction: str = "minimize") -> optuna.Study:
 def test_the_cross_study_table_says_which_evidence_each_cell_comes_from() -> None:
     from tuner.answers.ablation import Ablation, Contrast
     from tuner.answers.analysis import analyse, compare
+    from tuner.answers.inference import judge
     from tuner.answers.report import markdown_summary
-    from tuner.answers.verdict import paired
 
     ablation = Ablation(
         study="searched",
@@ -197,7 +197,7 @@ def test_the_cross_study_table_says_which_evidence_each_cell_comes_from() -> Non
                 "LSTM",
                 True,
                 True,
-                paired([-0.2, -0.25, -0.22], minimize=True),
+                judge([[-0.2, -0.25, -0.22]], minimize=True)[0],
             ),
         ),
         params={"cell": "gru", "layers": 1},
@@ -213,21 +213,28 @@ def test_the_cross_study_table_says_which_evidence_each_cell_comes_from() -> Non
     across = text.split("## Across studies")[1].split("\n## ")[0]
     [ablated] = [line for line in across.splitlines() if line.startswith("| cell: LSTM instead")]
     cells = [c.strip() for c in ablated.split("|")[2:-1]]
-    assert (
-        cells[0].startswith("helped (-0.2233 (-7.2%), 95% CI ") and "ablation, 3 seeds" in cells[0]
+    assert cells[0].startswith("helped (0.223 better (7.2% better), 95% CI 0.16") and (
+        "ablation, 3 seeds, Holm over the study's 1" in cells[0]
     )
     assert cells[1:] == ["not ablated"] * 4
     [searched] = [line for line in across.splitlines() if line.startswith("| cell: LSTM vs GRU")]
     cells = [c.strip() for c in searched.split("|")[2:-1]]
-    assert cells[0].startswith("helped (+6.") and cells[0].endswith("; among searched trials")
+    # An association never says helped or hurt: which group did better among the trials.
+    assert cells[0].startswith("LSTM better among searched trials (6.") and cells[0].endswith(
+        "% better); among searched trials"
+    )
     # All LSTM trials pruned: compared with the GRU trials at the first rung, epoch 1.
-    assert cells[1].startswith("hurt (") and cells[1].endswith("among searched trials, at epoch 1")
+    assert cells[1].startswith("LSTM worse among searched trials (") and cells[1].endswith(
+        "among searched trials, at epoch 1"
+    )
     assert cells[2] == "tried, all pruned"
     assert cells[3] == "not tried"
-    assert cells[4].startswith("helped (+20.0 points, CI +")  # accuracy in points
+    assert cells[4].startswith("LSTM better among searched trials (20 points better, CI ")
+    assert not any(w in searched for w in ("helped", "hurt"))
     # The per-study table shows the ablation, the groups, and the rung's groups.
     section = text.split("\n## searched\n")[1].split("\n## ")[0]
-    assert "Ablation of trial 0: 3 seeds, 4 epochs each" in section
+    assert "Ablation of trial 0: 3 fresh seeds, up to 4 epochs with early stopping" in section
+    assert "Holm over its 1 contrasts (fixed K), 5% family-wise" in section
     assert "| cell: LSTM instead of GRU | LSTM vs as is | helped |" in section
     assert "outside the search space" in section
     pruned = text.split("\n## pruned\n")[1].split("\n## ")[0]

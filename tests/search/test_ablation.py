@@ -163,29 +163,22 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
         TrialState.COMPLETE: 12,
         TrialState.FAIL: 1,
     }
-    # Paired runs: every variant trained with each of the same two seeds, for the best epoch
-    # count, unpruned and without early stopping.
+    # Paired runs: every variant trained on the same two fresh seeds, none of them the seed
+    # the search trained the trial with, as the search would (at most the study's epochs,
+    # stopped early), and scored on the test split.
     seeds = collections.defaultdict(set)
     for t in trials:
         if t.state == TrialState.COMPLETE:
             seeds[t.user_attrs["variant"]].add(t.user_attrs["seed"])
-            assert t.user_attrs["epochs"] == best.user_attrs["best_epoch"]
+            assert 1 <= t.user_attrs["epochs"] <= 6 and t.user_attrs["scored_on"] == "test"
+            assert t.user_attrs["repeat"] in (1, 2)
     assert len({frozenset(s) for s in seeds.values()}) == 1 and len(seeds[AS_IS]) == 2
-    # Repeat 0 of the trial as it is retraces the search's own run.
-    [first] = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE
-        and t.user_attrs["variant"] == AS_IS
-        and t.user_attrs["repeat"] == 0
-    ]
-    if best.user_attrs["best_epoch"] == best.user_attrs["epochs"]:
-        assert first.value == pytest.approx(best.value, rel=1e-4)
+    assert best.user_attrs["training_seed"] not in seeds[AS_IS]
 
     # `tuner ablate` resumes: nothing left to queue, so it reads out the verdicts.
     result = tuner("ablate", str(path), "--storage", url, "--repeats", "2", cwd=study_dir)
     out = result.stdout
-    assert f"ablation of trial {best.number} of study 'abl': 2 seeds" in out
+    assert f"ablation of trial {best.number} of study 'abl': 2 fresh seeds" in out
     for contrast in (
         "recurrent dropout (",
         "dropout (",
@@ -195,7 +188,8 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
     ):
         line = next(line for line in out.splitlines() if line.strip().startswith(contrast))
         assert any(v in line for v in ("helped;", "hurt;", "no clear difference;")), line
-        assert "95% CI" in line and "2 seeds" in line
+        assert "95% CI" in line and "2 seeds" in line and "adjusted p = " in line
+    assert "Holm over the contrasts of this ablation" in out
     assert len(optuna.load_study(study_name="abl/ablation", storage=url).trials) == 13
 
 
@@ -236,60 +230,98 @@ def test_ablate_refuses_a_trial_that_is_not_complete_in_one_line(
 
 
 @pytest.mark.slow
-def test_an_ablation_trial_trains_its_fixed_model_seed_and_epochs(write_study) -> None:
+def test_an_ablation_run_trains_as_the_search_would_and_is_scored_on_the_test_split(
+    write_study, study_dir: Path
+) -> None:
+    from conftest import make_series
+
     from tuner.data import prepare
     from tuner.search.objective import Objective
 
-    # The space stops at 2 layers and 64 units; training at 2 epochs with patience 1.
+    # The last tenth of the series (inside the test split, the last quarter) jumps by 1000
+    # degrees: a run scored on the test split is off by about that much, one scored on
+    # validation is not.
+    series = make_series()
+    series.loc[len(series) - 60 :, "temp"] += 1000.0
+    series.to_csv(study_dir / "jump.csv", index=False)
     config = load_study_config(
-        write_study(training="epochs = 2\nbatch_size = 16\nsteps_per_epoch = 3\npatience = 1")
+        write_study(
+            data='path = "jump.csv"\ntarget = "temp"\ntimestamp = "time"\n'
+            "lookback = 12\nstep = 2\ndelay = 3",
+            training="epochs = 4\nbatch_size = 16\nsteps_per_epoch = 3\npatience = 1",
+        )
     )
     objective = Objective(config, prepare(config.data))
     params = WINNER | {"layers": 3, "units_1": 4, "units_2": 4, "units_3": 4, "cell": "gru"}
     values = []
     for _ in range(2):
         study = optuna.create_study(direction="minimize")
-        study.enqueue_trial(params, user_attrs={"ablation": {"seed": 7, "epochs": 4}})
+        study.enqueue_trial(params, user_attrs={"ablation": {"seed": 7, "design": 2}})
         trial = study.ask()
         values.append(objective(trial))
         study.tell(trial, values[-1])
         [done] = study.trials
         assert done.params == params  # recorded as they were, outside the space
-        assert done.user_attrs["epochs"] == 4 and done.user_attrs["training_seed"] == 7
-        assert values[-1] == pytest.approx(done.intermediate_values[4])  # the last epoch's
+        assert done.user_attrs["training_seed"] == 7 and done.user_attrs["scored_on"] == "test"
+        # The study's epochs at most, with its early stopping (patience 1), never pruned.
+        assert 1 <= done.user_attrs["epochs"] <= 4
+        best = min(done.intermediate_values.values())
+        assert done.user_attrs["validation_value"] == pytest.approx(best)
+        assert best < 100 < values[-1]  # validation knows nothing of the jump; test does
     assert values[0] == values[1]  # the same seed trains the same model
 
 
-def _ablation(as_is: dict[int, float], own: int, baselines: dict[str, float]) -> Ablation:
+def _ablation(fresh: dict[int, float], search: float, baselines: dict[str, float]) -> Ablation:
     return Ablation(
         study="s",
         trial=7,
         metric="val_mae",
         direction="minimize",
         epochs=4,
-        repeats=len(as_is),
-        as_is=as_is,
+        repeats=len(fresh),
+        as_is=fresh,
         contrasts=(),
-        own_seed=own,
+        search_value=search,
+        as_is_validation=fresh,
         baselines=baselines,
     )
 
 
 def test_a_winner_whose_own_seed_was_lucky_is_said_to_be_and_a_steady_one_is_not() -> None:
-    # The search's run (seed 1) beat what the same model does over five seeds.
-    lucky = _ablation({1: 3.53, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.86}, 1, {"last_value": 3.70})
+    # The search's value (3.53, its own seed) beats what one more run of the same model on a
+    # fresh seed would do 95 times in 100.
+    fresh = {2: 3.76, 3: 3.95, 4: 3.85, 5: 3.86, 6: 3.80}
+    lucky = _ablation(fresh, 3.53, {"last_value": 3.82})
     note = seed_luck(lucky)
     assert note is not None
     assert "trial 7 (val_mae = 3.53, its own seed)" in note
-    assert "over 5 seeds (3.79" in note
-    assert "not clearly better than the naive baseline last_value (3.7)" in note
-    assert "over seeds" in format_ablation(lucky)
+    assert "better than 95% of new runs of the same model would be (bound 3.6" in note
+    assert "mean 3.844 over 5 fresh seeds" in note
+    assert "not clearly better than the naive baseline last_value (3.82)" in note
+    assert "note: the search's value" in format_ablation(lucky)
     # Far from the baseline: the seed is still named, the baseline is not.
-    far = _ablation({1: 3.53, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.86}, 1, {"last_value": 9.0})
-    assert "naive baseline" not in (seed_luck(far) or "")
-    # The own seed inside the others' spread: nothing to say.
-    steady = _ablation({1: 3.80, 2: 3.76, 3: 3.95, 4: 3.85, 5: 3.70}, 1, {"last_value": 3.70})
+    assert "naive baseline" not in (seed_luck(_ablation(fresh, 3.53, {"last_value": 9.0})) or "")
+    # Within what a fresh seed does: nothing to say.
+    steady = _ablation(fresh, 3.74, {"last_value": 3.70})
     assert seed_luck(steady) is None
     assert "note:" not in format_ablation(steady)
-    # Too few seeds for an interval.
-    assert seed_luck(_ablation({1: 3.0, 2: 4.0}, 1, {})) is None
+    # Too few fresh seeds for a bound.
+    assert seed_luck(_ablation({2: 3.0}, 1.0, {})) is None
+
+
+def test_no_fresh_seed_is_the_seed_the_search_trained_the_trial_with(write_study) -> None:
+    from optuna.trial import create_trial
+
+    from tuner.search.ablation import repeat_seeds
+
+    config = load_study_config(write_study())
+    for number in range(50):
+        plain = create_trial(value=1.0)
+        plain.number = number
+        drawn = repeat_seeds(config, plain, 3)
+        # A trial whose search seed happens to be one the draw gives: it is skipped.
+        trial = create_trial(value=1.0, user_attrs={"training_seed": drawn[1]})
+        trial.number = number
+        seeds = repeat_seeds(config, trial, 10)
+        assert drawn[1] not in seeds and len(set(seeds)) == 10
+        assert seeds[:3] == repeat_seeds(config, trial, 3)  # more seeds extend the same list

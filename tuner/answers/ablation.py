@@ -1,26 +1,54 @@
 """An ablation's verdicts: the runs of the trial as it is and of each variant (queued and run
-by `tuner.search.ablation`), paired by seed, judged, and put into words."""
+by `tuner.search.ablation`), paired by fresh seed, judged as one family
+(`tuner.answers.inference`), and put into words.
+
+What each verdict claims: with no real effect of any technique, the chance that an ablation
+says "helped" or "hurt" about any of them is at most 5% (Holm's correction over its contrasts;
+with `--until-decided`, anytime-valid intervals, so looking after every seed keeps it). Each
+run is scored on the test split, where nothing was chosen. A run that failed (its loss
+diverged, say) is never in the winning side's favour: a side that failed on some seed cannot
+be said to have helped, or the other side to have hurt.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from tuner.answers.verdict import (
+from tuner.answers.inference import (
+    ALPHA,
     CONFIDENCE,
-    Paired,
-    difference,
-    interval,
+    FIXED,
+    POWER,
+    SEQUENTIAL,
+    Judged,
+    detectable_effect,
+    judge,
+    prediction_bound,
+)
+from tuner.answers.verdict import (
+    HELPED,
+    HURT,
+    UNCLEAR,
+    directed,
+    directed_interval,
     is_accuracy,
     mean_interval,
-    paired,
 )
 from tuner.config import StudyConfig
-from tuner.search.ablation import AS_IS, outside_space, variants
-from tuner.search.companion import ABLATION_ATTR, companion_name, load_companion
+from tuner.search.ablation import (
+    AS_IS,
+    SEQUENTIAL_ATTR,
+    failed_for_good,
+    is_current,
+    outside_space,
+    variants,
+)
+from tuner.search.companion import companion_name, load_companion
 from tuner.search.study import load_existing, stored_config
 from tuner.search.trials import metric_value, minimizes
 from tuner.storage import open_storage, study_names
@@ -28,72 +56,109 @@ from tuner.storage import open_storage, study_names
 
 @dataclass(frozen=True)
 class Contrast:
-    """One technique's paired comparison: the trial as it is against one variant."""
+    """One technique's paired comparison: the trial as it is against one variant, on the
+    fresh seeds both completed. `failed_with` and `failed_without` count the seeds on which
+    the side with the technique, or without it, failed for good."""
 
     technique: str
     contrast: str
     variant: str
     with_technique: bool
     outside_space: bool
-    paired: Paired
+    judged: Judged
+    failed_with: int = 0
+    failed_without: int = 0
+
+    @property
+    def verdict(self) -> str:
+        """The family's verdict, never in favour of a side that failed on some seed."""
+        v = self.judged.verdict
+        if (v == HELPED and self.failed_with) or (v == HURT and self.failed_without):
+            return UNCLEAR
+        return v
+
+    @property
+    def n(self) -> int:
+        return self.judged.n
 
 
 @dataclass(frozen=True)
 class Ablation:
-    """An ablation's runs and verdicts."""
+    """An ablation's runs and verdicts. Run values are the metric on the test split; the
+    validation values (each run's best epoch, as the search scores a trial) serve only to ask
+    whether the search's own seed was lucky."""
 
     study: str
     trial: int
     metric: str
     direction: str
-    epochs: int | None
-    repeats: int  # runs of the trial as it is that completed
-    as_is: dict[int, float]  # by seed
+    epochs: int | None  # the study's epochs: each run may stop early before them
+    repeats: int  # fresh seeds on which the trial as it is completed
+    as_is: dict[int, float]  # test values by seed
     contrasts: tuple[Contrast, ...]
-    missing: int = 0  # runs not complete (queued, running or failed)
+    missing: int = 0  # runs queued or running
+    failed: int = 0  # runs that failed for good
     params: dict[str, Any] = field(default_factory=dict)
-    own_seed: int | None = None  # the trial's own training seed (its run retraces the search's)
-    baselines: dict[str, float] = field(default_factory=dict)  # the study's naive baselines
+    search_value: float | None = None  # the trial's value in the search (validation, own seed)
+    as_is_validation: dict[int, float] = field(default_factory=dict)  # by fresh seed
+    baselines: dict[str, float] = field(default_factory=dict)  # the study's, on validation
+    design: str = FIXED
+    epochs_trained: int = 0  # over every run of this ablation
 
     @property
     def minimize(self) -> bool:
         return self.direction == "minimize"
+
+    @property
+    def measure(self) -> str:
+        """The metric as the runs are scored: `test mae` for `val_mae`."""
+        return "test " + self.metric.removeprefix("val_")
 
 
 def verdicts(
     companion: optuna.Study,
     config: StudyConfig | None,
     number: int,
+    search: FrozenTrial | None = None,
     baselines: dict[str, float] | None = None,
 ) -> Ablation:
-    """The verdicts of trial `number`'s ablation from the companion study's complete runs;
-    `baselines` are the study's naive baselines, which the trial is compared with over seeds."""
-    trials = [
+    """The verdicts of trial `number`'s ablation from the companion study's runs; `search` is
+    the trial as the search ran it, `baselines` the study's naive baselines."""
+    runs = [
         t
         for t in companion.get_trials(deepcopy=False)
-        if t.user_attrs.get("ablation_of") == number
+        if t.user_attrs.get("ablation_of") == number and is_current(t)
     ]
     minimize = minimizes(companion)
     values: dict[str, dict[int, float]] = {}
-    for t in trials:
+    validation: dict[int, float] = {}
+    failed: dict[str, set[int]] = {}
+    repeat_order: dict[int, int] = {}
+    for t in runs:
+        variant, seed = t.user_attrs["variant"], int(t.user_attrs["seed"])
+        repeat_order[seed] = int(t.user_attrs["repeat"])
         value = metric_value(t)
         if t.state == TrialState.COMPLETE and value is not None:
-            values.setdefault(t.user_attrs["variant"], {})[int(t.user_attrs["seed"])] = value
+            values.setdefault(variant, {})[seed] = value
+            if variant == AS_IS and "validation_value" in t.user_attrs:
+                validation[seed] = float(t.user_attrs["validation_value"])
+        elif failed_for_good(t):
+            failed.setdefault(variant, set()).add(seed)
     as_is = values.get(AS_IS, {})
-    params = next((t.params for t in trials if t.user_attrs.get("variant") == AS_IS), {})
-    own_seed = next(
-        (
-            int(t.user_attrs["seed"])
-            for t in trials
-            if t.user_attrs.get("variant") == AS_IS and int(t.user_attrs.get("repeat", -1)) == 0
-        ),
-        None,
-    )
-    contrasts = []
-    for v in variants(params) if params else []:
-        runs = values.get(v.name, {})
-        seeds = sorted(set(as_is) & set(runs))
+    params = next((dict(t.params) for t in runs if t.user_attrs.get("variant") == AS_IS), {})
+    design = SEQUENTIAL if companion.user_attrs.get(f"{SEQUENTIAL_ATTR}{number}") else FIXED
+    family, found = [], variants(params) if params else []
+    for v in found:
+        other = values.get(v.name, {})
+        # In the order the seeds were run: the sequential test reads them as they came.
+        seeds = sorted(set(as_is) & set(other), key=lambda s: repeat_order[s])
         sign = 1.0 if v.with_technique else -1.0
+        family.append([sign * (other[s] - as_is[s]) for s in seeds])
+    judged = judge(family, minimize, design)
+    contrasts = []
+    for v, j in zip(found, judged, strict=True):
+        lost_variant = len(failed.get(v.name, set()))
+        lost_as_is = len(failed.get(AS_IS, set()))
         contrasts.append(
             Contrast(
                 technique=v.technique,
@@ -101,47 +166,61 @@ def verdicts(
                 variant=v.name,
                 with_technique=v.with_technique,
                 outside_space=config is not None and outside_space(v.params, config),
-                paired=paired([sign * (runs[s] - as_is[s]) for s in seeds], minimize),
+                judged=j,
+                failed_with=lost_variant if v.with_technique else lost_as_is,
+                failed_without=lost_as_is if v.with_technique else lost_variant,
             )
         )
-    done = sum(len(v) for v in values.values())
-    epochs = next((t.user_attrs[ABLATION_ATTR]["epochs"] for t in trials), None)
-    # A failed run retried under a new number counts once: by its key.
-    keys = {(t.user_attrs.get("variant"), t.user_attrs.get("repeat")) for t in trials}
+    keys = {(t.user_attrs.get("variant"), t.user_attrs.get("repeat")) for t in runs}
+    done = sum(len(v) for v in values.values()) + sum(len(v) for v in failed.values())
     return Ablation(
         study=str(companion.user_attrs.get("ablation_for", companion.study_name)),
         trial=number,
         metric=str(companion.user_attrs.get("metric", "value")),
         direction="minimize" if minimize else "maximize",
-        epochs=epochs,
+        epochs=config.training.epochs if config is not None else None,
         repeats=len(as_is),
         as_is=as_is,
         contrasts=tuple(contrasts),
         missing=len(keys) - done,
-        params=dict(params),
-        own_seed=own_seed,
+        failed=sum(len(v) for v in failed.values()),
+        params=params,
+        search_value=metric_value(search) if search is not None else None,
+        as_is_validation=validation,
         baselines=dict(baselines or {}),
+        design=design,
+        epochs_trained=sum(int(t.user_attrs.get("epochs", 0)) for t in runs),
     )
 
 
-def seed_luck(a: Ablation) -> str | None:
-    """A note when the trial's own seed did better than the trial does over all its seeds (the
-    whole interval of their mean lies on the worse side): the search picked a lucky seed, and
-    its value overstates the model."""
-    if a.own_seed not in a.as_is or len(a.as_is) < 3:
+def detectable(a: Ablation, c: Contrast) -> float | None:
+    """The smallest effect this fixed-K ablation would have found for an undecided contrast;
+    None when decided or sequential, where the interval itself bounds the effect."""
+    j = c.judged
+    if c.verdict != UNCLEAR or a.design != FIXED or j.sd is None:
         return None
-    runs = list(a.as_is.values())
-    low, high = mean_interval(runs)
-    own = a.as_is[a.own_seed]
-    if (own >= low) if a.minimize else (own <= high):
+    return detectable_effect(j.sd, j.n, j.family_size)
+
+
+def seed_luck(a: Ablation) -> str | None:
+    """A note when the search's value of the trial beat the one-sided 95% prediction bound of
+    one more run of the same model from the fresh seeds' validation values: the search picked
+    a lucky seed, and its value overstates the model. With no luck the note fires at most 5% of
+    the time (normal runs)."""
+    runs = list(a.as_is_validation.values())
+    own = a.search_value
+    bound = prediction_bound(runs, a.minimize)
+    if own is None or bound is None or ((own >= bound) if a.minimize else (own <= bound)):
         return None
     mean = sum(runs) / len(runs)
     note = (
         f"the search's value of trial {a.trial} ({a.metric} = {own:.4g}, its own seed) is "
-        f"better than the same model over {len(runs)} seeds ({mean:.4g}, {CONFIDENCE:.0%} CI "
-        f"{low:.4g} to {high:.4g}): part of why it won was its seed"
+        f"better than {CONFIDENCE:.0%} of new runs of the same model would be (bound "
+        f"{bound:.4g}; mean {mean:.4g} over {len(runs)} fresh seeds): part of why it won was "
+        "its seed"
     )
-    # A naive baseline inside (or beyond) the interval: over seeds, not clearly better than it.
+    # A naive baseline inside (or beyond) the interval of the mean: not clearly better than it.
+    low, high = mean_interval(runs)
     level = [
         f"{name} ({value:.4g})"
         for name, value in a.baselines.items()
@@ -161,7 +240,18 @@ def read_ablation(config: StudyConfig, storage_url: str, number: int) -> Ablatio
     study = load_existing(config.name, storage)
     config = stored_config(study, config)
     companion = load_companion(config, storage)
-    return verdicts(companion, config, number, study.user_attrs.get("baselines", {}))
+    return verdicts(
+        companion,
+        config,
+        number,
+        study.get_trials(deepcopy=False)[number],
+        study.user_attrs.get("baselines", {}),
+    )
+
+
+def decided(a: Ablation) -> bool:
+    """Whether every contrast has a verdict of helped or hurt (`--until-decided` stops)."""
+    return bool(a.contrasts) and all(c.verdict in (HELPED, HURT) for c in a.contrasts)
 
 
 def latest(
@@ -175,24 +265,40 @@ def latest(
     number = companion.user_attrs.get("ablation_of")
     if number is None:
         return None
-    baselines = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(
-        "baselines", {}
-    )
-    return verdicts(companion, config, int(number), baselines)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    search = trials[int(number)] if int(number) < len(trials) else None
+    return verdicts(companion, config, int(number), search, study.user_attrs.get("baselines", {}))
 
 
-def effect_text(c: Contrast, metric: str, reference: float | None, seeds: bool = True) -> str:
-    """The effect of a contrast's technique in words: the change the technique made (with it
-    minus without it) and its interval; errors and losses also relative to `reference`."""
-    p = c.paired
-    if p.n == 0:
+def effect_text(
+    c: Contrast, metric: str, minimize: bool, reference: float | None, seeds: bool = True
+) -> str:
+    """The effect of a contrast's technique in words, read in the metric's direction: what
+    turning it on did (with it minus without it), its interval and Holm's adjusted p-value;
+    errors and losses also relative to `reference`."""
+    j = c.judged
+    if j.n == 0:
         return "no complete pair of runs"
-    text = difference(p.mean, metric)
+    text = directed(j.mean, metric, minimize)
     if not is_accuracy(metric) and reference:
-        text += f" ({p.mean / abs(reference):+.1%})"
-    if p.interval is not None:
-        text += f", {CONFIDENCE:.0%} CI {interval(p.interval, metric)}"
-    return text + (f", {p.n} seed{'s' if p.n != 1 else ''}" if seeds else "")
+        text += f" ({100 * abs(j.mean / reference):.2g}%)"
+    if j.interval is not None:
+        text += f", {CONFIDENCE:.0%} CI {directed_interval(j.interval, metric, minimize)}"
+    if j.adjusted is not None:
+        text += f", adjusted p = {j.adjusted:.2g}"
+    return text + (f", {j.n} seed{'s' if j.n != 1 else ''}" if seeds else "")
+
+
+def failures_text(c: Contrast) -> str:
+    """The seeds on which a side failed, or nothing."""
+    parts = []
+    if c.failed_with:
+        parts.append(f"with it failed on {c.failed_with} seed{'s' if c.failed_with > 1 else ''}")
+    if c.failed_without:
+        n = c.failed_without
+        parts.append(f"without it failed on {n} seed{'s' if n > 1 else ''}")
+    return "; ".join(parts)
 
 
 def side(c: Contrast, params: dict[str, Any]) -> str:
@@ -206,28 +312,63 @@ def side(c: Contrast, params: dict[str, Any]) -> str:
     return f"{pair[0]} vs {pair[1]}"
 
 
+def hiding(a: Ablation, c: Contrast) -> str:
+    """For "no clear difference": how large an effect could still hide behind it."""
+    if c.verdict != UNCLEAR or c.judged.interval is None:
+        return ""
+    low, high = c.judged.interval
+    if a.design == SEQUENTIAL:
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return "too few seeds to bound the effect"
+        bound = max(abs(low), abs(high))
+        return f"no effect larger than {_size(bound, a.metric)} either way ({CONFIDENCE:.0%})"
+    size = detectable(a, c)
+    if size is None:
+        return ""
+    return (
+        f"an effect of {_size(size, a.metric)} or more, either way, would have been found "
+        f"{POWER:.0%} of the time"
+    )
+
+
+def _size(value: float, metric: str) -> str:
+    if is_accuracy(metric):
+        return f"{100 * value:.2g} points"
+    return f"{value:.2g}"
+
+
 def format_ablation(a: Ablation) -> str:
     """The verdicts for a terminal."""
     reference = sum(a.as_is.values()) / len(a.as_is) if a.as_is else None
+    rule = (
+        "Holm over the contrasts of this ablation, anytime-valid (seeds added until decided)"
+        if a.design == SEQUENTIAL
+        else "Holm over the contrasts of this ablation"
+    )
     lines = [
-        f"ablation of trial {a.trial} of study {a.study!r}: {a.repeats} seeds, "
-        f"{a.epochs} epochs each, {a.metric} ({a.direction}), no pruning or early stopping",
-        f"  as is: {a.metric} = {reference:.4g} (mean of {len(a.as_is)} seeds)"
+        f"ablation of trial {a.trial} of study {a.study!r}: {a.repeats} fresh seeds, up to "
+        f"{a.epochs} epochs each with early stopping, {a.epochs_trained} epochs in all; "
+        f"scored on the test split ({a.measure}, {a.direction})",
+        f"  as is: {a.measure} = {reference:.4g} (mean of {len(a.as_is)} seeds)"
         if reference is not None
         else "  as is: no complete run",
     ]
     for c in a.contrasts:
-        outside = " [outside the search space]" if c.outside_space else ""
+        notes = [n for n in (failures_text(c), hiding(a, c)) if n]
+        if c.outside_space:
+            notes.append("outside the search space")
         lines.append(
-            f"  {c.contrast} ({side(c, a.params)}): {c.paired.verdict}; "
-            f"{effect_text(c, a.metric, reference)}{outside}"
+            f"  {c.contrast} ({side(c, a.params)}): {c.verdict}; "
+            f"{effect_text(c, a.metric, a.minimize, reference)}"
+            + "".join(f" [{n}]" for n in notes)
         )
     if a.missing:
-        lines.append(f"  {a.missing} runs not complete (failed, queued or running)")
+        lines.append(f"  {a.missing} runs not finished (queued or running)")
     if (luck := seed_luck(a)) is not None:
         lines.append(f"  note: {luck}")
     lines.append(
-        f"  effect = with the technique minus without it, paired by seed; {CONFIDENCE:.0%} "
-        "t-interval; helped or hurt only when it excludes zero"
+        f"  effect = what turning the technique on did, paired by seed; {CONFIDENCE:.0%} "
+        f"interval per contrast; helped or hurt only when {rule} keeps the chance of any false "
+        f"verdict in the ablation at {ALPHA:.0%}; a side that failed on a seed never wins"
     )
     return "\n".join(lines)

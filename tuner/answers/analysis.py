@@ -6,8 +6,10 @@ or off, depth (1, 2, 3 layers), bidirectional or not, GRU or LSTM. Each group is
 its size, best and median value, and a bootstrap confidence interval of its median. Each group is
 compared with the technique's reference group (off, 1 layer, not bidirectional, GRU) by the
 difference of their medians, with a bootstrap confidence interval of that difference (the two
-groups resampled independently). A difference is called clear when its interval excludes zero;
-otherwise the data cannot tell it from noise. Parameters other than those above (a task's own,
+groups resampled independently). A group did better (or worse) among searched trials when that
+interval excludes zero; otherwise the data cannot tell the groups apart. Each comparison's
+interval stands alone: no correction is made for the number of comparisons in a report.
+Parameters other than those above (a task's own,
 say) are left out of the grouping, but not out of the importances.
 
 These groups hold trials that the sampler chose and the pruner let finish: a difference between
@@ -29,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.answers.results import summary
-from tuner.answers.verdict import HELPED, HURT, TOO_FEW, UNCLEAR
+from tuner.answers.verdict import BETTER_AMONG, TOO_FEW, UNCLEAR, WORSE_AMONG
 from tuner.search.trials import metric_value
 
 if TYPE_CHECKING:
@@ -252,7 +254,7 @@ def effect(
         ends = sorted((sign * low / scale, sign * high / scale))
         gain_ci = (ends[0], ends[1])
     if low > 0 or high < 0:
-        verdict = HELPED if sign * difference > 0 else HURT
+        verdict = BETTER_AMONG if sign * difference > 0 else WORSE_AMONG
     else:
         verdict = UNCLEAR
     return Effect(

@@ -3,18 +3,84 @@ matplotlib as a PNG file (for an issue, a slide, or a reader without a browser).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.answers.ablation import detectable
 from tuner.answers.analysis import Effect, StudyAnalysis
+from tuner.answers.inference import ALPHA, simultaneous_interval
 from tuner.answers.results import seed_label
-from tuner.answers.verdict import HELPED, HURT, TOO_FEW
+from tuner.answers.verdict import BETTER_AMONG, HELPED, HURT, TOO_FEW, WORSE_AMONG, is_accuracy
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 COLOURS = {HELPED: "#1a9850", HURT: "#d73027"}
+# Associations are drawn in muted colours, never those of a verdict.
+ASSOCIATION_COLOURS = {BETTER_AMONG: "#7fa6c9", WORSE_AMONG: "#c9a27f"}
 NEUTRAL = "#7f7f7f"
+ASSOCIATIONS_TITLE = (
+    "Associations among searched trials, not effects: each group's median against its "
+    "reference group (95% bootstrap interval, uncorrected)"
+)
+
+
+def ablation_points(analyses: list[StudyAnalysis]) -> list[dict[str, Any]]:
+    """The forest plot's rows: each ablated study's contrasts, read as improvements (positive:
+    turning the technique on did better), in % of the trial as it is for errors and losses and
+    in points for accuracy; with the contrast's own 95% interval, the family's simultaneous
+    interval and, for an undecided fixed-K contrast, the effect it would have found."""
+    rows = []
+    for a in analyses:
+        ab = a.ablation
+        if ab is None or not ab.as_is:
+            continue
+        reference = sum(ab.as_is.values()) / len(ab.as_is)
+        if is_accuracy(ab.metric):
+            scale = 100.0
+        elif reference:
+            scale = 100.0 / abs(reference)
+        else:
+            continue
+        sign = -scale if ab.minimize else scale
+        for c in ab.contrasts:
+            j = c.judged
+            if j.n == 0:
+                continue
+
+            size = detectable(ab, c)
+            rows.append(
+                {
+                    "study": a.name,
+                    "label": f"{c.contrast} ({a.name})",
+                    "effect": sign * j.mean,
+                    "interval": _scaled(j.interval, sign),
+                    "family": _scaled(simultaneous_interval(j, ab.design), sign),
+                    "detectable": None if size is None else abs(sign) * size,
+                    "verdict": c.verdict,
+                }
+            )
+    return rows
+
+
+ABLATION_AXIS = "better (+) or worse (-) with the technique on: % of the trial as it is, or points"
+ABLATION_TITLE = (
+    "What each technique did in the ablation of each study's best trial (thin: 95% interval; "
+    f"thick: the family's simultaneous {1 - ALPHA:.0%}; band: the effect it would have found)"
+)
+
+
+def _scaled(ci: tuple[float, float] | None, by: float) -> tuple[float, float] | None:
+    if ci is None:
+        return None
+    return (min(by * ci[0], by * ci[1]), max(by * ci[0], by * ci[1]))
+
+
+def _finite(ci: tuple[float, float] | None, lo: float, hi: float) -> tuple[float, float] | None:
+    if ci is None:
+        return None
+    return (ci[0] if math.isfinite(ci[0]) else lo, ci[1] if math.isfinite(ci[1]) else hi)
 
 
 def references(a: StudyAnalysis) -> list[tuple[str, float]]:
@@ -122,10 +188,73 @@ def plotly_effects(rows: list[tuple[str, dict[str, Effect]]], studies: list[str]
         )
     fig.add_vline(x=0, line_dash="dash", line_color=NEUTRAL)
     fig.update_layout(
-        title="What each technique did to the median trial, per study (95% bootstrap interval)",
-        xaxis_title="improvement of the median over the reference group (%)",
+        title=ASSOCIATIONS_TITLE,
+        xaxis_title="the group's median against the reference's (%): + better, - worse",
         yaxis={"autorange": "reversed"},
         height=200 + 45 * max(len(rows), 1),
+    )
+    return fig
+
+
+def plotly_ablation(analyses: list[StudyAnalysis]) -> go.Figure:
+    import plotly.graph_objects as go
+
+    rows = ablation_points(analyses)
+    fig = go.Figure()
+    span = max(
+        (abs(x) for r in rows for x in (r["effect"], *(r["interval"] or ())) if math.isfinite(x)),
+        default=1.0,
+    )
+    lo, hi = -2 * span, 2 * span
+    for i, r in enumerate(rows):
+        colour = COLOURS.get(r["verdict"], NEUTRAL)
+        if r["detectable"] is not None:
+            d = r["detectable"]
+            fig.add_shape(
+                type="rect",
+                x0=-d,
+                x1=d,
+                y0=i - 0.3,
+                y1=i + 0.3,
+                fillcolor="#dddddd",
+                line_width=0,
+                layer="below",
+            )
+        for key, width in (("family", 7), ("interval", 2)):
+            ci = _finite(r[key], lo, hi)
+            if ci is not None:
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(ci),
+                        y=[i, i],
+                        mode="lines",
+                        showlegend=False,
+                        line={"color": colour, "width": width},
+                        opacity=0.45 if key == "family" else 1.0,
+                        hoverinfo="skip",
+                    )
+                )
+        fig.add_trace(
+            go.Scatter(
+                x=[r["effect"]],
+                y=[i],
+                mode="markers",
+                showlegend=False,
+                marker={"size": 10, "color": colour},
+                hovertemplate=f"{r['label']}: %{{x:+.2g}} ({r['verdict']})<extra></extra>",
+            )
+        )
+    fig.add_vline(x=0, line_dash="dash", line_color=NEUTRAL)
+    fig.update_layout(
+        title=ABLATION_TITLE,
+        xaxis_title=ABLATION_AXIS,
+        yaxis={
+            "tickmode": "array",
+            "tickvals": list(range(len(rows))),
+            "ticktext": [r["label"] for r in rows],
+            "autorange": "reversed",
+        },
+        height=200 + 40 * max(len(rows), 1),
     )
     return fig
 
@@ -216,7 +345,7 @@ def png_effects(rows: list[tuple[str, dict[str, Effect]]], studies: list[str], p
                 continue
             y = i + (j - (len(studies) - 1) / 2) * offset
             lo, hi = e.gain_ci or (e.gain, e.gain)
-            colour = COLOURS.get(e.verdict, NEUTRAL)
+            colour = ASSOCIATION_COLOURS.get(e.verdict, NEUTRAL)
             ax.plot([100 * lo, 100 * hi], [y, y], color=colour, linewidth=2)
             ax.plot(
                 100 * e.gain,
@@ -230,13 +359,50 @@ def png_effects(rows: list[tuple[str, dict[str, Effect]]], studies: list[str], p
     ax.axvline(0, color=NEUTRAL, linestyle="--")
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("improvement of the median over the reference group (%), 95% bootstrap interval")
+    ax.set_xlabel("the group's median against the reference's (%): + better, - worse")
     ax.set_title(
-        "What each technique did, per study\n"
-        "(green: helped, red: hurt, grey: no clear difference, hollow: too few trials)"
+        "Associations among searched trials, not effects (95% bootstrap interval, uncorrected)\n"
+        "(blue: did better among them, brown: worse, grey: no clear difference, hollow: too "
+        "few trials)",
+        fontsize=9,
     )
     if rows:
         ax.legend(title="study", fontsize=8)
+    return _save(fig, path)
+
+
+def png_ablation(analyses: list[StudyAnalysis], path: Path) -> Path:
+    plt = _pyplot()
+    rows = ablation_points(analyses)
+    fig, ax = plt.subplots(figsize=(8, 1.8 + 0.45 * max(len(rows), 1)))
+    span = max(
+        (abs(x) for r in rows for x in (r["effect"], *(r["interval"] or ())) if math.isfinite(x)),
+        default=1.0,
+    )
+    lo, hi = -2 * span, 2 * span
+    for i, r in enumerate(rows):
+        colour = COLOURS.get(r["verdict"], NEUTRAL)
+        if r["detectable"] is not None:
+            d = r["detectable"]
+            ax.fill_betweenx([i - 0.3, i + 0.3], -d, d, color="#f0f0f0", zorder=0)
+        family = _finite(r["family"], lo, hi)
+        if family is not None:
+            ax.plot(family, [i, i], color=colour, linewidth=6, alpha=0.35, solid_capstyle="butt")
+        own = _finite(r["interval"], lo, hi)
+        if own is not None:
+            ax.plot(own, [i, i], color=colour, linewidth=1.5)
+        ax.plot(r["effect"], i, "o", color=colour)
+    ax.axvline(0, color=NEUTRAL, linestyle="--")
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel(ABLATION_AXIS, fontsize=8)
+    ax.set_title(
+        "Ablation: what each technique did\n(green: helped, red: hurt, grey: no clear "
+        "difference; thin: 95% interval,\nthick: the family's simultaneous 95%, pale band: "
+        "the effect it would have found)",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 

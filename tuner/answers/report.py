@@ -10,7 +10,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tuner.answers import figures
-from tuner.answers.ablation import Ablation, effect_text, latest, seed_luck, side
+from tuner.answers.ablation import (
+    Ablation,
+    effect_text,
+    failures_text,
+    hiding,
+    latest,
+    seed_luck,
+    side,
+)
 from tuner.answers.analysis import (
     BOOTSTRAP_RESAMPLES,
     CONFIDENCE,
@@ -22,8 +30,20 @@ from tuner.answers.analysis import (
     compare,
 )
 from tuner.answers.diagnoses import diagnose
+from tuner.answers.inference import ALPHA, SEQUENTIAL
 from tuner.answers.results import seed_label
-from tuner.answers.verdict import TOO_FEW, difference, is_accuracy, versus
+from tuner.answers.verdict import (
+    BETTER_AMONG,
+    HELPED,
+    HURT,
+    TOO_FEW,
+    UNCLEAR,
+    WORSE_AMONG,
+    directed,
+    directed_interval,
+    is_accuracy,
+    versus,
+)
 from tuner.config import StudyConfig
 from tuner.errors import TunerError
 from tuner.search.study import load_existing
@@ -66,7 +86,9 @@ def write_report(analyses: list[StudyAnalysis], out: Path) -> ReportFiles:
     names = [a.name for a in analyses]
     stems = _stems(names)
     folder = out / FIGURES
-    pngs = [figures.png_effects(rows, names, folder / "effects.png")]
+    pngs = [figures.png_effects(rows, names, folder / "associations.png")]
+    if any(a.ablation is not None for a in analyses):
+        pngs.append(figures.png_ablation(analyses, folder / "ablation.png"))
     for a, stem in zip(analyses, stems, strict=True):
         pngs += [
             figures.png_references(a, folder / f"{stem}-references.png"),
@@ -82,26 +104,27 @@ def write_report(analyses: list[StudyAnalysis], out: Path) -> ReportFiles:
 
 def how_to_read() -> str:
     return (
-        'Two kinds of evidence, labelled in every cell. "Ablation, K seeds" (`tuner ablate`): '
-        "the best trial trained as it is and with one technique changed, each with the same K "
-        "training seeds; the effect is the mean paired difference, with the technique minus "
-        f"without it, and its {CONFIDENCE:.0%} t-interval. It says what switching the "
-        'technique on did to that model on this data. "Among searched trials": each '
-        "technique splits the study's complete trials into groups by one parameter, and each "
-        "group is compared with a reference group by the difference of their median "
-        f"objective, with a {CONFIDENCE:.0%} bootstrap confidence interval "
-        f"({BOOTSTRAP_RESAMPLES} resamples of each group). Those trials were chosen by the "
-        "sampler and let finish by the pruner, so such a difference is an association, not "
-        "the effect of the technique: other parameters may differ between the groups. Where "
-        "complete trials are too few, every finished trial (pruned ones included) is compared "
-        "at the pruner's first rung, the same epoch for all. In both kinds a difference is "
-        "called clear (helped or hurt) only when its interval excludes zero; otherwise it "
-        f"cannot be told from noise. Groups of fewer than {MIN_GROUP} trials get no interval "
-        "and no verdict; the report says how many more trials they need. Recurrent dropout "
-        f"counts as on from a rate of {RECURRENT_DROPOUT_ON}. Accuracy differences are in "
-        "percentage points; other improvements are a percentage of the reference, positive "
-        'when better whatever the study\'s direction. "Not tried": no trial of that kind ran; '
-        '"tried, all pruned": some ran, none completed.'
+        'Two kinds of evidence, labelled in every cell, and only the first says "helped" or '
+        '"hurt". An ablation (`tuner ablate`) trains the best trial as it is and with one '
+        "technique changed, on the same fresh training seeds, each run scored on the test "
+        "split; the effect is what turning the technique on did, paired by seed, with its "
+        f"{CONFIDENCE:.0%} interval. One study's contrasts are one family: a verdict is "
+        "helped or hurt only when Holm's correction over them keeps the chance of any false "
+        f"verdict in that ablation at {ALPHA:.0%} (the cross-study table holds one family per "
+        'study). "Among searched trials": each technique splits the study\'s complete '
+        "trials into groups by one parameter, and each group is compared with a reference "
+        "group by the difference of their median objective, with a "
+        f"{CONFIDENCE:.0%} bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples of each group), "
+        "each interval alone, with no correction for the number of comparisons. Those trials "
+        "were chosen by the sampler and let finish by the pruner, so such a difference is an "
+        "association, not the effect of the technique: a group did better or worse among "
+        "them, which may be down to other parameters. Where complete trials are too few, every "
+        "finished trial (pruned ones included) is compared at the pruner's first rung, the "
+        f"same epoch for all. Groups of fewer than {MIN_GROUP} trials get no interval and no "
+        "verdict; the report says how many more trials they need. Recurrent dropout counts "
+        f"as on from a rate of {RECURRENT_DROPOUT_ON}. Effects read in the metric's "
+        "direction (better or worse); accuracy differences are in percentage points. "
+        '"Not tried": no trial of that kind ran; "tried, all pruned": some ran, none completed.'
     )
 
 
@@ -116,7 +139,9 @@ def markdown_summary(
     lines += _md_table(
         ["technique", *names], [[label, *cells] for label, cells, _ in _across(analyses, rows)]
     )
-    lines += ["", f"![effects]({FIGURES}/effects.png)", ""]
+    if any(a.ablation is not None for a in analyses):
+        lines += ["", f"![ablation effects]({FIGURES}/ablation.png)"]
+    lines += ["", f"![associations among searched trials]({FIGURES}/associations.png)", ""]
     for a, stem in zip(analyses, stems, strict=True):
         s, b = a.summary, a.summary["best_trial"]
         lines += [f"## {a.name}", ""]
@@ -149,7 +174,7 @@ def markdown_summary(
                 e = effects.get(g.label)
                 lines.append(
                     f"| {t.spec.name} | {g.label} | {g.n} | {g.best:.4g} | {g.median:.4g} | "
-                    f"{_ci(g.median_ci)} | {_verdict(e, a.metric) if e else 'reference'} |"
+                    f"{_ci(g.median_ci)} | {_verdict(e, a) if e else 'reference'} |"
                 )
             lines += _md_rung(a, t)
         if a.importances:
@@ -188,6 +213,11 @@ def html_page(analyses: list[StudyAnalysis], rows: list[tuple[str, dict[str, Eff
             ["technique", *names],
             [[label, *cells] for label, cells, _ in _across(analyses, rows)],
             classes=[[None, *css] for _, _, css in _across(analyses, rows)],
+        ),
+        *(
+            [plots.add(figures.plotly_ablation(analyses))]
+            if any(a.ablation is not None for a in analyses)
+            else []
         ),
         plots.add(figures.plotly_effects(rows, names)),
     ]
@@ -244,6 +274,7 @@ STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
     "text-align:left}.helped{background:#d9f0d3}.hurt{background:#f4cccc}"
+    ".better{background:#eef6ec}.worse{background:#fbeeee}"
 )
 
 
@@ -285,7 +316,7 @@ def _technique_table(a: StudyAnalysis) -> str:
                     f"{g.median:.4g}",
                     _ci(g.median_ci),
                     "reference" if e is None else _difference(e),
-                    "" if e is None else _verdict(e, a.metric),
+                    "" if e is None else _verdict(e, a),
                 ]
             )
             classes.append([*[None] * 7, _css(e)])
@@ -331,23 +362,28 @@ def _params(params: dict[str, object]) -> str:
     )
 
 
-def _verdict(e: Effect | None, metric: str) -> str:
+def _verdict(e: Effect | None, a: StudyAnalysis) -> str:
+    """An association in words: which group did better among searched trials, never
+    "helped" or "hurt"."""
     if e is None:
         return "not tried"
     if e.verdict == TOO_FEW:
         return f"{TOO_FEW} ({e.needs} more needed)" if e.needs else TOO_FEW
-    if is_accuracy(metric):
-        text = f"{e.verdict} ({difference(e.difference, metric)}"
+    words = e.verdict if e.verdict == UNCLEAR else f"{e.treatment} {e.verdict}"
+    if is_accuracy(a.metric) or e.gain is None:
+        text = f"{words} ({directed(e.difference, a.metric, a.minimize)}"
         if e.difference_ci is not None:
-            low, high = e.difference_ci
-            text += f", CI {difference(low, metric)} to {difference(high, metric)}"
+            text += f", CI {directed_interval(e.difference_ci, a.metric, a.minimize)}"
         return text + ")"
-    if e.gain is None:
-        return e.verdict
-    text = f"{e.verdict} ({e.gain:+.1%}"
+    text = f"{words} ({_percent(e.gain)}"
     if e.gain_ci is not None:
-        text += f", CI {e.gain_ci[0]:+.1%} to {e.gain_ci[1]:+.1%}"
+        text += f", CI {_percent(e.gain_ci[0])} to {_percent(e.gain_ci[1])}"
     return text + ")"
+
+
+def _percent(gain: float) -> str:
+    """A relative gain in words: "3.2% better"."""
+    return f"{100 * abs(gain):.2g}% {'better' if gain > 0 else 'worse'}"
 
 
 def _difference(e: Effect) -> str:
@@ -366,7 +402,9 @@ def _ci(ci: tuple[float, float] | None) -> str:
 
 
 def _css(e: Effect | None) -> str | None:
-    return e.verdict if e is not None and e.verdict in ("helped", "hurt") else None
+    if e is None:
+        return None
+    return {BETTER_AMONG: "better", WORSE_AMONG: "worse"}.get(e.verdict)
 
 
 def _e(text: str) -> str:
@@ -411,10 +449,10 @@ def _across(
                 continue
             c = found[0]
             cells.append(
-                f"{c.paired.verdict} ({effect_text(c, ab.metric, _mean(ab), seeds=False)}; "
-                f"{ABLATION}, {c.paired.n} seeds)"
+                f"{c.verdict} ({effect_text(c, ab.metric, ab.minimize, _mean(ab), seeds=False)};"
+                f" {ABLATION}, {c.n} seeds, Holm over the study's {c.judged.family_size})"
             )
-            css.append(c.paired.verdict if c.paired.verdict in ("helped", "hurt") else None)
+            css.append(c.verdict if c.verdict in (HELPED, HURT) else None)
         table.append((f"{label} ({ABLATION})", cells, css))
     for label, effects in rows:
         cells, css = [], []
@@ -428,7 +466,7 @@ def _across(
                 continue
             rung = next((t.rung for t in a.techniques if e in t.rung_effects), None)
             where = SEARCHED + (f", at epoch {rung}" if rung is not None else "")
-            cells.append(f"{_verdict(e, a.metric)}; {where}")
+            cells.append(f"{_verdict(e, a)}; {where}")
             css.append(_css(e))
         table.append((label, cells, css))
     return table
@@ -463,7 +501,7 @@ def _md_rung(a: StudyAnalysis, t: object) -> list[str]:
     return [
         f"| {t.spec.name} at epoch {t.rung} | {g.label} | {g.n} | {g.best:.4g} | "
         f"{g.median:.4g} | {_ci(g.median_ci)} | "
-        f"{_verdict(effects[g.label], a.metric) if g.label in effects else 'reference'} |"
+        f"{_verdict(effects[g.label], a) if g.label in effects else 'reference'} |"
         for g in t.rung_groups
     ]
 
@@ -472,15 +510,17 @@ def _mean(ab: Ablation) -> float | None:
     return sum(ab.as_is.values()) / len(ab.as_is) if ab.as_is else None
 
 
-ABLATION_HEADER = ["technique", "compared", "verdict", "effect (with minus without)", "note"]
+ABLATION_HEADER = ["technique", "compared", "verdict", "what turning it on did", "note"]
 
 
 def _ablation_title(ab: Ablation) -> str:
     mean = _mean(ab)
+    rule = "anytime-valid, seeds added until decided" if ab.design == SEQUENTIAL else "fixed K"
     return (
-        f"Ablation of trial {ab.trial}: {ab.repeats} seeds, {ab.epochs} epochs each, no pruning "
-        "or early stopping"
-        + (f"; as it is, {ab.metric} = {mean:.4g} (mean)" if mean is not None else "")
+        f"Ablation of trial {ab.trial}: {ab.repeats} fresh seeds, up to {ab.epochs} epochs "
+        f"with early stopping, scored on the test split; Holm over its {len(ab.contrasts)} "
+        f"contrasts ({rule}), {ALPHA:.0%} family-wise"
+        + (f"; as it is, {ab.measure} = {mean:.4g} (mean)" if mean is not None else "")
     )
 
 
@@ -489,9 +529,17 @@ def _ablation_rows(ab: Ablation) -> list[list[str]]:
         [
             c.contrast,
             side(c, ab.params),
-            c.paired.verdict,
-            effect_text(c, ab.metric, _mean(ab)),
-            "outside the search space" if c.outside_space else "",
+            c.verdict,
+            effect_text(c, ab.metric, ab.minimize, _mean(ab)),
+            "; ".join(
+                n
+                for n in (
+                    failures_text(c),
+                    hiding(ab, c),
+                    "outside the search space" if c.outside_space else "",
+                )
+                if n
+            ),
         ]
         for c in ab.contrasts
     ]

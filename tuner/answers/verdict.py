@@ -1,10 +1,6 @@
-"""Verdicts, and the words for a difference of the metric, shared by `tuner ablate`, `tuner
-best-trial`, `tuner best-trials` and `tuner report`.
-
-A paired verdict compares K pairs of runs that differ in one thing only (one technique on or
-off, the same training seed in both of a pair): the mean of the K differences with a Student's
-t interval. The technique helped (or hurt) when the interval excludes zero; otherwise the data
-cannot tell its effect from the noise of training.
+"""The words of a verdict and of a difference of the metric, shared by `tuner ablate`, `tuner
+best-trial`, `tuner best-trials` and `tuner report` (the statistics behind an ablation's
+verdicts are in `tuner.answers.inference`).
 
 Accuracy differences are given in percentage points (0.50 -> 0.78 is "+28.0 points");
 differences of errors and losses in the metric's units and as a percentage of the reference.
@@ -14,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 CONFIDENCE = 0.95
 
@@ -22,41 +17,15 @@ HELPED = "helped"
 HURT = "hurt"
 UNCLEAR = "no clear difference"
 TOO_FEW = "too few trials"
+# An association among searched trials is never "helped" or "hurt": the sampler chose those
+# trials and the pruner let them finish, so it says which group did better among them.
+BETTER_AMONG = "better among searched trials"
+WORSE_AMONG = "worse among searched trials"
 TOO_FEW_REPEATS = "too few repeats"
 # Closer than this (a fraction of the reference, or accuracy points) reads as a tie.
 TIE_FRACTION = 5e-4
 TIE_POINTS = 0.05
 TIE = "level with it"
-
-
-@dataclass(frozen=True)
-class Paired:
-    """The mean of paired differences (with the technique minus without it, in the metric's
-    units) and its interval at `CONFIDENCE`; None with fewer than two pairs."""
-
-    n: int
-    mean: float
-    interval: tuple[float, float] | None
-    verdict: str
-
-
-def paired(differences: Sequence[float], minimize: bool) -> Paired:
-    """The verdict on K paired differences `with - without`: helped when the interval excludes
-    zero on the better side (below it for a metric to minimize), hurt on the other side."""
-    d = [float(x) for x in differences]
-    n = len(d)
-    if n == 0:
-        return Paired(0, math.nan, None, TOO_FEW_REPEATS)
-    mean = sum(d) / n
-    if n < 2:
-        return Paired(n, mean, None, TOO_FEW_REPEATS)
-    low, high = mean_interval(d)
-    if low > 0 or high < 0:
-        better = -mean if minimize else mean
-        verdict = HELPED if better > 0 else HURT
-    else:
-        verdict = UNCLEAR
-    return Paired(n, mean, (low, high), verdict)
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float]:
@@ -72,6 +41,37 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
 
 def is_accuracy(metric: str) -> bool:
     return metric.removeprefix("val_").removeprefix("test_") == "accuracy"
+
+
+def directed(change: float, metric: str, minimize: bool) -> str:
+    """A change of the metric read in its direction, to 3 significant digits: "0.312 better"
+    (an error that fell), "1.5 points worse" (an accuracy that fell)."""
+    better = -change if minimize else change
+    word = "better" if better > 0 else "worse" if better < 0 else "no change"
+    if word == "no change":
+        return word
+    if is_accuracy(metric):
+        points = _sig(100 * abs(change))
+        return f"{points} point{'' if points == '1' else 's'} {word}"
+    return f"{_sig(abs(change))} {word}"
+
+
+def directed_interval(ci: tuple[float, float], metric: str, minimize: bool) -> str:
+    """An interval of a change, read in the metric's direction, the worse end first."""
+    ends = sorted(ci, key=lambda x: x if not minimize else -x)
+    return " to ".join(_directed_end(x, metric, minimize) for x in ends)
+
+
+def _directed_end(x: float, metric: str, minimize: bool) -> str:
+    if not math.isfinite(x):
+        return "any " + ("worse" if (x > 0) == minimize else "better")
+    return directed(x, metric, minimize)
+
+
+def _sig(value: float) -> str:
+    """3 significant digits, without an exponent for ordinary sizes."""
+    text = f"{value:.3g}"
+    return f"{float(text):g}" if "e" in text and 1e-4 <= value < 1e6 else text
 
 
 def difference(value: float, metric: str) -> str:

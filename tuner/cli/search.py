@@ -18,6 +18,7 @@ from tuner.cli.options import (
     study_file,
 )
 from tuner.errors import TunerError
+from tuner.search.ablation import DEFAULT_MAX_REPEATS
 from tuner.storage import (
     mask,
 )
@@ -195,6 +196,19 @@ def worker(
 @click.option(
     "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
 )
+@click.option(
+    "--until-decided",
+    is_flag=True,
+    help="Add one seed at a time until every technique is decided (helped or hurt) or "
+    "--max-repeats is reached, with intervals valid however often they are looked at.",
+)
+@click.option(
+    "--max-repeats",
+    type=click.IntRange(min=2, max=1_000),
+    default=DEFAULT_MAX_REPEATS,
+    show_default=True,
+    help="With --until-decided: the most seeds per variant.",
+)
 def ablate(
     study_file: Path,
     storage: str,
@@ -202,11 +216,17 @@ def ablate(
     repeats: int | None,
     workers: int,
     pin: bool,
+    until_decided: bool,
+    max_repeats: int,
 ) -> None:
     """Train the best trial as it is and with one technique changed at a time (recurrent
-    dropout, dropout, bidirectional, one layer more or fewer, GRU or LSTM), each with the same
-    K training seeds, and say whether each technique helped, hurt or made no clear difference,
-    with a 95% interval.
+    dropout, dropout, bidirectional, one layer more or fewer, GRU or LSTM), on the same K
+    fresh training seeds, each run as the search would and scored on the test split, and say
+    whether each technique helped, hurt or made no clear difference.
+
+    With no real effect, the chance that an ablation says "helped" or "hurt" about any
+    technique is at most 5% (Holm over its contrasts; with --until-decided, anytime-valid
+    intervals). "No clear difference" says how large an effect could still hide.
 
     The runs are queued trials of the companion study `<study name>/ablation`: run again to
     resume, and `tuner worker STUDY_FILE --ablation` on other machines helps.
@@ -214,11 +234,16 @@ def ablate(
     \b
     Example:
       tuner ablate studies/nyc-weather.toml --workers 2
+      tuner ablate studies/nyc-weather.toml --workers 2 --until-decided --max-repeats 20
     """
-    from tuner.answers.ablation import format_ablation, read_ablation
+    from tuner.answers.ablation import decided, format_ablation, read_ablation
     from tuner.search.ablation import ablate as run_ablation
 
     config = load(study_file)
+    if repeats is not None and until_decided and repeats > max_repeats:
+        raise click.BadParameter(
+            f"--repeats {repeats} is more than --max-repeats {max_repeats}", param_hint="--repeats"
+        )
     number = run_ablation(
         config,
         storage,
@@ -226,6 +251,8 @@ def ablate(
         repeats=repeats or config.ablation.repeats,
         n_workers=workers,
         pin=pin,
+        until=(lambda n: decided(read_ablation(config, storage, n))) if until_decided else None,
+        max_repeats=max_repeats,
         say=click.echo,
     )
     click.echo(format_ablation(read_ablation(config, storage, number)))

@@ -1,6 +1,6 @@
 """Ablation around the winner: the best trial (or a chosen one) trained as it is and with one
-technique changed at a time, each with the same K training seeds, to say what each technique did
-on this data with an interval, rather than what the search happened to try.
+technique changed at a time, each on the same K fresh training seeds, to say what each technique
+did on this data with an error rate, rather than what the search happened to try.
 
 The variants: recurrent dropout off (or on at 0.2 when it was off), dropout likewise,
 bidirectional layers toggled, one layer more (the new top layer repeats the top layer's units)
@@ -9,12 +9,15 @@ the space allows GRU only, a third layer where it stops at two): ablation asks w
 does to this model, not which model the search should find, so such variants run too and are
 marked as outside the space.
 
-Each run trains the trial's best epoch count, with no pruning and no early stopping, and scores
-the metric after its last epoch. The runs are trials of a companion Optuna study,
-`<study name>/ablation`, in the same storage: enqueued with fixed parameters and the user
-attributes `ablation_of` (the trial), `variant`, `repeat` and `seed`, so that `tuner worker
---ablation` on any machine takes them from the same queue as search trials, a killed worker's
-trial is retried the same way, and optuna-dashboard shows them.
+Every run trains as the search did (the study's epochs, its early stopping on the validation
+split, no pruning) from a seed the search never trained the trial with, and is scored on the
+test split, which chose nothing: not the winner, its epochs or its stopping
+(`tuner.search.objective`). The runs are trials of a companion Optuna study,
+`<study name>/ablation`, in the same storage (`tuner.search.companion`): enqueued with fixed
+parameters and the user attributes `ablation_of` (the trial), `variant`, `repeat` and `seed`,
+so that `tuner worker --ablation` on any machine takes them from the same queue as search
+trials, a killed worker's trial is retried the same way, and optuna-dashboard shows them.
+`tuner.answers.ablation` reads the verdicts.
 """
 
 from __future__ import annotations
@@ -36,8 +39,19 @@ from tuner.search.space import MAX_LAYERS
 from tuner.search.study import load_existing, stored_config
 from tuner.search.trials import best_trial
 from tuner.storage import locked, open_storage, queue_lock
+from tuner.training.seeds import training_seed
 
-DEFAULT_REPEATS = AblationConfig.repeats  # README, "Reading the verdicts"
+DEFAULT_REPEATS = AblationConfig.repeats  # docs/verdicts.md
+# `tuner ablate --until-decided` adds seeds up to this many (docs/verdicts.md: at 20 seeds an
+# effect of one standard deviation of a paired difference is found about 2 times in 3).
+DEFAULT_MAX_REPEATS = 20
+# The design of today's runs (ABLATION_ATTR's "design"): fresh seeds, the study's epochs and
+# early stopping, scored on the test split. Design 1 (until tuner 0.1.0's layout) trained the
+# winner's best epoch count without early stopping, and paired the search's own seed.
+DESIGN = 2
+# The companion study's user attribute `sequential:<trial>`: that trial's ablation added seeds
+# until decided, so its verdicts are read with anytime-valid intervals.
+SEQUENTIAL_ATTR = "sequential:"
 ON = 0.05  # a lower (recurrent) dropout rate counts as off, as in tuner.answers.analysis
 ON_RATE = 0.2  # the rate a variant turns (recurrent) dropout on at: the seed configuration's
 AS_IS = "as is"
@@ -131,17 +145,21 @@ def outside_space(params: dict[str, Any], config: StudyConfig) -> bool:
 
 
 def repeat_seeds(config: StudyConfig, trial: FrozenTrial, repeats: int) -> list[int]:
-    """K training seeds: the trial's own first (so that repeat 0 of the trial as it is
-    retraces the search's run), then seeds drawn from the study's seed and the trial's number."""
-    from tuner.training.seeds import training_seed
-
-    first = trial.user_attrs.get("training_seed", training_seed(config.sampler.seed, trial.number))
-    more = [
-        int(np.random.SeedSequence([config.sampler.seed, trial.number, r]).generate_state(1)[0])
-        >> 1
-        for r in range(1, repeats)
-    ]
-    return [int(first), *more]
+    """K fresh training seeds, the seeds of repeats 1 to K, drawn from the study's seed and the
+    trial's number; never the seed the search trained the trial with, so that the search's
+    lucky run enters no pair."""
+    own = int(
+        trial.user_attrs.get("training_seed", training_seed(config.sampler.seed, trial.number))
+    )
+    seeds: list[int] = []
+    draw = 1
+    while len(seeds) < repeats:
+        state = np.random.SeedSequence([config.sampler.seed, trial.number, draw]).generate_state(1)
+        seed = int(state[0]) >> 1
+        draw += 1
+        if seed != own and seed not in seeds:
+            seeds.append(seed)
+    return seeds
 
 
 def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -161,9 +179,8 @@ def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 
 
 def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, repeats: int) -> int:
-    """Queue the runs of `trial`'s ablation that are not queued, running or done yet; returns
-    how many runs the ablation has in all."""
-    epochs = int(trial.user_attrs.get("best_epoch") or config.training.epochs)
+    """Queue the runs of `trial`'s ablation on `repeats` seeds that are not queued, running or
+    done yet; returns how many runs the ablation has in all."""
     seeds = repeat_seeds(config, trial, repeats)
     runs = [(AS_IS, dict(trial.params))] + [(v.name, v.params) for v in variants(trial.params)]
 
@@ -172,9 +189,15 @@ def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, re
         have = {
             (t.user_attrs.get("variant"), t.user_attrs.get("repeat"))
             for t in companion.get_trials(deepcopy=False, states=alive)
-            if t.user_attrs.get("ablation_of") == trial.number
+            if t.user_attrs.get("ablation_of") == trial.number and is_current(t)
         }
-        for repeat, seed in enumerate(seeds):
+        # A run that failed for good (its loss diverged, say) would fail again: it counts.
+        have |= {
+            (t.user_attrs.get("variant"), t.user_attrs.get("repeat"))
+            for t in companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("ablation_of") == trial.number and failed_for_good(t)
+        }
+        for repeat, seed in enumerate(seeds, start=1):
             for name, params in runs:
                 if (name, repeat) in have:
                     continue
@@ -185,7 +208,7 @@ def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, re
                         "variant": name,
                         "repeat": repeat,
                         "seed": seed,
-                        ABLATION_ATTR: {"seed": seed, "epochs": epochs},
+                        ABLATION_ATTR: {"seed": seed, "design": DESIGN},
                     },
                 )
         companion.set_user_attr("ablation_of", trial.number)
@@ -193,6 +216,25 @@ def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, re
 
     locked(companion._storage, queue_lock(companion.study_name), queue_missing)
     return len(seeds) * len(runs)
+
+
+def failed_for_good(trial: FrozenTrial) -> bool:
+    """Whether an ablation run failed in its own training (a non-finite loss, an error), not
+    because its worker was stopped or died: those are queued again and run elsewhere."""
+    reason = trial.user_attrs.get("fail_reason")
+    return (
+        trial.state == TrialState.FAIL
+        and is_current(trial)
+        and isinstance(reason, str)
+        and not reason.startswith("interrupted")
+    )
+
+
+def is_current(trial: FrozenTrial) -> bool:
+    """Whether an ablation run is of today's design (fresh seeds, early stopping, scored on the
+    test split); runs of earlier tuners are neither counted nor paired."""
+    attr = trial.user_attrs.get(ABLATION_ATTR)
+    return isinstance(attr, dict) and attr.get("design") == DESIGN
 
 
 def ablate(
@@ -203,12 +245,55 @@ def ablate(
     repeats: int = DEFAULT_REPEATS,
     n_workers: int = 1,
     pin: bool = True,
+    until: Callable[[int], bool] | None = None,
+    max_repeats: int = DEFAULT_MAX_REPEATS,
     out: TextIO = sys.stdout,
     say: Callable[[str], None] = print,
 ) -> int:
-    """Queue the ablation of the best trial (or trial `number`) in the companion study, run
-    `n_workers` worker processes on it until its runs are done; returns the ablated trial's
-    number (`tuner.answers.ablation` reads the verdicts)."""
+    """Queue the ablation of the best trial (or trial `number`) on `repeats` seeds in the
+    companion study and run `n_workers` worker processes on it until its runs are done; with
+    `until`, add one seed at a time, up to `max_repeats`, until `until(trial number)` says the
+    ablation is decided. Returns the ablated trial's number (`tuner.answers.ablation` reads the
+    verdicts)."""
+    storage = open_storage(storage_url, config.workers, must_exist=True)
+    study = load_existing(config.name, storage)
+    # The study as it was run; a study file that no longer matches it is refused here.
+    config = stored_config(study, config)
+    trial = chosen_trial(study, number)
+    companion = open_companion(config, storage)
+    if until is not None:
+        # Read with the anytime-valid intervals from now on, whatever ran before.
+        companion.set_user_attr(f"{SEQUENTIAL_ATTR}{trial.number}", True)
+        repeats = max(
+            repeats,
+            companion.user_attrs.get("repeats", 0)
+            if companion.user_attrs.get("ablation_of") == trial.number
+            else 0,
+        )
+    while True:
+        total = enqueue(companion, config, trial, repeats)
+        say(
+            f"ablation of trial {trial.number}: {total} runs ({repeats} seeds each) in study "
+            f"{companion.study_name!r}"
+        )
+        _run(companion, config, storage_url, trial.number, total, n_workers, pin, out, say)
+        if until is None or until(trial.number) or repeats >= max_repeats:
+            return trial.number
+        repeats += 1
+
+
+def _run(
+    companion: optuna.Study,
+    config: StudyConfig,
+    storage_url: str,
+    number: int,
+    total: int,
+    n_workers: int,
+    pin: bool,
+    out: TextIO,
+    say: Callable[[str], None],
+) -> None:
+    """Run worker processes on the companion study until trial `number`'s runs are done."""
     from tuner.search.launcher import (
         gpus,
         on_gpus,
@@ -218,26 +303,20 @@ def ablate(
         workers_to_start,
     )
 
-    storage = open_storage(storage_url, config.workers, must_exist=True)
-    study = load_existing(config.name, storage)
-    # The study as it was run; a study file that no longer matches it is refused here.
-    config = stored_config(study, config)
-    trial = chosen_trial(study, number)
-    companion = open_companion(config, storage)
-    total = enqueue(companion, config, trial, repeats)
-    say(
-        f"ablation of trial {trial.number}: {total} runs ({repeats} seeds each) in study "
-        f"{companion.study_name!r}"
+    done = sum(
+        1
+        for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("ablation_of") == number and is_current(t)
     )
-    left = total - count(companion).finished
+    left = total - done
     n_workers = workers_to_start(n_workers, left, say) if left > 0 else 0
     placements = on_gpus(plan(n_workers, pin), gpus()) if n_workers else []
     processes = start_workers(config.path, storage_url, placements, options=("--ablation",))
-    codes = supervise(processes, companion, total, out, best=False) if processes else []
+    finished = count(companion).finished
+    codes = supervise(processes, companion, finished + left, out, best=False) if processes else []
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
     if failed:
         raise TunerError("; ".join(failed))
-    return trial.number
 
 
 def search_finished(config: StudyConfig, storage_url: str) -> bool:

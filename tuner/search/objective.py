@@ -50,8 +50,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config, training = self.config, self.config.training
-        # An ablation trial (tuner.search.ablation) trains fixed parameters with a given seed for a
-        # given number of epochs, with no pruning and no early stopping.
+        # An ablation run (tuner.search.ablation) trains fixed parameters from a given seed as
+        # the search would, unpruned, and is scored on the test split.
         fixed = trial.user_attrs.get(ABLATION_ATTR)
         spec = suggest_fixed(trial, config.space) if fixed else suggest(trial, config.space)
         trial.set_user_attr("worker", self.worker)
@@ -92,18 +92,21 @@ class Objective:
             single=config.cost_objective is None,
             # Seed configurations run to the end unless the study file lets the pruner stop them.
             prune=config.pruner.prune_seed_configs or "seed_config" not in trial.user_attrs,
-            planned=fixed["epochs"] if fixed else training.epochs,
+            planned=training.epochs,
         )
         callbacks = [
             report,
             keras.callbacks.EarlyStopping(
-                monitor=config.metric, patience=training.patience, mode=config.direction[:3]
+                monitor=config.metric,
+                patience=training.patience,
+                mode=config.direction[:3],
+                # An ablation run is scored at its best epoch, as the search's trials are.
+                restore_best_weights=bool(fixed),
             ),
             _Stop(self.should_stop),
         ]
-        if fixed:  # an ablation trial: neither pruned nor stopped early
+        if fixed:  # an ablation run: an experiment, not a candidate to stop early
             report.prune = False
-            callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]
         start = time.perf_counter()
         try:
             # Dropout masks from Philox: the training step compiles faster on JAX.
@@ -113,7 +116,7 @@ class Objective:
                     # restarting it.
                     train.repeat() if training.steps_per_epoch else train,
                     validation_data=self.validation,
-                    epochs=fixed["epochs"] if fixed else training.epochs,
+                    epochs=training.epochs,
                     steps_per_epoch=training.steps_per_epoch,
                     callbacks=callbacks,
                     shuffle=False,
@@ -134,13 +137,27 @@ class Objective:
             trial.set_user_attr("worker_peak_rss_mb", _peak_rss_mb())
         if report.best is None:
             raise TrialFailed(f"no epoch finished, so there is no {config.metric}")
-        if fixed:  # what the fixed number of epochs trained, not the best epoch on the way
-            report.best = report.values[-1]
+        if fixed:
+            # Scored where nothing was chosen: the validation split picked the winner, its
+            # epochs and its stopping, so an ablation run's own best validation value (kept
+            # for the seed-luck question) would flatter every run alike.
+            trial.set_user_attr("validation_value", report.best)
+            report.best = self.test_score(model)
+            trial.set_user_attr("scored_on", "test")
         if config.cost_objective == "seconds_per_epoch":
             return [report.best, report.seconds_per_epoch()]
         if config.cost_objective == "n_params":
             return [report.best, float(n_params)]
         return report.best
+
+    def test_score(self, model: keras.Model) -> float:
+        """The model's metric on the test split (`val_mae` -> `mae` on test rows)."""
+        test = self.data.evaluation("test", self.config.training.batch_size)
+        scores = model.evaluate(test, verbose=0, return_dict=True)
+        value = float(scores[self.config.metric.removeprefix("val_")])
+        if not math.isfinite(value):
+            raise TrialFailed(f"the test {self.config.metric.removeprefix('val_')} is {value}")
+        return value
 
 
 def _peak_rss_mb() -> int:
