@@ -37,6 +37,28 @@ def test_every_command_has_help_with_an_example(runner: CliRunner, command: str)
     assert "Example:" in result.output and f"tuner {command}" in result.output
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_example_parses_with_the_commands_options(command: str) -> None:
+    import shlex
+
+    import click
+
+    examples = [
+        line.strip()
+        for line in (cli.commands[command].help or "").split("Example:")[1].splitlines()
+        if line.strip().startswith("tuner ")
+    ]
+    assert examples
+    for example in examples:
+        # What the shell does with the output (`> trials.csv`) is not the command's.
+        args = shlex.split(re.split(r"\s[>|]\s", example)[0])[1:]
+        # Parsing alone: an option or argument the command lacks raises a usage error.
+        with cli.make_context("tuner", args, resilient_parsing=False) as ctx:
+            sub = cli.commands[args[0]]
+            with sub.make_context(args[0], args[1:], parent=ctx) as inner:
+                assert isinstance(inner, click.Context)
+
+
 def test_the_top_level_help_lists_the_commands(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0
