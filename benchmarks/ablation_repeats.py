@@ -1,11 +1,12 @@
 """How the number of training seeds per variant (K) of `tuner ablate` changes the width of the
-verdicts' 95% intervals and the cost, on a shipped study.
+verdicts' 95% intervals, how many Holm-corrected verdicts are clear, and the cost, on a shipped
+study.
 
 Runs the study's search (`tuner run`, optionally at a reduced scale), then one ablation of its
 best trial with the largest K (`tuner ablate --repeats K`), and reads the verdicts again from
 the first k seeds of every variant for k = 2 .. K: the runs of a smaller K are the first k of
 the larger one's, as `tuner ablate` would have trained them (the seeds are the same). The cost
-is in epochs trained (runs x epochs), beside the search's own.
+is in epochs trained (each run stops early on its own), beside the search's own.
 
     python benchmarks/ablation_repeats.py studies/nyc-weather.toml --max-repeats 5
     python benchmarks/ablation_repeats.py studies/nyc-weather.toml --trials 6 --epochs 3 \
@@ -69,7 +70,8 @@ def main() -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.answers.verdict import HELPED, HURT, difference, paired
+    from tuner.answers.inference import judge
+    from tuner.answers.verdict import HELPED, HURT, difference
     from tuner.config import load_study_config
     from tuner.search.ablation import AS_IS, variants
 
@@ -91,10 +93,11 @@ def main() -> None:
         companion = optuna.load_study(study_name=config.name + "/ablation", storage=url)
         search_epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in study.trials)
         runs: dict[str, dict[int, float]] = collections.defaultdict(dict)
-        epochs = 0
+        run_epochs: dict[int, int] = collections.defaultdict(int)  # by repeat
         for t in companion.get_trials(states=(TrialState.COMPLETE,)):
-            runs[t.user_attrs["variant"]][int(t.user_attrs["repeat"])] = float(t.values[0])
-            epochs = int(t.user_attrs["epochs"])
+            repeat = int(t.user_attrs["repeat"])
+            runs[t.user_attrs["variant"]][repeat] = float(t.values[0])
+            run_epochs[repeat] += int(t.user_attrs["epochs"])
         best = study.best_trial if len(study.directions) == 1 else None
         params = companion.get_trials(states=(TrialState.COMPLETE,))[0].params
         if best is not None:
@@ -103,8 +106,8 @@ def main() -> None:
         print(
             f"\n{config.name}: search {len(study.trials)} trials, {search_epochs} epochs, "
             f"{search_s:.0f} s; ablation of trial {best.number if best else '?'} at K = "
-            f"{args.max_repeats}: {sum(len(r) for r in runs.values())} runs of {epochs} "
-            f"epochs, {ablate_s:.0f} s\n"
+            f"{args.max_repeats}: {sum(len(r) for r in runs.values())} runs, "
+            f"{sum(run_epochs.values())} epochs, {ablate_s:.0f} s\n"
         )
         print(
             "| K | runs | epochs | epochs / search's | median 95% CI half-width "
@@ -113,21 +116,23 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         found = variants(params)
         for k in range(2, args.max_repeats + 1):
-            widths, clear = [], 0
+            family = []
             for v in found:
-                pairs = [
-                    runs[v.name][r] - runs[AS_IS][r]
-                    for r in range(k)
-                    if r in runs[v.name] and r in runs[AS_IS]
-                ]
                 sign = 1.0 if v.with_technique else -1.0
-                result = paired([sign * d for d in pairs], minimize)
-                if result.interval is not None:
-                    widths.append((result.interval[1] - result.interval[0]) / 2)
-                clear += result.verdict in (HELPED, HURT)
+                family.append(
+                    [
+                        sign * (runs[v.name][r] - runs[AS_IS][r])
+                        for r in range(1, k + 1)
+                        if r in runs[v.name] and r in runs[AS_IS]
+                    ]
+                )
+            judged = judge(family, minimize)
+            widths = [(j.interval[1] - j.interval[0]) / 2 for j in judged if j.interval]
+            clear = sum(j.verdict in (HELPED, HURT) for j in judged)
             n_runs = k * (len(found) + 1)
+            epochs = sum(run_epochs[r] for r in range(1, k + 1))
             print(
-                f"| {k} | {n_runs} | {n_runs * epochs} | {n_runs * epochs / search_epochs:.2f} "
+                f"| {k} | {n_runs} | {epochs} | {epochs / search_epochs:.2f} "
                 f"| {difference(statistics.median(widths), config.metric).lstrip('+')} "
                 f"| {difference(max(widths), config.metric).lstrip('+')} "
                 f"| {clear} of {len(found)} |"
