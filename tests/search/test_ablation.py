@@ -192,6 +192,29 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
     assert "Holm over the contrasts of this ablation" in out
     assert len(optuna.load_study(study_name="abl/ablation", storage=url).trials) == 13
 
+    # Seeds until decided: one more seed at a time up to --max-repeats (six contrasts are not
+    # all decided on three seeds), read with anytime-valid intervals from then on.
+    result = tuner(
+        "ablate",
+        str(path),
+        "--storage",
+        url,
+        "--repeats",
+        "2",
+        "--until-decided",
+        "--max-repeats",
+        "3",
+        cwd=study_dir,
+    )
+    out = result.stdout
+    assert "12 runs (2 seeds each)" in out and "18 runs (3 seeds each)" in out
+    assert f"ablation of trial {best.number} of study 'abl': 3 fresh seeds" in out
+    assert "anytime-valid (seeds added until decided)" in out
+    companion = optuna.load_study(study_name="abl/ablation", storage=url)
+    assert companion.user_attrs[f"sequential:{best.number}"] is True
+    complete = [t for t in companion.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 18 and {t.user_attrs["repeat"] for t in complete} == {1, 2, 3}
+
 
 def test_ablate_refuses_a_trial_that_is_not_complete_in_one_line(
     write_study, study_dir: Path

@@ -277,7 +277,10 @@ def ablate(
             f"{companion.study_name!r}"
         )
         _run(companion, config, storage_url, trial.number, total, n_workers, pin, out, say)
-        if until is None or until(trial.number) or repeats >= max_repeats:
+        if until is None or repeats >= max_repeats or _left(companion, trial.number, total):
+            # A stopped run (Ctrl-C) leaves runs to do: run the command again to resume.
+            return trial.number
+        if until(trial.number):
             return trial.number
         repeats += 1
 
@@ -303,12 +306,7 @@ def _run(
         workers_to_start,
     )
 
-    done = sum(
-        1
-        for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("ablation_of") == number and is_current(t)
-    )
-    left = total - done
+    left = _left(companion, number, total)
     n_workers = workers_to_start(n_workers, left, say) if left > 0 else 0
     placements = on_gpus(plan(n_workers, pin), gpus()) if n_workers else []
     processes = start_workers(config.path, storage_url, placements, options=("--ablation",))
@@ -317,6 +315,19 @@ def _run(
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
     if failed:
         raise TunerError("; ".join(failed))
+
+
+def _left(companion: optuna.Study, number: int, total: int) -> int:
+    """How many of trial `number`'s `total` ablation runs are neither complete nor failed for
+    good."""
+    done = sum(
+        1
+        for t in companion.get_trials(deepcopy=False)
+        if t.user_attrs.get("ablation_of") == number
+        and is_current(t)
+        and (t.state == TrialState.COMPLETE or failed_for_good(t))
+    )
+    return total - done
 
 
 def search_finished(config: StudyConfig, storage_url: str) -> bool:
