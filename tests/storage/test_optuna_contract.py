@@ -73,6 +73,54 @@ def test_the_internals_read_are_where_they_were(tmp_path: Path) -> None:
     assert list(inspect.signature(call).parameters) == ["self", "study", "trial"]
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_study_storage_trial_id_live_trial_and_retry_history_read_as_tuner_reads_them(
+    tmp_path: Path,
+) -> None:
+    from tuner.storage import is_retry, live_trial, study_storage, trial_id
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'f.db'}")
+    study = optuna.create_study(storage=storage)
+    # The study's own view: a trial added through it is one the study sees at once.
+    view = study_storage(study)
+    assert isinstance(view, optuna.storages.BaseStorage)
+    made = view.create_new_trial(study._study_id)  # type: ignore[attr-defined]
+    [frozen] = study.get_trials(deepcopy=False)
+    assert trial_id(frozen) == made and view.get_trial(made).number == frozen.number
+    # A trial claimed by hand becomes a live trial the study can tell, as `ask` makes one.
+    view.set_trial_state_values(made, state=TrialState.RUNNING)
+    live = live_trial(study, made)
+    assert trial_id(live) == made and live.number == frozen.number
+    live.set_user_attr("k", 1)
+    study.tell(live, state=TrialState.FAIL)
+    # Optuna's retry callback marks its retry with the history tuner counts.
+    failed = study.get_trials(deepcopy=False)[0]
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, failed)
+    first, retry = study.get_trials(deepcopy=False)
+    assert not is_retry(first) and is_retry(retry)
+    assert retry.system_attrs["retry_history"] == [first.number]
+
+
+def test_no_private_optuna_name_is_used_outside_the_fence() -> None:
+    import re
+
+    import tuner
+
+    root = Path(tuner.__file__).parent
+    private = re.compile(
+        r"\._storage\b|\._trial_id\b|\._study_id\b|\._backend\b|optuna\.Trial\(|"
+        r"retry_history|optuna\.[a-z_.]*\._[a-z]"
+    )
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "optuna_internals.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
+    assert found == []
+
+
 # --- the paths tuner relies on, watched by spies around the real methods -----------------------
 
 

@@ -38,7 +38,7 @@ from tuner.search.queue import budget, count
 from tuner.search.space import MAX_LAYERS
 from tuner.search.study import load_existing, stored_config
 from tuner.search.trials import best_trial
-from tuner.storage import locked, open_storage, queue_lock
+from tuner.storage import locked, open_storage, queue_lock, study_storage
 from tuner.training.seeds import training_seed
 
 DEFAULT_REPEATS = AblationConfig.repeats  # docs/verdicts.md
@@ -214,7 +214,7 @@ def enqueue(companion: optuna.Study, config: StudyConfig, trial: FrozenTrial, re
         companion.set_user_attr("ablation_of", trial.number)
         companion.set_user_attr("repeats", repeats)
 
-    locked(companion._storage, queue_lock(companion.study_name), queue_missing)
+    locked(study_storage(companion), queue_lock(companion.study_name), queue_missing)
     return len(seeds) * len(runs)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner.storage import locked, queue_lock
+from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storage, trial_id
 
 BUDGET_ATTR = "n_trials"
 # Queued trials kept ahead of the workers: at least this many, and two per running trial.
@@ -58,7 +58,7 @@ def count(study: optuna.Study) -> Counts:
         complete=n[TrialState.COMPLETE],
         pruned=n[TrialState.PRUNED],
         failed=n[TrialState.FAIL],
-        retried=sum(1 for t in trials if t.system_attrs.get("retry_history")),
+        retried=sum(1 for t in trials if is_retry(t)),
         running=n[TrialState.RUNNING],
         waiting=n[TrialState.WAITING],
     )
@@ -77,7 +77,7 @@ def set_budget(study: optuna.Study, n_trials: int) -> None:
 def refill(study: optuna.Study) -> int:
     """Queue empty trials up to the stretch kept ahead of the workers, within the budget;
     returns how many were queued."""
-    storage: Any = study._storage  # the study's own caching view, which must see new trials
+    storage: Any = study_storage(study)  # its own caching view, which must see new trials
 
     def once() -> int:
         c = count(study)
@@ -97,7 +97,7 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     Unlike `Study.ask`, this never creates a trial beyond the budget, which keeps the number of
     trials exact however many workers run.
     """
-    storage: Any = study._storage
+    storage: Any = study_storage(study)
     beats = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
     states = (TrialState.WAITING, TrialState.RUNNING)
     unfinished = study.get_trials(deepcopy=False, states=states)
@@ -117,11 +117,11 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
             # Before the claim, not after: a worker that dies between the two, or a claim lost
             # with a dropped connection, then leaves a trial that goes stale and is retried,
             # rather than one that stays RUNNING for ever.
-            storage.record_heartbeat(waiting._trial_id)
+            storage.record_heartbeat(trial_id(waiting))
         try:
             # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
-            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, waiting._trial_id)
+            if storage.set_trial_state_values(trial_id(waiting), state=TrialState.RUNNING):
+                return live_trial(study, trial_id(waiting))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker claimed it, and has finished it since this one looked
     return None

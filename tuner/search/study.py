@@ -20,7 +20,7 @@ from tuner.search import trials
 from tuner.search.definition import DEFINITION_ATTR, check, definition, study_config
 from tuner.search.queue import Counts, count, set_budget
 from tuner.search.space import SEED_CONFIGS, seed_fits
-from tuner.storage import locked, study_names
+from tuner.storage import locked, study_names, study_storage
 from tuner.storage.artifacts import remove_all
 
 
@@ -172,7 +172,7 @@ def _set_up(study: optuna.Study, plan: _Plan) -> None:
             step(study, plan)
         return True
 
-    if not locked(study._storage, f"set-up:{study.study_name}", set_up_here):
+    if not locked(study_storage(study), f"set-up:{study.study_name}", set_up_here):
         return
     # Outside the set-up lock: the queue takes its own lock, and a PostgreSQL worker has two
     # connections, not three.

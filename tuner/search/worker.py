@@ -32,6 +32,7 @@ from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.patches.quiet import import_keras, quiet_logs
 from tuner.search.process import resident_mb
 from tuner.search.queue import budget, claim, count
+from tuner.storage import study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.worker")
 
@@ -233,7 +234,7 @@ def run_worker(
             trial.set_user_attr("worker_restarts", result.restarts)
             trial.set_user_attr("worker_rss_mb", round(resident_mb()))
             try:
-                with Heartbeat(storage, trial._trial_id, config.workers.heartbeat_interval, beats):
+                with Heartbeat(storage, trial_id(trial), config.workers.heartbeat_interval, beats):
                     frozen, reason = _run(study, storage, trial, objective, stop, result)
             except Exception as e:
                 if isinstance(e, StorageError) or not _finished_elsewhere(study, trial):
@@ -329,4 +330,4 @@ def _work_left(study: optuna.Study) -> bool:
 
 
 def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
-    return study._storage.get_trial(trial._trial_id).state.is_finished()
+    return bool(study_storage(study).get_trial(trial_id(trial)).state.is_finished())

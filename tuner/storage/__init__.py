@@ -24,7 +24,11 @@ from tuner.storage.optuna_internals import (
     CREATE_TOKEN,
     ReconnectingStorage,
     backend_of,
+    is_retry,
+    live_trial,
     retrying,
+    study_storage,
+    trial_id,
 )
 from tuner.storage.retry import RETRY_OF, RetryOnce, queue_lock, retry_of
 from tuner.storage.urls import (
@@ -47,6 +51,10 @@ __all__ = [
     "ReconnectingStorage",
     "RetryOnce",
     "backend_of",
+    "is_retry",
+    "live_trial",
+    "study_storage",
+    "trial_id",
     "exclusive",
     "locked",
     "hide_password_in_logs",

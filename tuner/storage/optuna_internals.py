@@ -1,5 +1,7 @@
 """Everything that leans on Optuna's internals, fenced here and nowhere else: the overrides of
-`RDBStorage`'s private methods, and the private attributes read to unwrap a storage.
+`RDBStorage`'s private methods, the private attributes read to unwrap a storage, a study's own
+storage and a trial's id, the live `optuna.Trial` made for a claimed trial, and the system
+attribute Optuna's retry callback writes.
 
 `tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
 `pyproject.toml` pins Optuna to the minor series they were written for (5.0).
@@ -41,6 +43,33 @@ OPTUNA_SERIES = "5.0"
 
 T = TypeVar("T")
 _RDB = optuna.storages.RDBStorage
+
+
+# The system attribute Optuna's `RetryHeartbeatStaleTrialCallback` writes on a retry: the
+# numbers of the trials it repeats.
+RETRY_HISTORY = "retry_history"
+
+
+def study_storage(study: optuna.Study) -> Any:
+    """The storage a study reads and writes through: its own caching view, which must see the
+    trials tuner adds, and whose locks and heartbeats are the study's."""
+    return study._storage
+
+
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
+    """A trial's id in its storage (not its number in the study)."""
+    return int(trial._trial_id)
+
+
+def live_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
+    """The `optuna.Trial` of a trial tuner claimed itself (set to RUNNING), as `study.ask`
+    would have made it."""
+    return optuna.Trial(study, trial_id)
+
+
+def is_retry(trial: FrozenTrial) -> bool:
+    """Whether Optuna's retry callback made this trial to repeat a failed one."""
+    return bool(trial.system_attrs.get(RETRY_HISTORY))
 
 
 def backend_of(storage: optuna.storages.BaseStorage) -> Any:

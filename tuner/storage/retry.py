@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner.storage.locks import locked
+from tuner.storage.optuna_internals import study_storage
 
 RETRY_OF = "retry_of"
 
@@ -47,7 +48,7 @@ class RetryOnce(_Retry):
             marked.user_attrs.pop("progress", None)  # the failed run's last epoch
             super(RetryOnce, self).__call__(study, marked)
 
-        locked(study._storage, queue_lock(study.study_name), queue_once)
+        locked(study_storage(study), queue_lock(study.study_name), queue_once)
 
 
 def retry_of(study: optuna.Study, number: int) -> FrozenTrial | None:
