@@ -13,7 +13,7 @@ be said to have helped, or the other side to have hurt.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -102,6 +102,7 @@ class Ablation:
     search_value: float | None = None  # the trial's value in the search (validation, own seed)
     as_is_validation: dict[int, float] = field(default_factory=dict)  # by fresh seed
     baselines: dict[str, float] = field(default_factory=dict)  # the study's, on validation
+    test_baselines: dict[str, float] = field(default_factory=dict)  # the same, on test
     design: str = FIXED
     epochs_trained: int = 0  # over every run of this ablation
 
@@ -240,13 +241,25 @@ def read_ablation(config: StudyConfig, storage_url: str, number: int) -> Ablatio
     study = load_existing(config.name, storage)
     config = stored_config(study, config)
     companion = load_companion(config, storage)
-    return verdicts(
+    found = verdicts(
         companion,
         config,
         number,
         study.get_trials(deepcopy=False)[number],
         study.user_attrs.get("baselines", {}),
     )
+    return replace(found, test_baselines=test_baselines(config))
+
+
+def test_baselines(config: StudyConfig) -> dict[str, float]:
+    """The study's naive baselines scored on the test split, where the ablation's runs are."""
+    from tuner.data import prepare
+
+    return {
+        name: scores[config.measure]
+        for name, scores in prepare(config.data).baselines_on("test").items()
+        if config.measure in scores
+    }
 
 
 def decided(a: Ablation) -> bool:
@@ -337,6 +350,13 @@ def _size(value: float, metric: str) -> str:
     return f"{value:.2g}"
 
 
+def _mean_ci(a: Ablation) -> str:
+    if len(a.as_is) < 2:
+        return ""
+    low, high = mean_interval(list(a.as_is.values()))
+    return f", {CONFIDENCE:.0%} CI {low:.4g} to {high:.4g}"
+
+
 def format_ablation(a: Ablation) -> str:
     """The verdicts for a terminal."""
     reference = sum(a.as_is.values()) / len(a.as_is) if a.as_is else None
@@ -349,7 +369,11 @@ def format_ablation(a: Ablation) -> str:
         f"ablation of trial {a.trial} of study {a.study!r}: {a.repeats} fresh seeds, up to "
         f"{a.epochs} epochs each with early stopping, {a.epochs_trained} epochs in all; "
         f"scored on the test split ({a.measure}, {a.direction})",
-        f"  as is: {a.measure} = {reference:.4g} (mean of {len(a.as_is)} seeds)"
+        f"  as is: {a.measure} = {reference:.4g} (mean of {len(a.as_is)} seeds{_mean_ci(a)})"
+        + "".join(
+            f"; naive baseline {name} on the test split: {value:.4g}"
+            for name, value in a.test_baselines.items()
+        )
         if reference is not None
         else "  as is: no complete run",
     ]
