@@ -104,6 +104,45 @@ def test_until_decided_finds_a_large_effect_before_its_largest_number_of_seeds()
     assert np.median(pairs) <= 10, np.median(pairs)
 
 
+def test_a_sequential_verdict_agrees_with_its_interval() -> None:
+    # A small effect found late: the verdict, the side and the interval say the same thing.
+    rng = np.random.default_rng(14)
+    verdicts = 0
+    for _ in range(300):
+        x = list(rng.normal(0.25, 1, 40))
+        [j] = judge([x], minimize=True, design=SEQUENTIAL)
+        assert j.interval is not None
+        if j.verdict == HURT:
+            verdicts += 1
+            assert j.interval[0] > 0
+        elif j.verdict == HELPED:
+            verdicts += 1
+            assert j.interval[1] < 0
+        else:
+            assert j.interval[0] <= 0 <= j.interval[1]
+    assert verdicts > 30
+
+
+def test_pairs_without_spread_get_no_verdict_unless_they_show_no_difference() -> None:
+    same, none = judge([[0.3, 0.3, 0.3], [0.0, 0.0, 0.0]], minimize=True)
+    assert same.verdict == TOO_FEW_REPEATS and same.adjusted is None
+    assert none.verdict == UNCLEAR and none.interval == (0.0, 0.0)
+    for design in ("fixed", SEQUENTIAL):
+        [j] = judge([[0.1, 0.1, 0.1, 0.1, 0.1, 0.1]], minimize=True, design=design)
+        assert j.verdict == TOO_FEW_REPEATS
+
+
+def test_until_decided_needs_six_seeds_to_decide_any_of_six_techniques() -> None:
+    from tuner.search.ablation import SEQUENTIAL_MIN_REPEATS
+
+    rng = np.random.default_rng(15)
+    family = [list(-10 + rng.normal(0, 0.01, 8)) for _ in range(CONTRASTS)]
+    short = judge([d[: SEQUENTIAL_MIN_REPEATS - 1] for d in family], True, SEQUENTIAL)
+    assert all(j.verdict == UNCLEAR for j in short)
+    enough = judge([d[:SEQUENTIAL_MIN_REPEATS] for d in family], True, SEQUENTIAL)
+    assert any(j.verdict == HELPED for j in enough)
+
+
 def test_the_confidence_sequence_covers_the_effect_at_every_number_of_seeds_at_once() -> None:
     rng = np.random.default_rng(9)
     n, missed = 2000, 0

@@ -319,6 +319,7 @@ def test_a_winner_whose_own_seed_was_lucky_is_said_to_be_and_a_steady_one_is_not
     assert note is not None
     assert "trial 7 (val_mae = 3.53, its own seed)" in note
     assert "better than 95% of new runs of the same model would be (bound 3.6" in note
+    assert "its own seed was lucky" in note
     assert "mean 3.844 over 5 fresh seeds" in note
     assert "not clearly better than the naive baseline last_value (3.82)" in note
     assert "note: the search's value" in format_ablation(lucky)
@@ -330,6 +331,28 @@ def test_a_winner_whose_own_seed_was_lucky_is_said_to_be_and_a_steady_one_is_not
     assert "note:" not in format_ablation(steady)
     # Too few fresh seeds for a bound.
     assert seed_luck(_ablation({2: 3.0}, 1.0, {})) is None
+
+
+def test_a_side_that_failed_on_a_seed_never_wins() -> None:
+    from tuner.answers.ablation import Contrast, hiding
+    from tuner.answers.inference import judge
+    from tuner.answers.verdict import HELPED, HURT, UNCLEAR
+
+    better = judge([[-0.3, -0.31, -0.29, -0.3, -0.32]], minimize=True)[0]
+    assert better.verdict == HELPED
+
+    def contrast(failed_with: int, failed_without: int) -> Contrast:
+        return Contrast("cell", "cell", "LSTM", True, False, better, failed_with, failed_without)
+
+    # The runs with the technique failed on a seed: it is not said to have helped.
+    assert contrast(1, 0).verdict == UNCLEAR
+    assert "helped withheld" in hiding(_ablation({1: 3.0}, 3.0, {}), contrast(1, 0))
+    # Only the runs without it failed: its help stands.
+    assert contrast(0, 2).verdict == HELPED
+    worse = judge([[0.3, 0.31, 0.29, 0.3, 0.32]], minimize=True)[0]
+    assert worse.verdict == HURT
+    hurt = Contrast("cell", "cell", "LSTM", True, False, worse, 0, 1)
+    assert hurt.verdict == UNCLEAR  # its absence failed: it is not said to have hurt
 
 
 def test_no_fresh_seed_is_the_seed_the_search_trained_the_trial_with(write_study) -> None:

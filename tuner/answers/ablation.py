@@ -217,8 +217,8 @@ def seed_luck(a: Ablation) -> str | None:
     note = (
         f"the search's value of trial {a.trial} ({a.metric} = {own:.4g}, its own seed) is "
         f"better than {CONFIDENCE:.0%} of new runs of the same model would be (bound "
-        f"{bound:.4g}; mean {mean:.4g} over {len(runs)} fresh seeds): part of why it won was "
-        "its seed"
+        f"{bound:.4g}; mean {mean:.4g} over {len(runs)} fresh seeds): its search value is "
+        "optimistic, its own seed was lucky"
     )
     # A naive baseline inside (or beyond) the interval of the mean: not clearly better than it.
     low, high = mean_interval(runs)
@@ -235,8 +235,11 @@ def seed_luck(a: Ablation) -> str | None:
     return note + "; compare models over seeds (or raise the epochs) before trusting the ranking"
 
 
-def read_ablation(config: StudyConfig, storage_url: str, number: int) -> Ablation:
-    """The verdicts of trial `number`'s ablation in the study of `config`."""
+def read_ablation(
+    config: StudyConfig, storage_url: str, number: int, baselines: bool = True
+) -> Ablation:
+    """The verdicts of trial `number`'s ablation in the study of `config`; with `baselines`,
+    beside the naive baselines on the test split (which reads the study's data)."""
     storage = open_storage(storage_url, config.workers, must_exist=True)
     study = load_existing(config.name, storage)
     config = stored_config(study, config)
@@ -248,7 +251,7 @@ def read_ablation(config: StudyConfig, storage_url: str, number: int) -> Ablatio
         study.get_trials(deepcopy=False)[number],
         study.user_attrs.get("baselines", {}),
     )
-    return replace(found, test_baselines=test_baselines(config))
+    return replace(found, test_baselines=test_baselines(config)) if baselines else found
 
 
 def test_baselines(config: StudyConfig) -> dict[str, float]:
@@ -327,6 +330,8 @@ def side(c: Contrast, params: dict[str, Any]) -> str:
 
 def hiding(a: Ablation, c: Contrast) -> str:
     """For "no clear difference": how large an effect could still hide behind it."""
+    if c.verdict != c.judged.verdict:
+        return f"{c.judged.verdict} withheld: the side it favours failed on some seed"
     if c.verdict != UNCLEAR or c.judged.interval is None:
         return ""
     low, high = c.judged.interval
@@ -340,7 +345,7 @@ def hiding(a: Ablation, c: Contrast) -> str:
         return ""
     return (
         f"an effect of {_size(size, a.metric)} or more, either way, would have been found "
-        f"{POWER:.0%} of the time"
+        f"about {POWER:.0%} of the time (at the spread seen)"
     )
 
 
@@ -392,7 +397,8 @@ def format_ablation(a: Ablation) -> str:
         lines.append(f"  note: {luck}")
     lines.append(
         f"  effect = what turning the technique on did, paired by seed; {CONFIDENCE:.0%} "
-        f"interval per contrast; helped or hurt only when {rule} keeps the chance of any false "
-        f"verdict in the ablation at {ALPHA:.0%}; a side that failed on a seed never wins"
+        f"interval per contrast; helped or hurt only when {rule} keeps the chance of calling "
+        f"a technique that did nothing helped or hurt at {ALPHA:.0%}; a side that failed on a "
+        "seed never wins"
     )
     return "\n".join(lines)

@@ -60,9 +60,11 @@ class Judged:
 
 def judge(family: Sequence[Sequence[float]], minimize: bool, design: str = FIXED) -> list[Judged]:
     """The verdicts on a family of contrasts, each a list of paired differences `with -
-    without`: helped when Holm's adjusted p-value is below `ALPHA` and the mean lies on the
-    better side (below zero for a metric to minimize), hurt on the other side."""
-    tests = [(_sequential if design == SEQUENTIAL else _fixed)(d) for d in family]
+    without`: helped when Holm's adjusted p-value is below `ALPHA` and the effect lies on the
+    better side (below zero for a metric to minimize), hurt on the other side. The side is
+    the interval's (a sequential interval is the running intersection, which excludes zero
+    whenever the anytime p-value is below `ALPHA`), else the mean's."""
+    tests = [_test(d, design) for d in family]
     ps = [t[2] for t in tests if t[2] is not None]
     adjusted = iter(holm(ps))
     judged = []
@@ -72,11 +74,32 @@ def judge(family: Sequence[Sequence[float]], minimize: bool, design: str = FIXED
             continue
         adj = float(next(adjusted))
         verdict = UNCLEAR
-        if adj < ALPHA and mean != 0:
-            verdict = HELPED if (mean < 0) == minimize else HURT
+        side = _side(mean, interval)
+        if adj < ALPHA and side != 0:
+            verdict = HELPED if (side < 0) == minimize else HURT
         sd = float(np.std(d, ddof=1))
         judged.append(Judged(len(d), mean, interval, p, adj, verdict, len(ps), sd))
     return judged
+
+
+def _test(
+    d: Sequence[float], design: str
+) -> tuple[float, tuple[float, float] | None, float | None]:
+    """One contrast's mean, interval and p-value. Pairs of no spread at all (the same
+    difference on every seed) give no test unless that difference is zero."""
+    n = len(d)
+    mean = float(np.mean(d)) if n else math.nan
+    # No spread, up to rounding: (0.1 + 0.1 + 0.1) / 3 is not quite 0.1.
+    if n >= 2 and float(np.std(d, ddof=1)) <= 1e-9 * abs(mean):
+        return (mean, (0.0, 0.0), 1.0) if mean == 0 else (mean, None, None)
+    return (_sequential if design == SEQUENTIAL else _fixed)(d)
+
+
+def _side(mean: float, interval: tuple[float, float] | None) -> int:
+    """Which side of zero the effect is on: the interval's when it excludes zero."""
+    if interval is not None and (interval[0] > 0 or interval[1] < 0):
+        return 1 if interval[0] > 0 else -1
+    return (mean > 0) - (mean < 0)
 
 
 def holm(ps: Sequence[float]) -> list[float]:
@@ -101,16 +124,15 @@ def _fixed(d: Sequence[float]) -> tuple[float, tuple[float, float] | None, float
     if n < 2:
         return mean, None, None
     sd = float(x.std(ddof=1))
-    if sd == 0:
-        return mean, (mean, mean), 1.0 if mean == 0 else 0.0
     half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * sd / math.sqrt(n)
     p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
     return mean, (mean - half, mean + half), p
 
 
 def _sequential(d: Sequence[float]) -> tuple[float, tuple[float, float] | None, float | None]:
-    """The mean, the 95% confidence sequence at the last pair, and the anytime-valid p-value
-    `1 / max BF` over every prefix of the pairs (in the order they were run)."""
+    """The mean, the running intersection of the 95% confidence sequence over every prefix of
+    the pairs (in the order they were run; valid, as each is, and never wider than the last),
+    and the anytime-valid p-value `1 / max BF` over the same prefixes."""
     x = np.asarray(d, dtype=float)
     n = len(x)
     mean = float(x.mean()) if n else math.nan
@@ -118,9 +140,20 @@ def _sequential(d: Sequence[float]) -> tuple[float, tuple[float, float] | None, 
         return mean, None, None
     best = float(np.max(bayes_factors(x)))
     p = min(1.0, 1.0 / best) if best > 0 else 1.0
-    sd = float(x.std(ddof=1))
-    half = confidence_sequence_t(n) * sd / math.sqrt(n)
-    return mean, (mean - half, mean + half), p
+    low, high = -math.inf, math.inf
+    last = (-math.inf, math.inf)
+    for k in range(2, n + 1):
+        prefix = x[:k]
+        spread = float(prefix.std(ddof=1))
+        if spread == 0:
+            continue
+        half = confidence_sequence_t(k) * spread / math.sqrt(k)
+        if math.isfinite(half):
+            last = (float(prefix.mean()) - half, float(prefix.mean()) + half)
+            low, high = max(low, last[0]), min(high, last[1])
+    if low > high:  # the intervals missed each other (the data are far from normal): the last
+        return mean, last, p
+    return mean, (low, high), p
 
 
 def bayes_factors(x: np.ndarray) -> np.ndarray:

@@ -109,8 +109,9 @@ def how_to_read() -> str:
         "technique changed, on the same fresh training seeds, each run scored on the test "
         "split; the effect is what turning the technique on did, paired by seed, with its "
         f"{CONFIDENCE:.0%} interval. One study's contrasts are one family: a verdict is "
-        "helped or hurt only when Holm's correction over them keeps the chance of any false "
-        f"verdict in that ablation at {ALPHA:.0%} (the cross-study table holds one family per "
+        "helped or hurt only when Holm's correction over them keeps the chance of calling a "
+        f"technique that did nothing helped or hurt in that ablation at {ALPHA:.0%} (the "
+        "cross-study table holds one family per "
         'study). "Among searched trials": each technique splits the study\'s complete '
         "trials into groups by one parameter, and each group is compared with a reference "
         "group by the difference of their median objective, with a "
@@ -518,8 +519,9 @@ def _ablation_title(ab: Ablation) -> str:
     rule = "anytime-valid, seeds added until decided" if ab.design == SEQUENTIAL else "fixed K"
     return (
         f"Ablation of trial {ab.trial}: {ab.repeats} fresh seeds, up to {ab.epochs} epochs "
-        f"with early stopping, scored on the test split; Holm over its {len(ab.contrasts)} "
-        f"contrasts ({rule}), {ALPHA:.0%} family-wise"
+        f"with early stopping, scored on the test split; Holm over its "
+        f"{max((c.judged.family_size for c in ab.contrasts), default=0)} contrasts ({rule}), "
+        f"{ALPHA:.0%} family-wise"
         + (f"; as it is, {ab.measure} = {mean:.4g} (mean)" if mean is not None else "")
     )
 

@@ -63,6 +63,8 @@ def directed_interval(ci: tuple[float, float], metric: str, minimize: bool) -> s
 
 
 def _directed_end(x: float, metric: str, minimize: bool) -> str:
+    if math.isnan(x):
+        return "unknown"
     if not math.isfinite(x):
         return "any " + ("worse" if (x > 0) == minimize else "better")
     return directed(x, metric, minimize)

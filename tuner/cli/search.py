@@ -18,7 +18,7 @@ from tuner.cli.options import (
     study_file,
 )
 from tuner.errors import TunerError
-from tuner.search.ablation import DEFAULT_MAX_REPEATS
+from tuner.search.ablation import DEFAULT_MAX_REPEATS, SEQUENTIAL_MIN_REPEATS
 from tuner.storage import (
     mask,
 )
@@ -240,6 +240,13 @@ def ablate(
     from tuner.search.ablation import ablate as run_ablation
 
     config = load(study_file)
+    if until_decided and max_repeats < SEQUENTIAL_MIN_REPEATS:
+        click.echo(
+            f"Warning: --max-repeats {max_repeats}: with fewer than {SEQUENTIAL_MIN_REPEATS} "
+            "seeds, anytime-valid intervals cannot decide any of an ablation's 5 or 6 "
+            "techniques",
+            err=True,
+        )
     if repeats is not None and until_decided and repeats > max_repeats:
         raise click.BadParameter(
             f"--repeats {repeats} is more than --max-repeats {max_repeats}", param_hint="--repeats"
@@ -251,7 +258,11 @@ def ablate(
         repeats=repeats or config.ablation.repeats,
         n_workers=workers,
         pin=pin,
-        until=(lambda n: decided(read_ablation(config, storage, n))) if until_decided else None,
+        until=(
+            (lambda n: decided(read_ablation(config, storage, n, baselines=False)))
+            if until_decided
+            else None
+        ),
         max_repeats=max_repeats,
         say=click.echo,
     )

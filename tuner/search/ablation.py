@@ -45,6 +45,10 @@ DEFAULT_REPEATS = AblationConfig.repeats  # docs/verdicts.md
 # `tuner ablate --until-decided` adds seeds up to this many (docs/verdicts.md: at 20 seeds an
 # effect of one standard deviation of a paired difference is found about 2 times in 3).
 DEFAULT_MAX_REPEATS = 20
+# The fewest seeds at which the anytime-valid test can decide the first of 5 or 6 contrasts:
+# the largest Bayes factor n pairs can give is (1 + n)^((n - 1) / 2), and Holm's first step
+# needs 6 / 0.05 = 120 (tests/answers/test_inference.py).
+SEQUENTIAL_MIN_REPEATS = 6
 # The design of today's runs (ABLATION_ATTR's "design"): fresh seeds, the study's epochs and
 # early stopping, scored on the test split. Design 1 (until tuner 0.1.0's layout) trained the
 # winner's best epoch count without early stopping, and paired the search's own seed.
@@ -277,7 +281,7 @@ def ablate(
             f"{companion.study_name!r}"
         )
         _run(companion, config, storage_url, trial.number, total, n_workers, pin, out, say)
-        if until is None or repeats >= max_repeats or _left(companion, trial.number, total):
+        if until is None or repeats >= max_repeats or _left(companion, trial.number, total) > 0:
             # A stopped run (Ctrl-C) leaves runs to do: run the command again to resume.
             return trial.number
         if until(trial.number):
