@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import os
 import re
 import statistics
@@ -70,7 +71,7 @@ def main() -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.answers.inference import judge
+    from tuner.answers.inference import judge, simultaneous_interval
     from tuner.answers.verdict import HELPED, HURT, difference
     from tuner.config import load_study_config
     from tuner.search.ablation import AS_IS, variants
@@ -136,6 +137,25 @@ def main() -> None:
                 f"| {difference(statistics.median(widths), config.metric).lstrip('+')} "
                 f"| {difference(max(widths), config.metric).lstrip('+')} "
                 f"| {clear} of {len(found)} |"
+            )
+        # At the largest K: each contrast's own interval and the uncorrected verdict it gave
+        # before Holm, beside the family's simultaneous interval and Holm's verdict.
+        print(
+            "\n| technique | effect (with - without) | 95% CI | uncorrected | simultaneous 95% "
+            "| Holm's adjusted p | verdict |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for v, j in zip(found, judged, strict=True):
+            if j.interval is None:
+                continue
+            low, high = j.interval
+            alone = "clear" if low > 0 or high < 0 else "not clear"
+            s_low, s_high = simultaneous_interval(j) or (math.nan, math.nan)
+            print(
+                f"| {v.contrast} | {difference(j.mean, config.metric)} "
+                f"| {difference(low, config.metric)} to {difference(high, config.metric)} "
+                f"| {alone} | {difference(s_low, config.metric)} to "
+                f"{difference(s_high, config.metric)} | {j.adjusted:.2g} | {j.verdict} |"
             )
 
 
