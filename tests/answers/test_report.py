@@ -46,7 +46,7 @@ def complete_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 def test_the_figures_are_real_pngs(report: Path) -> None:
     pngs = sorted((report / "figures").glob("*.png"))
     assert [p.name for p in pngs] == [
-        "effects.png",
+        "associations.png",
         "finished-importance.png",
         "finished-references.png",
         "finished-techniques.png",
@@ -69,7 +69,8 @@ def test_the_html_page_is_self_contained_and_carries_the_figures(
     # plotly.js is inside the page once, so it opens offline; every figure is drawn with it.
     assert len(page) > 1_000_000 and page.count("Plotly.newPlot(") == 1 + 3 * 2
     assert not re.search(r"<script[^>]+src=", page)
-    assert "What each technique did to the median trial" in page
+    # The associations are labelled as such, apart from any ablation's effects.
+    assert "Associations among searched trials, not effects" in page
     for technique in ("recurrent dropout", "depth", "bidirectional", "cell"):
         assert f"<td>{technique}</td>" in page
     for name in ("finished", "walk"):
@@ -114,7 +115,8 @@ def test_the_markdown_numbers_are_those_of_the_trials_in_storage(
             assert best == f"{min(values):.4g}" and median == f"{np.median(values):.4g}"
         for technique in level:
             assert sum(int(r[2]) for r in rows if r[0] == technique) == len(trials)
-    assert "![effects](figures/effects.png)" in text
+    assert "![associations among searched trials](figures/associations.png)" in text
+    assert "ablation.png" not in text  # no study here was ablated
 
 
 def test_a_study_named_twice_gets_one_line(two_studies, tmp_path: Path) -> None:
@@ -213,7 +215,7 @@ def test_the_cross_study_table_says_which_evidence_each_cell_comes_from() -> Non
     across = text.split("## Across studies")[1].split("\n## ")[0]
     [ablated] = [line for line in across.splitlines() if line.startswith("| cell: LSTM instead")]
     cells = [c.strip() for c in ablated.split("|")[2:-1]]
-    assert cells[0].startswith("helped (0.223 better (7.2% better), 95% CI 0.16") and (
+    assert cells[0].startswith("helped (0.223 better (7.2%), 95% CI 0.161 better to 0.286") and (
         "ablation, 3 seeds, Holm over the study's 1" in cells[0]
     )
     assert cells[1:] == ["not ablated"] * 4
@@ -241,3 +243,33 @@ def test_the_cross_study_table_says_which_evidence_each_cell_comes_from() -> Non
     assert "| cell at epoch 1 | LSTM | 6 |" in pruned
     few = text.split("\n## few\n")[1].split("\n## ")[0]
     assert "too few trials (3 more needed)" in few
+
+
+def test_an_ablated_study_gets_the_forest_plot_of_its_effects(tmp_path: Path) -> None:
+    from tuner.answers.ablation import Ablation, Contrast
+    from tuner.answers.analysis import analyse
+    from tuner.answers.inference import judge
+    from tuner.answers.report import write_report
+
+    judged = judge([[-0.2, -0.25, -0.22], [0.01, -0.02, 0.03]], minimize=True)
+    ablation = Ablation(
+        study="searched",
+        trial=0,
+        metric="val_mae",
+        direction="minimize",
+        epochs=4,
+        repeats=3,
+        as_is={1: 3.0, 2: 3.1, 3: 3.2},
+        contrasts=(
+            Contrast("cell", "cell: LSTM instead of GRU", "LSTM", True, False, judged[0]),
+            Contrast("dropout", "dropout", "dropout on at 0.2", True, False, judged[1]),
+        ),
+        params={"cell": "gru", "layers": 1},
+    )
+    analyses = [dataclasses.replace(analyse(_made_up("searched", "complete")), ablation=ablation)]
+    files = write_report(analyses, tmp_path)
+    assert {p.name for p in files.pngs} >= {"ablation.png", "associations.png"}
+    assert (tmp_path / "figures" / "ablation.png").read_bytes()[:8] == PNG_SIGNATURE
+    page = files.html.read_text()
+    assert "What each technique did in the ablation of each study's best trial" in page
+    assert "![ablation effects](figures/ablation.png)" in files.markdown.read_text()

@@ -115,7 +115,8 @@ def how_to_read() -> str:
         'study). "Among searched trials": each technique splits the study\'s complete '
         "trials into groups by one parameter, and each group is compared with a reference "
         "group by the difference of their median objective, with a "
-        f"{CONFIDENCE:.0%} bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples of each group), "
+        f"{CONFIDENCE:.0%} bootstrap confidence interval ({BOOTSTRAP_RESAMPLES} resamples of "
+        "each group), "
         "each interval alone, with no correction for the number of comparisons. Those trials "
         "were chosen by the sampler and let finish by the pruner, so such a difference is an "
         "association, not the effect of the technique: a group did better or worse among "
