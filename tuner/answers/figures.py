@@ -71,6 +71,16 @@ ABLATION_TITLE = (
 )
 
 
+def _axis(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """The forest plot's x range: twice the largest finite effect or interval end, either way;
+    an interval with no finite end is drawn to the edge."""
+    span = max(
+        (abs(x) for r in rows for x in (r["effect"], *(r["interval"] or ())) if math.isfinite(x)),
+        default=1.0,
+    )
+    return -2 * span, 2 * span
+
+
 def _scaled(ci: tuple[float, float] | None, by: float) -> tuple[float, float] | None:
     if ci is None:
         return None
@@ -201,11 +211,7 @@ def plotly_ablation(analyses: list[StudyAnalysis]) -> go.Figure:
 
     rows = ablation_points(analyses)
     fig = go.Figure()
-    span = max(
-        (abs(x) for r in rows for x in (r["effect"], *(r["interval"] or ())) if math.isfinite(x)),
-        default=1.0,
-    )
-    lo, hi = -2 * span, 2 * span
+    lo, hi = _axis(rows)
     for i, r in enumerate(rows):
         colour = COLOURS.get(r["verdict"], NEUTRAL)
         if r["detectable"] is not None:
@@ -375,11 +381,7 @@ def png_ablation(analyses: list[StudyAnalysis], path: Path) -> Path:
     plt = _pyplot()
     rows = ablation_points(analyses)
     fig, ax = plt.subplots(figsize=(8, 1.8 + 0.45 * max(len(rows), 1)))
-    span = max(
-        (abs(x) for r in rows for x in (r["effect"], *(r["interval"] or ())) if math.isfinite(x)),
-        default=1.0,
-    )
-    lo, hi = -2 * span, 2 * span
+    lo, hi = _axis(rows)
     for i, r in enumerate(rows):
         colour = COLOURS.get(r["verdict"], NEUTRAL)
         if r["detectable"] is not None:

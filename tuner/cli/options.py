@@ -85,3 +85,17 @@ def artifacts_option(f: Any) -> Any:
         help="The artifact store (retrained models): a folder.  [default: artifacts/ beside a "
         "SQLite storage file, else in the current folder]",
     )(f)
+
+
+# Worker processes on this machine, for `tuner run` and `tuner ablate`.
+workers_option = click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on this machine.",
+)
+pin_option = click.option(
+    "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
+)

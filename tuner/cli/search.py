@@ -14,8 +14,10 @@ from tuner.cli.answers import print_best
 from tuner.cli.group import cli
 from tuner.cli.options import (
     load,
+    pin_option,
     storage_option,
     study_file,
+    workers_option,
 )
 from tuner.errors import TunerError
 from tuner.search.ablation import DEFAULT_MAX_REPEATS, SEQUENTIAL_MIN_REPEATS
@@ -27,14 +29,7 @@ from tuner.storage import (
 @cli.command()
 @study_file
 @storage_option
-@click.option(
-    "--workers",
-    "-w",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Worker processes to run on this machine.",
-)
+@workers_option
 @click.option(
     "--trials",
     "-n",
@@ -44,9 +39,7 @@ from tuner.storage import (
     "finished.  [default: n_trials from the study file for a new study; an existing study "
     "keeps its budget]",
 )
-@click.option(
-    "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
-)
+@pin_option
 def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin: bool) -> None:
     """Create or resume a study and run worker processes on it until its budget is spent.
 
@@ -185,17 +178,8 @@ def worker(
     help="Training seeds per variant (the same K seeds for every variant).  "
     "[default: `repeats` of the study file's [ablation] table, else 5]",
 )
-@click.option(
-    "--workers",
-    "-w",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Worker processes to run on this machine.",
-)
-@click.option(
-    "--pin/--no-pin", default=True, show_default=True, help="Give each worker its own CPU cores."
-)
+@workers_option
+@pin_option
 @click.option(
     "--until-decided",
     is_flag=True,
