@@ -210,6 +210,8 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
     assert "12 runs (2 seeds each)" in out and "18 runs (3 seeds each)" in out
     assert f"ablation of trial {best.number} of study 'abl': 3 fresh seeds" in out
     assert "anytime-valid (seeds added until decided)" in out
+    contrasts = [line for line in out.splitlines() if "adjusted p = " in line]
+    assert contrasts and all("95% confidence sequence " in line for line in contrasts)
     companion = optuna.load_study(study_name="abl/ablation", storage=url)
     assert companion.user_attrs[f"sequential:{best.number}"] is True
     complete = [t for t in companion.trials if t.state == TrialState.COMPLETE]

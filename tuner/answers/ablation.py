@@ -287,20 +287,20 @@ def latest(
     return verdicts(companion, config, int(number), search, study.user_attrs.get("baselines", {}))
 
 
-def effect_text(
-    c: Contrast, metric: str, minimize: bool, reference: float | None, seeds: bool = True
-) -> str:
+def effect_text(c: Contrast, a: Ablation, reference: float | None, seeds: bool = True) -> str:
     """The effect of a contrast's technique in words, read in the metric's direction: what
-    turning it on did (with it minus without it), its interval and Holm's adjusted p-value;
-    errors and losses also relative to `reference`."""
-    j = c.judged
+    turning it on did (with it minus without it), its interval (a confidence sequence when the
+    ablation added seeds until decided) and Holm's adjusted p-value; errors and losses also
+    relative to `reference`."""
+    j, metric, minimize = c.judged, a.metric, a.minimize
+    kind = "confidence sequence" if a.design == SEQUENTIAL else "CI"
     if j.n == 0:
         return "no complete pair of runs"
     text = directed(j.mean, metric, minimize)
     if not is_accuracy(metric) and reference:
         text += f" ({100 * abs(j.mean / reference):.2g}%)"
     if j.interval is not None:
-        text += f", {CONFIDENCE:.0%} CI {directed_interval(j.interval, metric, minimize)}"
+        text += f", {CONFIDENCE:.0%} {kind} {directed_interval(j.interval, metric, minimize)}"
     if j.adjusted is not None:
         text += f", adjusted p = {j.adjusted:.2g}"
     return text + (f", {j.n} seed{'s' if j.n != 1 else ''}" if seeds else "")
@@ -388,8 +388,7 @@ def format_ablation(a: Ablation) -> str:
             notes.append("outside the search space")
         lines.append(
             f"  {c.contrast} ({side(c, a.params)}): {c.verdict}; "
-            f"{effect_text(c, a.metric, a.minimize, reference)}"
-            + "".join(f" [{n}]" for n in notes)
+            f"{effect_text(c, a, reference)}" + "".join(f" [{n}]" for n in notes)
         )
     if a.missing:
         lines.append(f"  {a.missing} runs not finished (queued or running)")

@@ -451,7 +451,7 @@ def _across(
                 continue
             c = found[0]
             cells.append(
-                f"{c.verdict} ({effect_text(c, ab.metric, ab.minimize, _mean(ab), seeds=False)};"
+                f"{c.verdict} ({effect_text(c, ab, _mean(ab), seeds=False)};"
                 f" {ABLATION}, {c.n} seeds, Holm over the study's {c.judged.family_size})"
             )
             css.append(c.verdict if c.verdict in (HELPED, HURT) else None)
@@ -533,7 +533,7 @@ def _ablation_rows(ab: Ablation) -> list[list[str]]:
             c.contrast,
             side(c, ab.params),
             c.verdict,
-            effect_text(c, ab.metric, ab.minimize, _mean(ab)),
+            effect_text(c, ab, _mean(ab)),
             "; ".join(
                 n
                 for n in (
