@@ -80,6 +80,9 @@ def test_a_pruned_seed_configuration_is_shown_with_the_epoch_it_stopped_at(tmp_p
     text = format_summary(s)
     assert "seed configuration stacked-gru (pruned at epoch 2): val_mae = 3;" in text
     assert "seed configuration gru: val_mae = 2; the best trial is level with it" in text
+    # A comparison printed says it has no error rate, and why.
+    [caveat] = [line for line in text.splitlines() if "no error rate" in line]
+    assert f"the best of {s['trials']['complete'] + s['trials']['pruned']} trials" in caveat
 
 
 def test_best_trials_as_csv_and_table(finished_study) -> None:

@@ -116,12 +116,16 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  {b['epochs']} epochs (best at {b['best_epoch']}), trained {b['train_seconds']} s, "
         f"{b['n_params']:,} parameters",
     ]
+    compared = 0
     for title, rows in (("baseline", s["baselines"]), ("seed configuration", s["seed_configs"])):
         for name, row in rows.items():
+            versus = _versus(b["value"], row["value"], s)
+            compared += bool(versus)
             lines.append(
-                f"{title} {seed_label(name, row)}: {s['metric']} = {row['value']:.4g}"
-                + _versus(b["value"], row["value"], s)
+                f"{title} {seed_label(name, row)}: {s['metric']} = {row['value']:.4g}{versus}"
             )
+    if compared:
+        lines.append(NO_ERROR_RATE.format(n=t["complete"] + t["pruned"]))
     if s["pareto_front"]:
         cost = s["cost_objective"]
         lines.append(f"Pareto front of {s['metric']} against {cost}, cheapest first:")
@@ -132,6 +136,14 @@ def format_summary(s: dict[str, Any]) -> str:
             )
     lines += format_diagnoses(s.get("diagnoses", []))
     return "\n".join(lines)
+
+
+# Every number printed carries its error rate or says it has none: these comparisons have none.
+NO_ERROR_RATE = (
+    "  (these comparisons have no error rate: one training run each, scored on the validation "
+    "split that chose the best of {n} trials, which flatters it; `tuner ablate` retrains it on "
+    "fresh seeds and scores it on the test split)"
+)
 
 
 def _versus(best: float | None, reference: float | None, s: dict[str, Any]) -> str:
