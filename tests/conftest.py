@@ -151,7 +151,7 @@ def two_studies(finished_study) -> dict[str, Path | str]:
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
-# Tests that need the server take its URL from the environment (`.ci/run` sets it); without it
+# Tests that need the server take its URL from the environment (`tests/run` sets it); without it
 # they skip, except in CI, where every skip is a failure.
 
 POSTGRES_ENV = "TUNER_TEST_POSTGRES_URL"
@@ -172,7 +172,7 @@ def postgres_server() -> str:
     """The URL of a PostgreSQL server the tests may create databases on."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
-        pytest.skip(f"needs a PostgreSQL server: set {POSTGRES_ENV}, as .ci/run does")
+        pytest.skip(f"needs a PostgreSQL server: set {POSTGRES_ENV}, as tests/run does")
     return url
 
 

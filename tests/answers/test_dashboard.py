@@ -58,6 +58,9 @@ def test_the_dashboard_shows_the_studies_in_a_real_browser(two_studies, tmp_path
     import optuna
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM}: `bash tests/run` installs it")
+
     # An artifact in the store beside the SQLite file, where `tuner retrain` puts models.
     note = tmp_path / "dashboard-check.txt"
     note.write_text("artifacts show in the dashboard")
