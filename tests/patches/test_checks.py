@@ -5,7 +5,14 @@ import logging
 import pytest
 
 from tuner.errors import TunerError
+from tuner.patches import checks
 from tuner.patches.checks import PatchError, fall_back, patches_off, version_tuple, within
+
+
+@pytest.fixture(autouse=True)
+def patches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with every patch on, and what it turns off stays in the test."""
+    monkeypatch.setattr(checks, "_OFF", {})
 
 
 def test_a_patch_that_falls_back_warns_once_and_is_listed_off(caplog) -> None:

@@ -7,7 +7,15 @@ import keras
 import numpy as np
 import pytest
 
+from tuner.patches import checks
 from tuner.patches.dropout import philox_dropout
+
+
+@pytest.fixture(autouse=True)
+def patches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with every patch on, and what it turns off stays in the test."""
+    monkeypatch.setattr(checks, "_OFF", {})
+
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the Philox masks replace JAX's draws only"

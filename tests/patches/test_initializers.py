@@ -4,9 +4,17 @@ import keras
 import numpy as np
 import pytest
 
+from tuner.patches import checks
 from tuner.patches.initializers import numpy_initializers
 from tuner.training.model import Head, build_model
 from tuner.training.spec import ModelSpec
+
+
+@pytest.fixture(autouse=True)
+def patches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with every patch on, and what it turns off stays in the test."""
+    monkeypatch.setattr(checks, "_OFF", {})
+
 
 SHAPE = (40, 96)
 

@@ -7,8 +7,15 @@ import sys
 
 import pytest
 
-from tuner.patches import xla
+from tuner.patches import checks, xla
 from tuner.patches.checks import patches_off
+
+
+@pytest.fixture(autouse=True)
+def patches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with every patch on, and what it turns off stays in the test."""
+    monkeypatch.setattr(checks, "_OFF", {})
+
 
 RUN_JAX = "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"
 
