@@ -7,7 +7,15 @@ import keras
 import numpy as np
 import pytest
 
+from tuner.patches import checks
 from tuner.patches.dropout import philox_dropout
+
+
+@pytest.fixture(autouse=True)
+def patches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with every patch on, and what it turns off stays in the test."""
+    monkeypatch.setattr(checks, "_OFF", {})
+
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the Philox masks replace JAX's draws only"
@@ -130,3 +138,53 @@ def test_other_threads_and_code_after_the_block_draw_as_keras_does() -> None:
     assert "random_bits" in elsewhere[0] and "rng_bit_generator" not in elsewhere[0]
     after = primitives(lambda v: draw(v), x)
     assert "random_bits" in after and "rng_bit_generator" not in after
+
+
+def test_a_keras_without_the_private_names_draws_its_own_masks_says_so_once_and_is_recorded(
+    monkeypatch, caplog
+) -> None:
+    from keras.src.backend.jax import random as module
+
+    from tuner.patches import check_patches
+    from tuner.patches.checks import patches_off
+    from tuner.patches.dropout import check
+
+    assert check() is None and check_patches() == []
+    monkeypatch.setattr(keras, "__version__", "9.0.0")
+    moved = module._get_concrete_noise_shape
+    monkeypatch.delattr(module, "_get_concrete_noise_shape")
+    assert check() == "Keras 9.0.0 has no keras.src.backend.jax.random._get_concrete_noise_shape"
+    x = np.ones((50, 40), "float32")
+    with caplog.at_level("WARNING", logger="tuner.patches"), philox_dropout():
+        # Back where this Keras' own draw looks for it (a Keras that moved it has it elsewhere).
+        monkeypatch.setattr(module, "_get_concrete_noise_shape", moved, raising=False)
+        drawn = primitives(lambda v: keras.random.dropout(v, 0.5, seed=1), x)
+        with philox_dropout():
+            pass
+    assert "random_bits" in drawn and "rng_bit_generator" not in drawn  # Keras' own draw
+    assert patches_off() == ["dropout"]
+    [line] = [r.getMessage() for r in caplog.records]  # once
+    assert "tuner.patches.dropout is off" in line and "Keras 9.0.0" in line
+
+
+def test_a_private_name_that_takes_other_parameters_is_named(monkeypatch) -> None:
+    from keras.src.backend.jax import random as module
+
+    from tuner.patches.dropout import check
+
+    monkeypatch.setattr(module, "jax_draw_seed", lambda seed, dtype: seed)
+    assert check() == (
+        f"Keras {keras.__version__}'s keras.src.backend.jax.random.jax_draw_seed takes "
+        "(seed, dtype), not (seed)"
+    )
+
+
+def test_a_seed_the_draw_was_not_written_for_is_recorded_too() -> None:
+    from tuner.patches.checks import patches_off
+
+    x = np.ones((50, 40), "float32")
+    with philox_dropout():
+        keras.random.dropout(x, 0.5, seed=keras.random.SeedGenerator(1))
+        assert patches_off() == []
+        keras.random.dropout(x, 0.5, seed=jax.random.PRNGKey(0))
+    assert patches_off() == ["dropout"]

@@ -4,9 +4,17 @@ import keras
 import numpy as np
 import pytest
 
+from tuner.patches import checks
 from tuner.patches.initializers import numpy_initializers
 from tuner.training.model import Head, build_model
 from tuner.training.spec import ModelSpec
+
+
+@pytest.fixture(autouse=True)
+def patches_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with every patch on, and what it turns off stays in the test."""
+    monkeypatch.setattr(checks, "_OFF", {})
+
 
 SHAPE = (40, 96)
 
@@ -91,3 +99,39 @@ def test_fans_are_keras_fans() -> None:
 
     for shape in [(7,), (8, 96), (3, 8, 96), (2, 3, 8, 96)]:
         assert _fans(shape) == compute_fans(shape)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"), [("mode", "fan_geo_avg"), ("distribution", "orthogonal")]
+)
+def test_an_unknown_mode_or_distribution_is_refused_by_name(attribute, value) -> None:
+    from tuner.patches.checks import PatchError
+
+    initializer = keras.initializers.VarianceScaling(seed=1)
+    setattr(initializer, attribute, value)  # as a newer Keras might accept it
+    with numpy_initializers(), pytest.raises(PatchError, match=f"{attribute} '{value}'"):
+        draws(initializer)
+
+
+def test_a_keras_whose_initialisers_moved_is_refused_with_its_version(monkeypatch) -> None:
+    from tuner.patches import check_patches
+    from tuner.patches.checks import PatchError, patches_off
+
+    monkeypatch.setattr(keras, "__version__", "9.0.0")
+    monkeypatch.delattr(keras.initializers.RandomNormal, "__call__")
+    with pytest.raises(PatchError, match=r"^Keras 9\.0\.0's RandomNormal no longer defines"):
+        check_patches()
+    with pytest.raises(PatchError, match="RandomNormal"), numpy_initializers():
+        pass
+    assert patches_off() == []  # refused, not fallen back
+
+
+def test_a_keras_whose_initialisers_lost_an_attribute_is_refused(monkeypatch) -> None:
+    from tuner.patches import check_patches
+    from tuner.patches.checks import PatchError
+
+    monkeypatch.delattr(keras.initializers.Orthogonal, "__init__")  # Keras' base takes seed only
+    made = keras.initializers.Orthogonal(seed=0)
+    assert not hasattr(made, "gain")
+    with pytest.raises(PatchError, match="Orthogonal has no gain"):
+        check_patches()

@@ -36,6 +36,26 @@ def test_a_trial_reports_every_epoch_and_records_what_it_did(config) -> None:
     assert trial.user_attrs["n_params"] > 0
     assert trial.user_attrs["train_seconds"] > 0
     assert ":" in trial.user_attrs["worker"]
+    assert trial.user_attrs["patches_off"] == []  # every patch ran
+
+
+def test_trials_run_without_a_patch_record_it(config, monkeypatch) -> None:
+    import keras
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("the Philox masks replace JAX's draws only")
+    from keras.src.backend.jax import random as module
+
+    from tuner.patches import checks
+
+    monkeypatch.setattr(checks, "_OFF", {})
+    draw_seed = module.jax_draw_seed
+    # A Keras whose private name takes other parameters: the patch falls back.
+    monkeypatch.setattr(module, "jax_draw_seed", lambda seed, *, moved=None: draw_seed(seed))
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    study.optimize(Objective(config, prepare(config.data)), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert [t.user_attrs["patches_off"] for t in study.trials] == [["dropout"]] * 2
 
 
 def test_a_trial_trains_the_same_whatever_ran_before_it_and_the_study_repeats(config) -> None:

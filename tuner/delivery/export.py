@@ -14,6 +14,15 @@ Only built-in Keras layers and `keras.ops` go into it (no layer of ours, no `Lam
 
 Forecast and sequence models run on any Keras backend; text models need the TensorFlow backend
 (Keras cannot feed strings to a model on JAX).
+
+Keras saves its layers under their public names (`keras.layers`), but the model itself under
+`keras.src.models.functional` (every model Keras saves does) and each `keras.ops` call of the
+sequence preprocessing as an operation class of `keras.src.ops` (`KERAS_SRC_NAMES`): a Keras that
+moved one of these could not load a model exported before. Keras has no public layer that finds
+NaN steps, and a layer of ours would need tuner to load, so the dependence stays; it is kept to
+these names, tested (tests/delivery/test_export.py reads an exported model's config.json, and
+looks each name up in the installed Keras as its loader does), and the JSON `tuner retrain`
+writes beside a model records the Keras that saved it (`versions`).
 Beside the model goes `card`, the JSON a caller needs to feed it and read its output.
 """
 
@@ -39,6 +48,20 @@ if TYPE_CHECKING:
 # that reads the study's shared token ids with a trial's own vocabulary (TextVectorization
 # does that itself in the exported model).
 _LEFT_OUT = ("InputLayer", "TokenWindow")
+
+# The private Keras names an exported model's config.json holds, (module, class): the model's
+# own, and the operations of the NaN-padded sequences' preprocessing (`_sequences`).
+KERAS_SRC_NAMES = frozenset(
+    {
+        ("keras.src.models.functional", "Functional"),
+        ("keras.src.ops.numpy", "Isnan"),
+        ("keras.src.ops.numpy", "All"),
+        ("keras.src.ops.numpy", "LogicalNot"),
+        ("keras.src.ops.numpy", "Where"),
+        ("keras.src.ops.numpy", "Multiply"),
+        ("keras.src.ops.core", "Cast"),
+    }
+)
 
 
 def export_model(trained: keras.Model, data: Prepared, spec: ModelSpec) -> keras.Model:

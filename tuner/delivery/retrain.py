@@ -27,6 +27,7 @@ from tuner.config import StudyConfig
 from tuner.data import Prepared, prepare
 from tuner.delivery.export import card, export_model, versions
 from tuner.errors import TunerError
+from tuner.patches.checks import patches_off
 from tuner.patches.dropout import philox_dropout
 from tuner.search.study import load_existing, stored_config
 from tuner.search.trials import best_trial, metric_value
@@ -186,6 +187,8 @@ def retrain(
         # How to feed the saved model and read its output, and what made it.
         "model": card(config.data, data, spec),
         "versions": versions(),
+        # Patches it was retrained without (tuner.patches.checks): then not as its trial was.
+        "patches_off": patches_off(),
     }
     store = open_store(directory)
     stem = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', study.study_name)}-trial-{trial.number}"

@@ -15,17 +15,37 @@ it; the block must hold the first call of `fit` (when the training step is trace
 saved with a model about how its masks were drawn, and nothing outside the block (a user's own
 training, another thread) draws otherwise than Keras does. The masks are as repeatable as
 Keras' own: each is drawn from the key the layer's `SeedGenerator` hands out (a new one at every
-step), which the trial's seed sets; only their bits differ from Keras' draws. Anything else (a
-`jax.Array` seed, a rate that is not a number, another backend) draws as Keras does.
+step), which the trial's seed sets; only their bits differ from Keras' draws. A rate of 0 or 1,
+and another backend, draw as Keras does.
+
+The draw leans on private names of Keras (`keras.src.backend.jax.random`: `dropout`,
+`jax_draw_seed`, `_get_concrete_noise_shape`, with their parameters) and on JAX's
+`lax.rng_bit_generator` with `RNG_PHILOX`; `check()` looks for them when a block starts. Where
+one is missing or takes other parameters, or a seed reaches the draw in a form it was not
+written for (a `jax.Array` key, not the layer's two words; a rate that is not a number), masks
+are drawn as Keras does: the patch falls back rather than refuse, since a search is still
+right without it, only slower to compile. It does not fall back in silence: the same trial
+seed then trains another model, so the process warns once (`tuner.patches.checks.fall_back`)
+and every trial it runs from then on records `patches_off = ["dropout"]`, which tells its
+results apart from those of trials that drew from Philox.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tuner.patches.checks import fall_back
+
+# The names of keras.src.backend.jax.random the draw calls, with their parameters.
+_KERAS_NAMES = {
+    "dropout": ("inputs", "rate", "noise_shape", "seed"),
+    "jax_draw_seed": ("seed",),
+    "_get_concrete_noise_shape": ("inputs", "noise_shape"),
+}
 # How many blocks the current thread is in: masks are Philox's there only.
 _ACTIVE = threading.local()
 _INSTALL = threading.Lock()
@@ -37,16 +57,18 @@ def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
     from jax import lax
 
     def dropout(inputs: Any, rate: Any, noise_shape: Any = None, seed: Any = None) -> Any:
-        if (
-            not getattr(_ACTIVE, "depth", 0)
-            or isinstance(seed, jax.Array)
-            or not isinstance(rate, int | float)
-            or not 0 < rate < 1
-        ):
+        if not getattr(_ACTIVE, "depth", 0):
+            return original(inputs, rate, noise_shape, seed)
+        if isinstance(seed, jax.Array) or not isinstance(rate, int | float):
+            # Not what tuner's layers pass today: a Keras that does is drawn from as it draws.
+            fall_back("dropout", f"a seed of {type(seed).__name__} or a rate of {rate!r}")
+            return original(inputs, rate, noise_shape, seed)
+        if not 0 < rate < 1:
             return original(inputs, rate, noise_shape, seed)
         # Keras' seed: two uint32 words, from the layer's SeedGenerator (advanced by this).
         key = jnp.asarray(module.jax_draw_seed(seed))
         if key.shape != (2,) or key.dtype != jnp.uint32:
+            fall_back("dropout", f"Keras draws from a key of {key.dtype}{list(key.shape)}")
             return original(inputs, rate, noise_shape, key)
         keep = 1.0 - float(rate)
         # Philox's state: the key (the seed's two words), then a 64-bit counter from 0. Each
@@ -68,6 +90,34 @@ def _philox(original: Callable[..., Any], module: Any) -> Callable[..., Any]:
     return dropout
 
 
+def check() -> str | None:
+    """Why masks cannot be drawn from Philox with the installed Keras and JAX (None: they can).
+    The JAX backend only: on another one the patch changes nothing."""
+    import jax
+    import keras
+    from jax import lax
+
+    try:
+        from keras.src.backend.jax import random as module
+    except ImportError:
+        return f"Keras {keras.__version__} has no keras.src.backend.jax.random"
+    for name, parameters in _KERAS_NAMES.items():
+        function = getattr(module, name, None)
+        if not callable(function):
+            return f"Keras {keras.__version__} has no keras.src.backend.jax.random.{name}"
+        found = tuple(inspect.signature(function).parameters)
+        if found != parameters:
+            return (
+                f"Keras {keras.__version__}'s keras.src.backend.jax.random.{name} takes "
+                f"({', '.join(found)}), not ({', '.join(parameters)})"
+            )
+    if not hasattr(lax, "rng_bit_generator") or not hasattr(
+        getattr(lax, "RandomAlgorithm", None), "RNG_PHILOX"
+    ):
+        return f"JAX {jax.__version__} has no lax.rng_bit_generator with RNG_PHILOX"
+    return None
+
+
 @contextmanager
 def philox_dropout() -> Iterator[None]:
     """Within the block, Keras draws dropout masks on JAX with XLA's Philox generator, in this
@@ -75,20 +125,20 @@ def philox_dropout() -> Iterator[None]:
 
     The first block puts a wrapper in place of Keras' JAX `dropout` for good; outside a block
     the wrapper calls Keras' own function, so other threads (and this one after the block) draw
-    as Keras does."""
+    as Keras does. Where `check()` finds Keras or JAX otherwise than the draw needs, the block
+    draws as Keras does, warns once and records it (`tuner.patches.checks.patches_off`)."""
     import keras
 
     if keras.backend.backend() != "jax":
         yield
         return
+    why = check()
+    if why is not None:
+        fall_back("dropout", why)
+        yield  # Keras' own draws
+        return
     from keras.src.backend.jax import random as module
 
-    if not all(
-        callable(getattr(module, name, None))
-        for name in ("dropout", "jax_draw_seed", "_get_concrete_noise_shape")
-    ):
-        yield  # a Keras laid out otherwise: its own draws
-        return
     with _INSTALL:
         if not getattr(module.dropout, "philox", False):
             module.dropout = _philox(module.dropout, module)

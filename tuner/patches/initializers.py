@@ -12,7 +12,16 @@ and nothing outside the block (a user's own models) is touched. The draws are no
 (another generator) and are as repeatable: each initialiser's seed is an integer drawn from
 Python's `random` when it is made, which `keras.utils.set_random_seed` seeds, and one seed gives
 the same weights on every backend. An initialiser NumPy cannot stand in for (a `SeedGenerator`
-seed, a dtype NumPy lacks, an unknown dimension) computes as Keras does.
+seed, a dtype NumPy lacks, an unknown dimension, axes named by the user) computes as Keras does.
+
+The computations lean on Keras' public initialiser classes: each computes its values in its own
+`__call__`, from the attributes it was made with (`minval`, `stddev`, `mode`, `gain`, ...), and
+`VarianceScaling` takes the modes and distributions Keras 3 has always had. When that fails the
+patch refuses, with one line naming Keras' version (`PatchError`): `check()` at the start of
+every block, and a `mode` or `distribution` it does not know when a weight is drawn. It does not
+fall back, as the dropout patch does, because it cannot know what a new value means: a guess is
+a wrong distribution trained in silence, and Keras' own computation, the alternative, gives
+other initial weights for the same seed than the trials before it had.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
+from tuner.patches.checks import PatchError
 
 Compute = Callable[[Any, tuple[int, ...], np.dtype], np.ndarray]
 
@@ -63,17 +74,33 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[-2] * receptive_field, shape[-1] * receptive_field
 
 
-def _variance_scaling(initializer: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    fan_in, fan_out = _fans(shape)
-    scale = initializer.scale / max(
-        1.0,
-        {"fan_in": fan_in, "fan_out": fan_out}.get(initializer.mode, (fan_in + fan_out) / 2.0),
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+
+
+def _unknown(what: str, value: Any, known: tuple[str, ...]) -> PatchError:
+    import keras
+
+    return PatchError(
+        f"VarianceScaling's {what} {value!r} (Keras {keras.__version__}) is none of "
+        f"{', '.join(known)}, which tuner's NumPy initialisers compute; tuner refuses to guess"
     )
+
+
+def _variance_scaling(initializer: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    mode, distribution = initializer.mode, initializer.distribution
+    if mode not in MODES:
+        raise _unknown("mode", mode, MODES)
+    if distribution not in DISTRIBUTIONS:
+        raise _unknown("distribution", distribution, DISTRIBUTIONS)
+    fan_in, fan_out = _fans(shape)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+    scale = initializer.scale / max(1.0, fan)
     rng = _rng(initializer)
-    if initializer.distribution == "truncated_normal":
+    if distribution == "truncated_normal":
         # Keras' constant: the standard deviation of a standard normal truncated at 2.
         x = _truncated_normal(rng, shape) * math.sqrt(scale) / 0.87962566103423978
-    elif initializer.distribution == "untruncated_normal":
+    elif distribution == "untruncated_normal":
         x = rng.standard_normal(shape) * math.sqrt(scale)
     else:
         limit = math.sqrt(3.0 * scale)
@@ -113,6 +140,37 @@ def _computations() -> dict[type, tuple[Compute, bool]]:
     }
 
 
+# The attributes each computation reads, by Keras class name.
+_ATTRIBUTES = {
+    "RandomUniform": ("minval", "maxval", "seed"),
+    "RandomNormal": ("mean", "stddev", "seed"),
+    "VarianceScaling": ("scale", "mode", "distribution", "seed"),
+    "Orthogonal": ("gain", "seed"),
+}
+
+
+def check() -> None:
+    """Refuse (`PatchError`) a Keras whose initialiser classes no longer compute their values in
+    their own `__call__` from the attributes the NumPy computations read."""
+    import keras
+
+    for cls in _computations():
+        if "__call__" not in cls.__dict__:
+            raise PatchError(
+                f"Keras {keras.__version__}'s {cls.__name__} no longer defines its own "
+                "__call__, which tuner's NumPy initialisers replace"
+            )
+        needed = _ATTRIBUTES.get(cls.__name__, ())
+        # seed=0: Keras would otherwise draw a seed from Python's `random`, moving it on.
+        made = cls(seed=0) if "seed" in needed else cls()
+        missing = [name for name in needed if not hasattr(made, name)]
+        if missing:
+            raise PatchError(
+                f"Keras {keras.__version__}'s {cls.__name__} has no {', '.join(missing)}, "
+                "which tuner's NumPy initialisers read"
+            )
+
+
 def _numpy_call(
     original: Callable[..., Any], compute: Compute, random: bool
 ) -> Callable[..., Any]:
@@ -147,7 +205,9 @@ _LOCK = threading.RLock()
 @contextmanager
 def numpy_initializers() -> Iterator[None]:
     """Within the block, Keras' built-in initialisers compute their values with NumPy. One
-    thread at a time runs such a block (others wait); the same thread may nest them."""
+    thread at a time runs such a block (others wait); the same thread may nest them. Raises
+    `PatchError` where Keras is not as the computations assume (`check`)."""
+    check()
     with _LOCK:
         computations = _computations()
         originals = {cls: cls.__dict__["__call__"] for cls in computations}

@@ -18,6 +18,8 @@ import optuna
 from tuner.config import StudyConfig
 from tuner.data import Prepared
 from tuner.errors import Interrupted, TrialFailed
+from tuner.patches import check_patches
+from tuner.patches.checks import patches_off
 from tuner.patches.dropout import philox_dropout
 from tuner.search.companion import ABLATION_ATTR
 from tuner.search.space import suggest, suggest_fixed
@@ -47,6 +49,7 @@ class Objective:
         # As few validation batches as fit: each batch shape is one more compile a trial.
         self.validation = data.evaluation("validation", config.training.batch_size)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        check_patches()  # a patch that refuses stops the worker before its first trial
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         config, training = self.config, self.config.training
@@ -135,6 +138,8 @@ class Objective:
                 # Optuna keeps intermediate values of single-objective studies only.
                 trial.set_user_attr("epoch_values", report.values)
             trial.set_user_attr("worker_peak_rss_mb", _peak_rss_mb())
+            # The patches this trial ran without: its model differs from theirs for its seed.
+            trial.set_user_attr("patches_off", patches_off())
         if report.best is None:
             raise TrialFailed(f"no epoch finished, so there is no {config.metric}")
         if fixed:

@@ -57,25 +57,21 @@ class WorkerResult:
 
 def place(cpus: list[int] | None, threads: int | None) -> None:
     """Pin this process to `cpus` and size TensorFlow's and XLA's (JAX's) thread pools, before
-    either starts.
+    either starts (XLA's: `tuner.patches.xla`).
 
     Workers that share cores fight over them; one worker per core with one compute thread each
     is what makes N workers N times as fast.
     """
+    from tuner.patches.xla import size_thread_pool
+
     if cpus:
         os.sched_setaffinity(0, set(cpus))
     n = threads or len(os.sched_getaffinity(0))
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(n, 2))
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_XLA_OWN)]
-    # XLA's CPU client runs Eigen's thread pool over every core it sees unless told otherwise.
-    flags.append(f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}")
-    flags.append(f"intra_op_parallelism_threads={n}")
-    os.environ["XLA_FLAGS"] = " ".join(flags)
+    # Only for an XLA known to take the flag: it aborts on one it does not know.
+    size_thread_pool(n)
     quiet_logs()
-
-
-_XLA_OWN = ("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
 
 
 class StopRequest:
