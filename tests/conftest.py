@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,31 @@ def reviews(n: int = 120, seed: int = 0) -> pd.DataFrame:
         texts.append(" ".join(text + (["good"] if good else ["Bad!"])))
         labels.append("good" if good else "bad")
     return pd.DataFrame({"body": texts, "stars": labels, "id": np.arange(n)})
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+# The S3 artifact store is tested against moto's S3 server: a real HTTP endpoint on this
+# machine, reached through boto3 as AWS would be (no AWS account, no mock object in the code).
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, str]]:
+    """A local S3 endpoint; yields the environment that points boto3 at it."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "tuner-test",
+            "AWS_SECRET_ACCESS_KEY": "tuner-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        server.stop()

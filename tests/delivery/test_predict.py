@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,73 @@ def test_a_pruned_trial_gets_one_line(searched: dict[str, Any]) -> None:
         "retrain or to predict with\n"
     )
     assert not (searched["folder"] / "predictions.csv").exists()
+
+
+def test_an_s3_bucket_holds_the_retrained_model_for_predict_best_trials_and_delete(
+    searched: dict[str, Any], s3_server: dict[str, str], tmp_path: Path
+) -> None:
+    import boto3
+
+    # A copy of the study (its WAL included): this test deletes it at the end.
+    with closing(sqlite3.connect(searched["folder"] / "tuner.db")) as source:
+        with closing(sqlite3.connect(tmp_path / "tuner.db")) as copy:
+            source.backup(copy)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    env = s3_server | {"TUNER_ARTIFACTS": "s3://models/team/walk"}
+    bucket = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], **_keys(s3_server))
+    bucket.create_bucket(Bucket="models")
+    study, data = str(searched["study"]), str(searched["folder"] / "series.csv")
+
+    # A bucket that is not there, and a scheme tuner does not know: one line, nothing trained.
+    for store, message in (
+        ("s3://absent/x", "artifact store s3://absent/x: no such bucket or object"),
+        ("gs://models/x", "artifact store 'gs://models/x': unknown scheme gs://"),
+    ):
+        refused = CliRunner().invoke(
+            cli, ["retrain", study, "--storage", url, "--artifacts", store], env=env
+        )
+        assert refused.exit_code == 2 and refused.stderr.startswith(f"Error: {message}")
+        assert len(refused.stderr.splitlines()) == 1
+    assert not optuna.load_study(study_name="walk", storage=url).user_attrs.keys() & {
+        "retrained:0"
+    }
+
+    first = CliRunner().invoke(cli, ["retrain", study, "--storage", url], env=env)
+    assert first.exit_code == 0, first.output + first.stderr
+    model = "s3://models/team/walk/models/walk-trial-0/walk-trial-0.keras"
+    assert f"model: {model} " in first.output
+    keys = {o["Key"] for o in bucket.list_objects_v2(Bucket="models")["Contents"]}
+    named = {
+        "team/walk/models/walk-trial-0/walk-trial-0.keras",
+        "team/walk/models/walk-trial-0/walk-trial-0.json",
+    }
+    assert named < keys and len(keys) == 4 and all(k.startswith("team/walk/") for k in keys)
+
+    # predict downloads the model from the bucket: no retraining, and its rows.
+    out = tmp_path / "predictions.csv"
+    done = CliRunner().invoke(
+        cli, ["predict", study, "--storage", url, "--data", data, "--out", str(out)], env=env
+    )
+    assert done.exit_code == 0, done.output + done.stderr
+    assert "retraining" not in done.output and done.output.rstrip().endswith(f"(model {model})")
+    assert len(pd.read_csv(out)) == 290
+
+    shown = CliRunner().invoke(
+        cli, ["best-trials", study, "--storage", url, "--format", "json"], env=env
+    )
+    assert json.loads(shown.output)["top"][0]["retrained"]["model"] == model
+
+    gone = CliRunner().invoke(cli, ["delete-study", "walk", "--storage", url, "--yes"], env=env)
+    assert gone.exit_code == 0 and "2 artifact files" in gone.output, gone.output + gone.stderr
+    assert "Contents" not in bucket.list_objects_v2(Bucket="models")
+
+
+def _keys(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": env["AWS_DEFAULT_REGION"],
+    }
 
 
 def test_a_trial_without_a_model_is_retrained_first_into_the_artifacts_folder(

@@ -7,14 +7,13 @@ import errno
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from tuner.errors import TunerError
 from tuner.storage import mask, open_storage
-from tuner.storage.artifacts import open_store
+from tuner.storage.artifacts import Location, open_store
 
 
 class DashboardError(TunerError):
@@ -28,7 +27,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def make_dashboard(url: str, host: str, port: int, artifacts: Path) -> WSGIServer:
+def make_dashboard(url: str, host: str, port: int, artifacts: Location) -> WSGIServer:
     """optuna-dashboard's WSGI app on `url`, bound to `host:port`, not yet serving."""
     import optuna_dashboard
 
@@ -66,7 +65,7 @@ def serve(
     url: str,
     host: str,
     port: int,
-    artifacts: Path,
+    artifacts: Location,
     say: Callable[[str], None] = lambda message: None,
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM."""

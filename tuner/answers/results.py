@@ -3,7 +3,6 @@ every trial as a pandas frame."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -13,7 +12,7 @@ from optuna.trial import TrialState
 from tuner.answers.verdict import versus
 from tuner.search.queue import count
 from tuner.search.trials import best_trial, metric_value, minimizes, reached, seed_trials
-from tuner.storage.artifacts import retrained_models
+from tuner.storage.artifacts import Location, parse_location, retrained_models, where
 
 
 def seed_label(name: str, row: dict[str, Any]) -> str:
@@ -161,7 +160,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame.rename(columns=lambda c: c.removeprefix("user_attrs_"))
 
 
-def best_trials(study: optuna.Study, top: int, artifacts: Path | None = None) -> dict[str, Any]:
+def best_trials(
+    study: optuna.Study, top: int, artifacts: Location | None = None
+) -> dict[str, Any]:
     """The `top` best complete trials, with the naive baselines, the seed configurations and any
     retrained model for reference (in the artifact folder `artifacts`, default: where it was
     saved)."""
@@ -199,16 +200,16 @@ def best_trials(study: optuna.Study, top: int, artifacts: Path | None = None) ->
     }
 
 
-def _retrained(record: dict[str, Any] | None, artifacts: Path | None) -> dict[str, Any] | None:
+def _retrained(record: dict[str, Any] | None, artifacts: Location | None) -> dict[str, Any] | None:
     if record is None:
         return None
-    store = artifacts or Path(record["artifact_store"])
+    store = artifacts or parse_location(record["artifact_store"])
     tests = {k: v for k, v in record.items() if k.startswith("test_") and k != "test_baselines"}
     return {
         **tests,
         "test_baselines": record.get("test_baselines", {}),
         # Older records have no readable name: the file named by its artifact id.
-        "model": str(store / record.get("model_path", record["model_artifact"])),
+        "model": where(store, record.get("model_path", record["model_artifact"])),
         "model_artifact": record["model_artifact"],
         "metrics_artifact": record["metrics_artifact"],
     }

@@ -14,6 +14,7 @@ from tuner.cli.options import (
     artifacts_option,
     format_option,
     load,
+    parse_artifacts,
     storage_option,
     study_file,
 )
@@ -22,6 +23,7 @@ from tuner.errors import TunerError
 from tuner.storage import (
     open_storage,
 )
+from tuner.storage.artifacts import Location
 
 
 @cli.command("best-trial")
@@ -91,7 +93,7 @@ def trials(study_file: Path, storage: str, fmt: str) -> None:
     show_default=True,
     help="Address to listen on; 0.0.0.0 lets other machines in (there is no login).",
 )
-def dashboard(storage: str, artifacts: Path | None, port: int, host: str) -> None:
+def dashboard(storage: str, artifacts: Location | None, port: int, host: str) -> None:
     """Open optuna-dashboard on the storage: every study, its trials, plots and importances,
     and the retrained models (artifacts). Runs until Ctrl-C.
 
@@ -121,15 +123,15 @@ def dashboard(storage: str, artifacts: Path | None, port: int, host: str) -> Non
 @format_option("table", "json", "csv")
 @click.option(
     "--artifacts",
-    type=click.Path(file_okay=False, path_type=Path),
     envvar="TUNER_ARTIFACTS",
     show_envvar=True,
-    metavar="DIR",
-    help="Show retrained models' paths in this artifact folder.  [default: the folder each "
+    metavar="DIR|s3://BUCKET/PREFIX",
+    callback=parse_artifacts,
+    help="Show retrained models' paths in this artifact store.  [default: the store each "
     "was saved in]",
 )
 def best_trials(
-    study_file: Path, storage: str, top: int, fmt: str, artifacts: Path | None
+    study_file: Path, storage: str, top: int, fmt: str, artifacts: Location | None
 ) -> None:
     """Show the best complete trials (value, parameters, epochs, training time, and the
     retrained model if there is one), then the naive baselines and the seed configurations.
@@ -145,7 +147,7 @@ def best_trials(
 
     config = load(study_file)
     study = load_existing(config.name, open_storage(storage, must_exist=True))
-    report = top_trials(study, top, artifacts.absolute() if artifacts else None)
+    report = top_trials(study, top, artifacts)
     report["diagnoses"] = diagnose(study, config)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))

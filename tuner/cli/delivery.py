@@ -13,6 +13,7 @@ from tuner.cli.options import (
     storage_option,
     study_file,
 )
+from tuner.storage.artifacts import Location
 
 
 @cli.command()
@@ -25,7 +26,9 @@ from tuner.cli.options import (
     type=click.IntRange(min=0),
     help="The trial's number.  [default: the best trial]",
 )
-def retrain(study_file: Path, storage: str, artifacts: Path | None, number: int | None) -> None:
+def retrain(
+    study_file: Path, storage: str, artifacts: Location | None, number: int | None
+) -> None:
     """Retrain a complete trial's model on the training and validation data for its best
     number of epochs, score it on the held-out test split beside the naive baseline, and save
     the .keras model and its metrics (JSON) as artifacts of the study.
@@ -82,7 +85,7 @@ def retrain(study_file: Path, storage: str, artifacts: Path | None, number: int 
 def predict(
     study_file: Path,
     storage: str,
-    artifacts: Path | None,
+    artifacts: Location | None,
     data_path: Path,
     number: int | None,
     out: Path,

@@ -75,15 +75,22 @@ def load(path: Path, models: bool = False) -> StudyConfig:
     return config
 
 
+def parse_artifacts(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from tuner.storage.artifacts import parse_location
+
+    return parse_location(value) if value else None
+
+
 def artifacts_option(f: Any) -> Any:
     return click.option(
         "--artifacts",
-        type=click.Path(file_okay=False, path_type=Path),
         envvar="TUNER_ARTIFACTS",
         show_envvar=True,
-        metavar="DIR",
-        help="The artifact store (retrained models): a folder.  [default: artifacts/ beside a "
-        "SQLite storage file, else in the current folder]",
+        metavar="DIR|s3://BUCKET/PREFIX",
+        callback=parse_artifacts,
+        help="The artifact store (retrained models): a folder, or an S3 bucket and prefix "
+        "(boto3's credentials; AWS_ENDPOINT_URL for another S3 service).  [default: artifacts/ "
+        "beside a SQLite storage file, else in the current folder]",
     )(f)
 
 

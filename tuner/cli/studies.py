@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +17,7 @@ from tuner.storage import (
     mask,
     open_storage,
 )
+from tuner.storage.artifacts import Location
 
 
 @cli.command()
@@ -68,7 +68,7 @@ def _blank_missing(frame: Any) -> str:
 @storage_option
 @artifacts_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def delete_study(name: str, storage: str, artifacts: Path | None, yes: bool) -> None:
+def delete_study(name: str, storage: str, artifacts: Location | None, yes: bool) -> None:
     """Delete a study, its trials, its ablation (`<name>/ablation`) and the files of its
     artifacts (retrained models). There is no undo.
 

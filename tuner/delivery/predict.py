@@ -7,6 +7,7 @@ the model is the one `tuner retrain` makes and keeps.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,16 @@ from tuner.errors import TunerError
 from tuner.patches.quiet import import_keras
 from tuner.search.study import load_existing, stored_config
 from tuner.storage import open_storage
-from tuner.storage.artifacts import artifact_dir, chosen_dir, retrained_models
+from tuner.storage.artifacts import (
+    Location,
+    artifact_dir,
+    chosen_dir,
+    exists,
+    local_file,
+    parse_location,
+    retrained_models,
+    where,
+)
 
 BATCH = 1024
 
@@ -35,7 +45,7 @@ class Predictions:
     """What a trial's model predicts on a file: one row per prediction."""
 
     trial: int
-    model_path: Path
+    model_path: str  # a file, or an object's URL in a bucket
     frame: pd.DataFrame
 
 
@@ -44,7 +54,7 @@ def predict_file(
     url: str,
     data_path: Path,
     number: int | None = None,
-    artifacts: Path | None = None,
+    artifacts: Location | None = None,
     say: Callable[[str], None] = lambda message: None,
 ) -> Predictions:
     """Predict with trial `number`'s (default: the best trial's) retrained model on the data
@@ -61,16 +71,17 @@ def predict_file(
     # The file is checked before anything is retrained or written.
     new = read_new(config.data, data, data_path)
     record = retrained_models(study).get(trial.number)
-    model_path = _model_path(record, chosen_dir(artifacts))
-    if model_path is None:
+    found = _model(record, chosen_dir(artifacts))
+    if found is None:
         why = "takes no raw data (retrained by an older tuner)" if record else "is not there yet"
         say(f"trial {trial.number}'s retrained model {why}: retraining it first")
-        directory = artifact_dir(url, artifacts)
-        model_path = retrain_trial(config, url, directory, trial.number, say=say).model_path
-    elif not model_path.is_file():
+        done = retrain_trial(config, url, artifact_dir(url, artifacts), trial.number, say=say)
+        found = (done.location, done.model_name)
+    location, name = found
+    if not exists(location, name):
         raise PredictError(
-            f"the retrained model of trial {trial.number} is not at {model_path}; point "
-            "--artifacts (or TUNER_ARTIFACTS) at the artifact folder it was saved in, or "
+            f"the retrained model of trial {trial.number} is not at {where(location, name)}; "
+            "point --artifacts (or TUNER_ARTIFACTS) at the artifact store it was saved in, or "
             "retrain it with `tuner retrain`"
         )
     import_keras()
@@ -78,7 +89,8 @@ def predict_file(
 
     from tuner.data.batches import evaluation_batch_size
 
-    model = keras.saving.load_model(model_path)
+    with tempfile.TemporaryDirectory(prefix="tuner-model-") as folder:
+        model = keras.saving.load_model(local_file(location, name, Path(folder)))
     # All rows in one batch when they fit: one compiled shape, not a full batch and the rest.
     steps = new.inputs.shape[1] if new.inputs.ndim > 1 else None
     batch_size = evaluation_batch_size(len(new.inputs), steps, BATCH)
@@ -88,15 +100,17 @@ def predict_file(
         frame[config.data.target] = output[:, 0]
     else:
         frame["predicted"] = [data.classes[i] for i in output.argmax(axis=1)]
-        for i, name in enumerate(data.classes):
-            frame[f"probability_{name}"] = output[:, i]
-    return Predictions(trial.number, model_path, frame)
+        for i, label in enumerate(data.classes):
+            frame[f"probability_{label}"] = output[:, i]
+    return Predictions(trial.number, where(location, name), frame)
 
 
-def _model_path(record: dict[str, Any] | None, directory: Path | None) -> Path | None:
-    """The exported model a `retrained:N` record names, in `directory` (default: the folder it
-    was saved in); None when there is none (or only a model saved before models took raw
-    data)."""
+def _model(
+    record: dict[str, Any] | None, location: Location | None
+) -> tuple[Location, str] | None:
+    """The store and readable name of the exported model a `retrained:N` record names, in the
+    store at `location` (default: the one it was saved in); None when there is none (or only a
+    model saved before models took raw data)."""
     if record is None or not record.get("model_path"):
         return None
-    return (directory or Path(record["artifact_store"])) / str(record["model_path"])
+    return (location or parse_location(record["artifact_store"])), str(record["model_path"])

@@ -32,7 +32,7 @@ from tuner.patches.dropout import philox_dropout
 from tuner.search.study import load_existing, stored_config
 from tuner.search.trials import best_trial, metric_value
 from tuner.storage import open_storage
-from tuner.storage.artifacts import RETRAINED_PREFIX, name_artifact, open_store
+from tuner.storage.artifacts import RETRAINED_PREFIX, Location, name_artifact, open_store, where
 from tuner.training.model import build_model
 from tuner.training.spec import spec_from_params
 
@@ -48,27 +48,28 @@ class Retrained:
     trial: int
     model_artifact: str
     metrics_artifact: str
-    directory: Path
+    location: Location
     metrics: dict[str, Any]
-    # Where the model and its JSON are under readable names, relative to `directory`.
+    # Where the model and its JSON are under readable names, relative to the store.
     model_name: str = ""
     metrics_name: str = ""
 
     @property
-    def model_path(self) -> Path:
-        """The `.keras` file, with its extension, as `keras.saving.load_model` wants it."""
-        return self.directory / (self.model_name or self.model_artifact)
+    def model_path(self) -> str:
+        """The `.keras` file (a path, or an object's URL in a bucket), with its extension, as
+        `keras.saving.load_model` wants it."""
+        return where(self.location, self.model_name or self.model_artifact)
 
     @property
-    def metrics_path(self) -> Path:
+    def metrics_path(self) -> str:
         """The JSON beside the model."""
-        return self.directory / (self.metrics_name or self.metrics_artifact)
+        return where(self.location, self.metrics_name or self.metrics_artifact)
 
 
 def retrain_trial(
     config: StudyConfig,
     url: str,
-    directory: Path,
+    location: Location,
     number: int | None = None,
     say: Callable[[str], None] = lambda message: None,
 ) -> Retrained:
@@ -88,7 +89,7 @@ def retrain_trial(
         f"retraining trial {trial.number} on training + validation data for "
         f"{epochs_of(trial, config)} epochs"
     )
-    return retrain(config, study, trial, data, directory)
+    return retrain(config, study, trial, data, location)
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -118,11 +119,16 @@ def epochs_of(trial: FrozenTrial, config: StudyConfig) -> int:
 
 
 def retrain(
-    config: StudyConfig, study: optuna.Study, trial: FrozenTrial, data: Prepared, directory: Path
+    config: StudyConfig,
+    study: optuna.Study,
+    trial: FrozenTrial,
+    data: Prepared,
+    location: Location,
 ) -> Retrained:
     """Train, score and save; returns where the artifacts went."""
     import keras
 
+    store = open_store(location)  # a store that cannot be reached is refused before training
     training = config.training
     epochs = epochs_of(trial, config)
     # The trial's own seed (trials before it was recorded: the study's), so the weights start
@@ -190,7 +196,6 @@ def retrain(
         # Patches it was retrained without (tuner.patches.checks): then not as its trial was.
         "patches_off": patches_off(),
     }
-    store = open_store(directory)
     stem = f"{re.sub(r'[^A-Za-z0-9._-]+', '-', study.study_name)}-trial-{trial.number}"
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp, f"{stem}.keras")
@@ -203,8 +208,8 @@ def retrain(
         metrics_id = optuna.artifacts.upload_artifact(
             artifact_store=store, file_path=str(metrics_file), study_or_trial=study
         )
-    model_name = name_artifact(directory, model_id, stem, model_file.name)
-    metrics_name = name_artifact(directory, metrics_id, stem, metrics_file.name)
+    model_name = name_artifact(location, model_id, stem, model_file.name)
+    metrics_name = name_artifact(location, metrics_id, stem, metrics_file.name)
     study.set_user_attr(
         f"{RETRAINED_PREFIX}{trial.number}",
         {
@@ -213,12 +218,12 @@ def retrain(
             "model_path": model_name,
             "metrics_artifact": metrics_id,
             "metrics_path": metrics_name,
-            "artifact_store": str(directory),
+            "artifact_store": str(location),
             f"test_{key}": value,
             "test_baselines": baselines,
             "epochs": epochs,
         },
     )
     return Retrained(
-        trial.number, model_id, metrics_id, directory, metrics, model_name, metrics_name
+        trial.number, model_id, metrics_id, location, metrics, model_name, metrics_name
     )

@@ -7,7 +7,6 @@ import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -21,7 +20,7 @@ from tuner.search.definition import DEFINITION_ATTR, check, definition, study_co
 from tuner.search.queue import Counts, count, set_budget
 from tuner.search.space import SEED_CONFIGS, seed_fits
 from tuner.storage import locked, study_names, study_storage
-from tuner.storage.artifacts import remove_all
+from tuner.storage.artifacts import Location, remove_all
 
 
 def make_sampler(
@@ -257,7 +256,7 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
 
 
 def delete(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, artifacts: Path | None
+    study: optuna.Study, storage: optuna.storages.BaseStorage, artifacts: Location | None
 ) -> int:
     """Delete a study, everything recorded in it, its ablation (the companion study
     `<name>/ablation`, if any) and its artifacts' files from the store in `artifacts`; returns
