@@ -238,11 +238,20 @@ _NOISE = re.compile(
 
 
 def _pass_on(stream: IO[bytes], echo: Callable[[str], None]) -> None:
-    """Pass a worker's stderr on, less the start-up noise of the libraries it loads."""
+    """Pass a worker's stderr on, less the start-up noise of the libraries it loads.
+
+    The stream is read to its end whatever `echo` does: should the launcher's own output break
+    (its terminal closed, a pipe whose reader went away), the lines are dropped from then on.
+    A worker whose stderr pipe fills up blocks in its next write, its heartbeat keeps its trial
+    alive, and the launcher would wait for it for ever."""
+    passing = True
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
-        if line and not _NOISE.search(line):
-            echo(line)
+        if passing and line and not _NOISE.search(line):
+            try:
+                echo(line)
+            except Exception:  # OSError, BrokenPipeError, a closed stream's ValueError
+                passing = False
 
 
 def _try(show: Progress, final: bool = False) -> None:
