@@ -10,6 +10,7 @@ lost is found rather than repeated, is `tuner.storage.optuna_internals`' busines
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -26,6 +27,11 @@ FIRST_DELAY_S = 0.25
 MAX_DELAY_S = 5.0
 
 T = TypeVar("T")
+
+# The backoff's own generator, seeded by the operating system: every trial reseeds Python's
+# `random` (keras.utils.set_random_seed), and workers training the same seed would otherwise
+# wait alike and come back to a restarted server in step.
+_JITTER = random.Random(os.urandom(16))
 
 
 class Reconnect:
@@ -66,7 +72,7 @@ class Reconnect:
                     raise self._outage.gave_up(e) from None
                 self._outage.began(e)
                 delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2**attempt, deadline - now)
-                time.sleep(delay * random.uniform(0.5, 1.0))  # workers must not return in step
+                time.sleep(delay * _JITTER.uniform(0.5, 1.0))  # workers must not return in step
                 attempt += 1
                 continue
             self._outage.ended()
