@@ -27,7 +27,7 @@ from tuner.search.process import PARENT_ENV
 from tuner.search.progress import Progress
 from tuner.search.queue import budget, count, set_budget
 from tuner.search.study import open_study
-from tuner.storage import ENV_VAR, open_storage
+from tuner.storage import ENV_VAR, mask, open_storage
 
 POLL_S = 2.0
 
@@ -50,27 +50,38 @@ def run(
     pin: bool = True,
     out: TextIO = sys.stdout,
     say: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
 ) -> list[int]:
     """Create or resume the study, make its budget `n_trials` if given, run `n_workers` worker
-    processes on it with a progress display, and return their exit codes."""
+    processes on it with a progress display, and return their exit codes.
+
+    Says which study, where and with how many workers (`n_workers` as capped) only once the
+    study is open: a refused study file or bad data gets its one error line alone. Warnings
+    (the cap) go to `warn`, by default `say`."""
     from tuner.data import prepare
 
     data = prepare(config.data)  # checked here once, before any worker starts
     storage = open_storage(storage_url, config.workers)
+    skipped: list[str] = []  # said after the header
     study = open_study(
         config,
         storage,
         lambda: data.baselines,
         n_trials=n_trials,
-        on_skip=say,
+        on_skip=skipped.append,
         attrs=lambda: data.study_attrs,
     )
     if n_trials is not None and n_trials != budget(study):
         set_budget(study, n_trials)
     finished = count(study).finished
+    left = budget(study) - finished
+    n_workers = workers_to_start(n_workers, left, warn or say) if left > 0 else 0
+    say(f"study {config.name!r} in {mask(storage_url)}, {n_workers} worker(s)")
+    for line in skipped:
+        say(line)
     say(f"budget: {budget(study)} trials, {finished} finished")
-    n_workers = workers_to_start(n_workers, budget(study) - finished, say)
     if n_workers == 0:
+        say(SPENT)
         return []
     placements = on_gpus(plan(n_workers, pin), gpus())
     processes = start_workers(config.path, storage_url, placements)
@@ -84,13 +95,20 @@ def workers_to_start(
     saying so; 0 when the budget is spent."""
     cores = cores or len(os.sched_getaffinity(0))
     if left <= 0:
-        say("the study's budget is spent: no worker started (`--trials N` raises it)")
+        say(SPENT)
         return 0
     n = min(asked, cores, left)
     if n < asked:
-        why = f"{cores} usable cores" if n == cores else f"{left} trials left in the budget"
-        say(f"Warning: --workers {asked} capped at {n}: this machine has {why}")
+        why = (
+            f"this machine has {cores} usable cores"
+            if n == cores
+            else f"the study has {left} trials left in its budget"
+        )
+        say(f"Warning: --workers {asked} capped at {n}: {why}")
     return n
+
+
+SPENT = "the study's budget is spent: no worker started (`--trials N` raises it)"
 
 
 def plan(n_workers: int, pin: bool = True, cores: list[int] | None = None) -> list[Placement]:
