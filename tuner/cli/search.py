@@ -92,7 +92,9 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
 @click.option(
     "--max-trials",
     type=click.IntRange(min=1),
-    help="Stop after this many trials.  [default: until the queue is empty]",
+    help="Stop after running this many trials, counting complete, pruned and failed ones "
+    "alike (not a trial stopped by a signal, which is queued again).  "
+    "[default: until the queue is empty]",
 )
 @click.option(
     "--worker-index",

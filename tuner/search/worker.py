@@ -211,14 +211,19 @@ def run_worker(
     restart_due: Callable[[WorkersConfig, int], str | None] | None = None,
 ) -> WorkerResult:
     """Run queued trials until none is left or running elsewhere, `max_trials` have run, or
-    `stop` is set, or (between two trials) `restart_due` gives a reason to start afresh."""
+    `stop` is set, or (between two trials) `restart_due` gives a reason to start afresh.
+
+    `max_trials` counts every trial this worker ran to its end, over its fresh starts:
+    complete, pruned and failed alike. A trial stopped by a signal is not counted (it is queued
+    again, and the worker stops anyway), nor is one that another worker failed as stale
+    meanwhile."""
     result = result or WorkerResult()
     ran_here = 0
     beats = has_heartbeat(storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         checked = -math.inf
-        while not stop and (max_trials is None or result.complete + result.pruned < max_trials):
+        while not stop and (max_trials is None or _ran(result) < max_trials):
             # A trial goes stale only a grace period after its last heartbeat: looking once a
             # heartbeat interval finds it in time, and spares the storage a read every trial.
             if time.monotonic() - checked >= config.workers.heartbeat_interval:
@@ -297,6 +302,11 @@ def _run(
     frozen = study.tell(trial, value)
     result.complete += 1
     return frozen, None
+
+
+def _ran(result: WorkerResult) -> int:
+    """The trials this worker ran to their end: what `max_trials` counts."""
+    return result.complete + result.pruned + result.failed
 
 
 def _sleep(seconds: float, stop: StopRequest) -> None:
