@@ -6,7 +6,8 @@ The loop reads as a story: claim a trial → keep its heartbeat → run the obje
 study. Failures are sorted by kind (as in KerasTuner): a trial that fails is recorded and the
 worker goes on; a storage error stops the worker; so do too many failed trials in a row. A
 SIGINT, SIGTERM or SIGHUP stops the worker between two training batches: its trial is recorded as
-failed, queued again for another worker, and the worker exits 0. Between two trials a worker may
+failed, queued again for another worker (with its parameters and training seed, and without
+using up one of its `max_retry` retries), and the worker exits 0. Between two trials a worker may
 start afresh, and one started by `tuner run` stops when it ends (`tuner.search.process`).
 """
 
@@ -32,7 +33,7 @@ from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.patches.quiet import import_keras, quiet_logs
 from tuner.search.process import resident_mb
 from tuner.search.queue import budget, claim, count
-from tuner.storage import study_storage, trial_id
+from tuner.storage import queue_again, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.worker")
 
@@ -286,10 +287,10 @@ def _run(
     except Interrupted:
         reason = f"interrupted by {stop.signal}"
         frozen = _fail(study, trial, reason)
-        # The budget keeps its trial: the same parameters wait for another worker.
-        retry = storage.get_heartbeat_stale_trial_callback() if has_heartbeat(storage) else None
-        if retry is not None:
-            retry(study, frozen)
+        # The budget keeps its trial: the same parameters and training seed wait for another
+        # worker, and an interruption does not count against [workers] max_retry.
+        if has_heartbeat(storage):
+            queue_again(storage, study, frozen)
         result.interrupted = True
         return frozen, reason
     except Exception as e:

@@ -30,7 +30,14 @@ from tuner.storage.optuna_internals import (
     study_storage,
     trial_id,
 )
-from tuner.storage.retry import RETRY_OF, RetryOnce, queue_lock, retry_of
+from tuner.storage.retry import (
+    INTERRUPTED_RUNS,
+    RETRY_OF,
+    RetryOnce,
+    queue_again,
+    queue_lock,
+    retry_of,
+)
 from tuner.storage.urls import (
     DEFAULT_URL,
     ENV_VAR,
@@ -45,6 +52,7 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_VAR",
     "INIT_ATTEMPTS",
+    "INTERRUPTED_RUNS",
     "LIBPQ_OPTIONS",
     "RETRY_OF",
     "SQLITE_BUSY_TIMEOUT_S",
@@ -61,6 +69,7 @@ __all__ = [
     "is_transient",
     "mask",
     "open_storage",
+    "queue_again",
     "queue_lock",
     "reason",
     "resolve_url",
