@@ -547,3 +547,71 @@ def test_run_says_how_many_workers_it_starts_and_warns_on_stderr(
     assert errors_in(result) == [
         f"Warning: --workers 10000 capped at {n}: this machine has {n} usable cores"
     ]
+
+
+_RAN = {
+    "epochs": 1,
+    "best_epoch": 1,
+    "train_seconds": 0.1,
+    "seconds_per_epoch": 0.1,
+    "n_params": 99,
+}
+
+
+def _workers_in_process(monkeypatch) -> None:
+    """`tuner run`'s workers as one in-process loop that scores trials at random, on
+    connections it closes as it goes (no pool)."""
+    from sqlalchemy.pool import NullPool
+
+    from tuner.config import load_study_config
+    from tuner.search import launcher
+    from tuner.search.companion import companion_name
+    from tuner.search.queue import claim
+    from tuner.search.space import suggest
+
+    def start_workers(study_file, storage_url, placements, seed_offset=0, options=()):
+        config = load_study_config(study_file)
+        name = companion_name(config.name) if "--ablation" in options else config.name
+        storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"poolclass": NullPool})
+        study = optuna.load_study(study_name=name, storage=storage)
+        rng = np.random.default_rng(0)
+        while (trial := claim(study)) is not None:
+            if "--ablation" not in options:
+                suggest(trial, config.space)
+            for key, value in _RAN.items():
+                trial.set_user_attr(key, value)
+            study.tell(trial, float(rng.normal(1.0, 0.1)))
+        return []
+
+    monkeypatch.setattr(launcher, "start_workers", start_workers)
+
+
+def test_run_with_an_ablation_closes_every_storage_it_opens(
+    runner: CliRunner, write_study, monkeypatch
+) -> None:
+    import sqlalchemy
+
+    _workers_in_process(monkeypatch)
+    opened, closed = [], []
+
+    def on_connect(connection, record) -> None:
+        opened.append(connection)
+
+    def on_close(connection, record) -> None:
+        closed.append(connection)
+
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", on_connect)
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "close", on_close)
+    try:
+        path = write_study(
+            study='name = "tiny"\nmetric = "val_mae"\nn_trials = 3\nseed_configs = false',
+            ablation="enabled = true\nrepeats = 2",
+        )
+        result = runner.invoke(cli, ["run", str(path)])
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", on_connect)
+        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "close", on_close)
+    assert result.exit_code == 0, result.output
+    assert "ablation of trial" in result.stdout
+    assert len(opened) > 4
+    assert len(closed) == len(opened)  # every storage closed: none left for the process's end

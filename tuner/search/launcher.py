@@ -27,7 +27,7 @@ from tuner.search.process import PARENT_ENV
 from tuner.search.progress import Progress
 from tuner.search.queue import budget, count, set_budget
 from tuner.search.study import open_study
-from tuner.storage import ENV_VAR, mask, open_storage
+from tuner.storage import ENV_VAR, mask, opened
 
 POLL_S = 2.0
 
@@ -61,31 +61,32 @@ def run(
     from tuner.data import prepare
 
     data = prepare(config.data)  # checked here once, before any worker starts
-    storage = open_storage(storage_url, config.workers)
-    skipped: list[str] = []  # said after the header
-    study = open_study(
-        config,
-        storage,
-        lambda: data.baselines,
-        n_trials=n_trials,
-        on_skip=skipped.append,
-        attrs=lambda: data.study_attrs,
-    )
-    if n_trials is not None and n_trials != budget(study):
-        set_budget(study, n_trials)
-    finished = count(study).finished
-    left = budget(study) - finished
-    n_workers = workers_to_start(n_workers, left, warn or say) if left > 0 else 0
-    say(f"study {config.name!r} in {mask(storage_url)}, {n_workers} worker(s)")
-    for line in skipped:
-        say(line)
-    say(f"budget: {budget(study)} trials, {finished} finished")
-    if n_workers == 0:
-        say(SPENT)
-        return []
-    placements = on_gpus(plan(n_workers, pin), gpus())
-    processes = start_workers(config.path, storage_url, placements)
-    return supervise(processes, study, budget(study), out)
+    # Closed when the workers are done: the progress display reads it until then.
+    with opened(storage_url, config.workers) as storage:
+        skipped: list[str] = []  # said after the header
+        study = open_study(
+            config,
+            storage,
+            lambda: data.baselines,
+            n_trials=n_trials,
+            on_skip=skipped.append,
+            attrs=lambda: data.study_attrs,
+        )
+        if n_trials is not None and n_trials != budget(study):
+            set_budget(study, n_trials)
+        finished = count(study).finished
+        left = budget(study) - finished
+        n_workers = workers_to_start(n_workers, left, warn or say) if left > 0 else 0
+        say(f"study {config.name!r} in {mask(storage_url)}, {n_workers} worker(s)")
+        for line in skipped:
+            say(line)
+        say(f"budget: {budget(study)} trials, {finished} finished")
+        if n_workers == 0:
+            say(SPENT)
+            return []
+        placements = on_gpus(plan(n_workers, pin), gpus())
+        processes = start_workers(config.path, storage_url, placements)
+        return supervise(processes, study, budget(study), out)
 
 
 def workers_to_start(

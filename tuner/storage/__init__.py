@@ -1,16 +1,18 @@
 """The study storage: URLs and their passwords (`urls`), opening Optuna's RDB storage on one
-(`engine`), locks shared by every process (`locks`), riding out a lost connection (`reconnect`),
-database errors (`errors`), the retry of a failed trial (`retry`), and, fenced in one module,
-everything that leans on Optuna's internals (`optuna_internals`).
+(`engine`) and closing it (`closing`), locks shared by every process (`locks`), riding out a
+lost connection (`reconnect`), database errors (`errors`), the retry of a failed trial
+(`retry`), and, fenced in one module, everything that leans on Optuna's internals
+(`optuna_internals`).
 
 The modules import one way: urls, errors → reconnect → optuna_internals → locks → retry →
-engine. Everything other modules use is importable from `tuner.storage` itself.
+engine → closing. Everything other modules use is importable from `tuner.storage` itself.
 
 Layer 3 of tuner. May import: tuner.errors, tuner.config, tuner.patches.
 """
 
 from __future__ import annotations
 
+from tuner.storage.closing import close, opened
 from tuner.storage.engine import (
     INIT_ATTEMPTS,
     LIBPQ_OPTIONS,
@@ -59,6 +61,8 @@ __all__ = [
     "ReconnectingStorage",
     "RetryOnce",
     "backend_of",
+    "close",
+    "opened",
     "is_retry",
     "live_trial",
     "study_storage",
