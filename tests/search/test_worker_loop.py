@@ -3,15 +3,19 @@ is trained)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from tuner.config import StudyConfig, load_study_config
 from tuner.errors import Interrupted, TrialFailed
-from tuner.search.queue import count
+from tuner.search.queue import claim, count
 from tuner.search.study import open_study
 from tuner.search.worker import StopRequest, run_worker
 from tuner.storage import open_storage
@@ -80,3 +84,71 @@ def test_interruptions_do_not_use_up_a_trials_retries(write_study, study_dir: Pa
     assert len(resumed) == 1 and resumed[0].params == {"x": seen[0][1]}
     assert resumed[0].user_attrs["interrupted_runs"] == [n for n, _, _ in seen]
     assert count(study).finished == 1
+
+
+@pytest.fixture
+def stop():
+    """A StopRequest installed in this process, its signal handlers restored afterwards."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
+    previous = {s: signal.getsignal(s) for s in signals}
+    request = StopRequest()
+    request.install()
+    yield request
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+
+
+def _signal_during(
+    storage: optuna.storages.RDBStorage, statement: str, stop: StopRequest
+) -> list[str]:
+    """Send this process a second SIGTERM from within the first storage statement, after the
+    first signal, that starts with `statement`, before it reaches the database; returns the
+    statements it was sent from."""
+    sent: list[str] = []
+
+    @sqlalchemy.event.listens_for(storage.engine, "before_cursor_execute")
+    def second(connection, cursor, text, parameters, context, executemany) -> None:
+        if stop and not sent and text.startswith(statement):
+            sent.append(text)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return sent
+
+
+def test_a_second_signal_waits_for_the_storage_call_in_progress(
+    config: StudyConfig, study_dir: Path, stop: StopRequest
+) -> None:
+    study, storage = _open(config, study_dir)
+    trial = claim(study)
+    assert trial is not None
+    os.kill(os.getpid(), signal.SIGTERM)  # the first: a flag
+    assert stop.signal == "SIGTERM"
+    sent = _signal_during(storage, "UPDATE trials SET state", stop)
+    told = False
+    with pytest.raises(KeyboardInterrupt):
+        study.tell(trial, 1.0)
+        told = True
+        time.sleep(5)  # a safe point: the forced stop comes here
+    assert sent and told
+    assert study.trials[trial.number].state == TrialState.COMPLETE  # the tell landed whole
+
+
+def test_a_second_signal_lets_an_interrupted_trial_be_queued_again(
+    config: StudyConfig, study_dir: Path, stop: StopRequest
+) -> None:
+    study, storage = _open(config, study_dir)
+
+    def stopped(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0.0, 1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # the first: the next batch stops the trial
+        raise Interrupted("stopped by a signal")
+
+    sent = _signal_during(storage, "UPDATE trials SET state", stop)  # recording it as failed
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(config, study, storage, stopped, stop)
+    assert sent
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == failed[0].number]
+    assert retry.state == TrialState.WAITING and retry.params == failed[0].params

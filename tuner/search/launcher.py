@@ -198,7 +198,8 @@ def start_workers(
         if placement.gpu is not None:
             own = env | GPU_SHARING_ENV | {"CUDA_VISIBLE_DEVICES": placement.gpu}
         # Own session: a Ctrl-C in the terminal reaches only this launcher, which passes one
-        # SIGTERM on to each worker (a second signal would make a worker stop at once).
+        # SIGTERM on to each worker (a second signal would force a worker to stop, at the next
+        # point outside a storage call, leaving its trial to go stale).
         processes.append(
             subprocess.Popen(command, env=own, start_new_session=True, stderr=subprocess.PIPE)
         )

@@ -13,6 +13,8 @@ start afresh, and one started by `tuner run` stops when it ends (`tuner.search.p
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import math
 import os
@@ -20,7 +22,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -33,7 +35,7 @@ from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.patches.quiet import import_keras, quiet_logs
 from tuner.search.process import resident_mb
 from tuner.search.queue import budget, claim, count
-from tuner.storage import queue_again, study_storage, trial_id
+from tuner.storage import in_storage_call, queue_again, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.worker")
 
@@ -80,11 +82,20 @@ _XLA_OWN = ("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
 
 
 class StopRequest:
-    """Turns SIGINT, SIGTERM and SIGHUP into a flag the training loop polls; a second signal
-    forces."""
+    """Turns SIGINT, SIGTERM and SIGHUP into a flag the training loop polls.
+
+    A second signal forces the worker to stop (`KeyboardInterrupt`) without waiting for the
+    end of a training batch, but at a safe point: never inside a storage call (a transaction,
+    or a lock held over a few calls), nor inside the steps `held` keeps together (a trial
+    failed and queued again); there it waits for them to end, looking again every
+    `RECHECK_S`. The forced worker's trial is left running, and once its heartbeat has been
+    missed for `grace_period`, another worker fails it and queues it again.
+    """
 
     def __init__(self) -> None:
         self.signal: str | None = None
+        self.forced = False  # a second signal came: stop at the next safe point
+        self._held = 0
 
     def __bool__(self) -> bool:
         return self.signal is not None
@@ -92,11 +103,40 @@ class StopRequest:
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._handle)
+        signal.signal(signal.SIGALRM, self._recheck)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Steps that a forced stop must let end together (or not begin)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+        if self.forced:  # the steps ended: stop now rather than at the next look
+            self._force(inspect.currentframe())
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
+            return
+        self.forced = True
+        self._force(frame)
+
+    def _recheck(self, signum: int, frame: FrameType | None) -> None:
+        if self.forced:
+            self._force(frame)
+
+    def _force(self, frame: FrameType | None) -> None:
+        if self._held or in_storage_call(frame):
+            signal.setitimer(signal.ITIMER_REAL, RECHECK_S)  # not safe yet: look again soon
+            return
+        self.forced = False
+        raise KeyboardInterrupt
+
+
+# How soon a forced stop looks again for a safe point.
+RECHECK_S = 0.05
 
 
 class Heartbeat:
@@ -286,11 +326,13 @@ def _run(
         return frozen, None
     except Interrupted:
         reason = f"interrupted by {stop.signal}"
-        frozen = _fail(study, trial, reason)
         # The budget keeps its trial: the same parameters and training seed wait for another
-        # worker, and an interruption does not count against [workers] max_retry.
-        if has_heartbeat(storage):
-            queue_again(storage, study, frozen)
+        # worker, and an interruption does not count against [workers] max_retry. A forced
+        # stop lets both steps end: a trial failed but not queued again would be lost.
+        with stop.held():
+            frozen = _fail(study, trial, reason)
+            if has_heartbeat(storage):
+                queue_again(storage, study, frozen)
         result.interrupted = True
         return frozen, reason
     except Exception as e:

@@ -32,6 +32,7 @@ from tuner.storage.optuna_internals import (
     study_storage,
     trial_id,
 )
+from tuner.storage.reconnect import in_storage_call
 from tuner.storage.retry import (
     INTERRUPTED_RUNS,
     RETRY_OF,
@@ -70,6 +71,7 @@ __all__ = [
     "exclusive",
     "locked",
     "hide_password_in_logs",
+    "in_storage_call",
     "is_transient",
     "mask",
     "open_storage",

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import TypeVar
 
 from tuner.errors import StorageError
@@ -77,6 +78,24 @@ class Reconnect:
                 continue
             self._outage.ended()
             return result
+
+
+# The modules whose code runs inside a storage call: between its first statement and its COMMIT,
+# or holding a lock (`tuner.storage.exclusive`) over a few calls.
+_STORAGE_CODE = ("sqlalchemy", "optuna", "psycopg", "psycopg2", "alembic", "tuner.storage")
+
+
+def in_storage_call(frame: FrameType | None) -> bool:
+    """Whether the code at `frame` (a signal handler's) runs inside a storage call; not while
+    it waits between two attempts to reach the database, when no transaction is open."""
+    if frame is not None and frame.f_code is Reconnect._made_again.__code__:
+        return False
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if any(name == m or name.startswith(m + ".") for m in _STORAGE_CODE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _Outage:
