@@ -448,7 +448,7 @@ def test_workers_are_capped_at_the_cores_and_the_budget_left() -> None:
     assert workers_to_start(2, 40, said.append, cores=2) == 2
     assert said == [
         "Warning: --workers 10000 capped at 2: this machine has 2 usable cores",
-        "Warning: --workers 8 capped at 3: this machine has 3 trials left in the budget",
+        "Warning: --workers 8 capped at 3: the study has 3 trials left in its budget",
     ]
 
 
@@ -508,3 +508,110 @@ def test_a_dashboard_open_to_other_machines_is_warned_of(finished_study, tmp_pat
     assert warning.startswith("Warning: --host 0.0.0.0 lets other machines open the dashboard")
     assert error == f"Error: port {port} on 0.0.0.0 is in use; choose another with --port"
     assert not (tmp_path / "store").exists()  # refused: no empty artifact store left behind
+
+
+def _no_workers(monkeypatch) -> None:
+    """`tuner run` as it is, up to the workers, which start no process."""
+    from tuner.search import launcher
+
+    monkeypatch.setattr(launcher, "start_workers", lambda *args, **kwargs: [])
+
+
+def test_a_refused_run_prints_its_error_alone(
+    runner: CliRunner, write_study, study_dir: Path, monkeypatch
+) -> None:
+    _no_workers(monkeypatch)
+    path = write_study()
+    assert runner.invoke(cli, ["run", str(path)]).exit_code == 0
+    stored = optuna.load_study(study_name="tiny", storage="sqlite:///tuner.db")
+    before = (len(stored.trials), stored.user_attrs)
+    path.write_text(path.read_text().replace("high = 64", "high = 48"))  # the space drifted
+    result = runner.invoke(cli, ["run", str(path)])
+    assert result.exit_code == 2
+    (line,) = errors_in(result)
+    assert line.startswith("Error: ") and "was created with space" in line
+    assert result.stdout == ""  # no "study 'tiny' in ..., 2 worker(s)": nothing was run
+    stored = optuna.load_study(study_name="tiny", storage="sqlite:///tuner.db")
+    assert (len(stored.trials), stored.user_attrs) == before
+
+
+def test_run_says_how_many_workers_it_starts_and_warns_on_stderr(
+    runner: CliRunner, write_study, monkeypatch
+) -> None:
+    _no_workers(monkeypatch)
+    result = runner.invoke(cli, ["run", str(write_study()), "--workers", "10000"])
+    assert result.exit_code == 0, result.output
+    n = min(len(os.sched_getaffinity(0)), 6)  # the cores, or the budget of 6 trials
+    assert result.stdout.splitlines()[0] == f"study 'tiny' in sqlite:///tuner.db, {n} worker(s)"
+    assert "10000" not in result.stdout
+    assert errors_in(result) == [
+        f"Warning: --workers 10000 capped at {n}: this machine has {n} usable cores"
+    ]
+
+
+_RAN = {
+    "epochs": 1,
+    "best_epoch": 1,
+    "train_seconds": 0.1,
+    "seconds_per_epoch": 0.1,
+    "n_params": 99,
+}
+
+
+def _workers_in_process(monkeypatch) -> None:
+    """`tuner run`'s workers as one in-process loop that scores trials at random, on
+    connections it closes as it goes (no pool)."""
+    from sqlalchemy.pool import NullPool
+
+    from tuner.config import load_study_config
+    from tuner.search import launcher
+    from tuner.search.companion import companion_name
+    from tuner.search.queue import claim
+    from tuner.search.space import suggest
+
+    def start_workers(study_file, storage_url, placements, seed_offset=0, options=()):
+        config = load_study_config(study_file)
+        name = companion_name(config.name) if "--ablation" in options else config.name
+        storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"poolclass": NullPool})
+        study = optuna.load_study(study_name=name, storage=storage)
+        rng = np.random.default_rng(0)
+        while (trial := claim(study)) is not None:
+            if "--ablation" not in options:
+                suggest(trial, config.space)
+            for key, value in _RAN.items():
+                trial.set_user_attr(key, value)
+            study.tell(trial, float(rng.normal(1.0, 0.1)))
+        return []
+
+    monkeypatch.setattr(launcher, "start_workers", start_workers)
+
+
+def test_run_with_an_ablation_closes_every_storage_it_opens(
+    runner: CliRunner, write_study, monkeypatch
+) -> None:
+    import sqlalchemy
+
+    _workers_in_process(monkeypatch)
+    opened, closed = [], []
+
+    def on_connect(connection, record) -> None:
+        opened.append(connection)
+
+    def on_close(connection, record) -> None:
+        closed.append(connection)
+
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", on_connect)
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "close", on_close)
+    try:
+        path = write_study(
+            study='name = "tiny"\nmetric = "val_mae"\nn_trials = 3\nseed_configs = false',
+            ablation="enabled = true\nrepeats = 2",
+        )
+        result = runner.invoke(cli, ["run", str(path)])
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", on_connect)
+        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "close", on_close)
+    assert result.exit_code == 0, result.output
+    assert "ablation of trial" in result.stdout
+    assert len(opened) > 4
+    assert len(closed) == len(opened)  # every storage closed: none left for the process's end

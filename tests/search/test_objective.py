@@ -189,3 +189,11 @@ def test_a_jax_trial_compiles_its_training_and_validation_steps_once(
     compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling")]
     assert sum("jit(train_step)" in m for m in compiled) == 1, compiled
     assert sum("jit(test_step)" in m for m in compiled) == 1, compiled
+
+
+def test_a_trial_queued_again_trains_from_the_seed_of_the_run_it_repeats(config) -> None:
+    # A retry carries the user attributes of the trial it repeats (tuner.storage.retry).
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({}, user_attrs={"training_seed": 12345})
+    study.optimize(Objective(config, prepare(config.data)), n_trials=1)
+    assert study.trials[0].user_attrs["training_seed"] == 12345

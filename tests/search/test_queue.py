@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import random
 import time
 from collections import Counter
 
@@ -78,3 +79,25 @@ def test_processes_refilling_together_keep_the_count_exact(storage_url: str) -> 
     trials = optuna.load_study(study_name="q", storage=storage_url).trials
     states = Counter(t.state for t in trials)
     assert states == {TrialState.COMPLETE: 60}
+
+
+def _claimed_after_seed_0(study: optuna.Study) -> list[int]:
+    random.seed(0)  # what every trial's keras.utils.set_random_seed does to Python's `random`
+    claimed = []
+    for _ in range(6):
+        trial = claim(study)
+        assert trial is not None
+        claimed.append(trial.number)
+    return claimed
+
+
+def test_workers_whose_trials_reseed_random_alike_do_not_claim_in_lockstep(tmp_path) -> None:
+    # Two workers training the same seed: the queue's random start must not follow the seed,
+    # or they would go for the same trial, claim after claim.
+    studies = [_study(f"sqlite:///{tmp_path / f'{name}.db'}", name) for name in ("a", "b")]
+    for study in studies:
+        set_budget(study, 40)
+        for _ in range(7):  # others at work: the start is drawn among the first 8 queued
+            trial = claim(study)
+            assert trial is not None
+    assert _claimed_after_seed_0(studies[0]) != _claimed_after_seed_0(studies[1])

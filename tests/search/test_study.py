@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tuner.cli import cli
 from tuner.config import load_study_config
 from tuner.errors import StorageError
-from tuner.search.study import delete, list_studies, load_existing, make_pruner
+from tuner.search.study import delete, list_studies, load_existing, make_pruner, open_study
 from tuner.storage import open_storage
 
 
@@ -311,3 +311,33 @@ def test_the_largest_seed_plus_a_large_worker_index_still_makes_a_sampler(write_
         study = optuna.create_study(sampler=make_sampler(config, worker_index=index))
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
         assert len(study.trials) == 2
+
+
+def test_the_budget_is_written_under_the_set_up_lock(write_study, study_dir, monkeypatch) -> None:
+    # `tuner run --trials 50` creates a study while a worker on another machine (the file's
+    # n_trials, 6) finds it not set up yet: whoever sets it up writes the budget with the rest,
+    # under the set-up lock, and the other leaves it alone.
+    import threading
+
+    from tuner.search.queue import budget
+
+    config = load_study_config(write_study("race"))
+    url = f"sqlite:///{study_dir / 'race.db'}"
+    other: list[threading.Thread] = []
+    set_user_attr = optuna.Study.set_user_attr
+
+    def meanwhile(study: optuna.Study, key: str, value: object) -> None:
+        if key == "ready" and not other:
+            # The other worker arrives before the study is marked ready.
+            worker = threading.Thread(
+                target=open_study, args=(config, open_storage(url, config.workers), dict)
+            )
+            other.append(worker)
+            worker.start()
+            worker.join(timeout=3)  # it waits for the lock if this one holds it
+        set_user_attr(study, key, value)
+
+    monkeypatch.setattr(optuna.Study, "set_user_attr", meanwhile)
+    study = open_study(config, open_storage(url, config.workers), dict, n_trials=50)
+    other[0].join(timeout=60)
+    assert budget(study) == 50

@@ -78,6 +78,7 @@ def test_the_study_storage_trial_id_live_trial_and_retry_history_read_as_tuner_r
     tmp_path: Path,
 ) -> None:
     from tuner.storage import is_retry, live_trial, study_storage, trial_id
+    from tuner.storage.optuna_internals import repeats
 
     storage = open_storage(f"sqlite:///{tmp_path / 'f.db'}")
     study = optuna.create_study(storage=storage)
@@ -98,6 +99,7 @@ def test_the_study_storage_trial_id_live_trial_and_retry_history_read_as_tuner_r
     optuna.storages.RetryHeartbeatStaleTrialCallback()(study, failed)
     first, retry = study.get_trials(deepcopy=False)
     assert not is_retry(first) and is_retry(retry)
+    assert repeats(first) == [] and repeats(retry) == [first.number]
     assert retry.system_attrs["retry_history"] == [first.number]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -532,3 +533,26 @@ def test_a_host_cut_off_mid_trial_loses_it_to_the_other_and_gives_up_in_one_line
         TrialState.COMPLETE: 5,
         TrialState.FAIL: 1,
     }
+
+
+def test_the_backoff_jitter_does_not_follow_pythons_reseeded_random(monkeypatch) -> None:
+    # Every trial reseeds Python's `random`: workers training the same seed must not come back
+    # to a restarted server in step.
+    from tuner.storage import reconnect
+
+    slept: list[float] = []
+    monkeypatch.setattr(reconnect.time, "sleep", slept.append)
+
+    def delays() -> list[float]:
+        random.seed(0)
+        failures = iter(range(5))
+
+        def call() -> None:
+            if next(failures, None) is not None:
+                raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server gone"))
+
+        slept.clear()
+        reconnect.Reconnect("postgresql://db/tuner", timeout=3600)(call)
+        return list(slept)
+
+    assert delays() != delays()

@@ -51,7 +51,7 @@ from tuner.search.ablation import (
 from tuner.search.companion import companion_name, load_companion
 from tuner.search.study import load_existing, stored_config
 from tuner.search.trials import metric_value, minimizes
-from tuner.storage import open_storage, study_names
+from tuner.storage import opened, study_names
 
 
 @dataclass(frozen=True)
@@ -240,17 +240,17 @@ def read_ablation(
 ) -> Ablation:
     """The verdicts of trial `number`'s ablation in the study of `config`; with `baselines`,
     beside the naive baselines on the test split (which reads the study's data)."""
-    storage = open_storage(storage_url, config.workers, must_exist=True)
-    study = load_existing(config.name, storage)
-    config = stored_config(study, config)
-    companion = load_companion(config, storage)
-    found = verdicts(
-        companion,
-        config,
-        number,
-        study.get_trials(deepcopy=False)[number],
-        study.user_attrs.get("baselines", {}),
-    )
+    with opened(storage_url, config.workers, must_exist=True) as storage:
+        study = load_existing(config.name, storage)
+        config = stored_config(study, config)
+        companion = load_companion(config, storage)
+        found = verdicts(
+            companion,
+            config,
+            number,
+            study.get_trials(deepcopy=False)[number],
+            study.user_attrs.get("baselines", {}),
+        )
     return replace(found, test_baselines=test_baselines(config)) if baselines else found
 
 

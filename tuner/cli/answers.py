@@ -22,6 +22,7 @@ from tuner.config import StudyConfig
 from tuner.errors import TunerError
 from tuner.storage import (
     open_storage,
+    opened,
 )
 from tuner.storage.artifacts import Location
 
@@ -47,15 +48,16 @@ def print_best(config: StudyConfig, url: str, required: bool, fmt: str = "text")
     from tuner.answers.results import format_summary, summary
     from tuner.search.study import load_existing
 
-    study = load_existing(config.name, open_storage(url, must_exist=True))
-    try:
-        s = summary(study)
-    except TunerError:
-        if required:
-            raise
-        click.echo("no trial has completed yet")
-        return
-    s["diagnoses"] = diagnose(study, config)
+    with opened(url, must_exist=True) as storage:
+        study = load_existing(config.name, storage)
+        try:
+            s = summary(study)
+        except TunerError:
+            if required:
+                raise
+            click.echo("no trial has completed yet")
+            return
+        s["diagnoses"] = diagnose(study, config)
     click.echo(json.dumps(s, indent=2) if fmt == "json" else format_summary(s))
 
 

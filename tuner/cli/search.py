@@ -21,9 +21,6 @@ from tuner.cli.options import (
 )
 from tuner.errors import TunerError
 from tuner.search.ablation import DEFAULT_MAX_REPEATS, SEQUENTIAL_MIN_REPEATS
-from tuner.storage import (
-    mask,
-)
 
 
 @cli.command()
@@ -57,7 +54,6 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     from tuner.search.launcher import run as launch
 
     config = load(study_file)
-    click.echo(f"study {config.name!r} in {mask(storage)}, {workers} worker(s)")
     codes = launch(
         config,
         storage,
@@ -65,6 +61,7 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
         n_trials=n_trials,
         pin=pin,
         say=click.echo,
+        warn=lambda message: click.echo(message, err=True),
     )
     print_best(config, storage, required=False)
     failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
@@ -95,7 +92,9 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
 @click.option(
     "--max-trials",
     type=click.IntRange(min=1),
-    help="Stop after this many trials.  [default: until the queue is empty]",
+    help="Stop after running this many trials, counting complete, pruned and failed ones "
+    "alike (not a trial stopped by a signal, which is queued again).  "
+    "[default: until the queue is empty]",
 )
 @click.option(
     "--worker-index",

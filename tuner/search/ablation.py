@@ -38,7 +38,7 @@ from tuner.search.queue import budget, count
 from tuner.search.space import MAX_LAYERS
 from tuner.search.study import load_existing, stored_config
 from tuner.search.trials import best_trial
-from tuner.storage import locked, open_storage, queue_lock, study_storage
+from tuner.storage import locked, opened, queue_lock, study_storage
 from tuner.training.seeds import training_seed
 
 DEFAULT_REPEATS = AblationConfig.repeats  # docs/verdicts.md
@@ -259,34 +259,38 @@ def ablate(
     `until`, add one seed at a time, up to `max_repeats`, until `until(trial number)` says the
     ablation is decided. Returns the ablated trial's number (`tuner.answers.ablation` reads the
     verdicts)."""
-    storage = open_storage(storage_url, config.workers, must_exist=True)
-    study = load_existing(config.name, storage)
-    # The study as it was run; a study file that no longer matches it is refused here.
-    config = stored_config(study, config)
-    trial = chosen_trial(study, number)
-    companion = open_companion(config, storage)
-    if until is not None:
-        # Read with the anytime-valid intervals from now on, whatever ran before.
-        companion.set_user_attr(f"{SEQUENTIAL_ATTR}{trial.number}", True)
-        repeats = max(
-            repeats,
-            companion.user_attrs.get("repeats", 0)
-            if companion.user_attrs.get("ablation_of") == trial.number
-            else 0,
-        )
-    while True:
-        total = enqueue(companion, config, trial, repeats)
-        say(
-            f"ablation of trial {trial.number}: {total} runs ({repeats} seeds each) in study "
-            f"{companion.study_name!r}"
-        )
-        _run(companion, config, storage_url, trial.number, total, n_workers, pin, out, say)
-        if until is None or repeats >= max_repeats or _left(companion, trial.number, total) > 0:
-            # A stopped run (Ctrl-C) leaves runs to do: run the command again to resume.
-            return trial.number
-        if until(trial.number):
-            return trial.number
-        repeats += 1
+    with opened(storage_url, config.workers, must_exist=True) as storage:
+        study = load_existing(config.name, storage)
+        # The study as it was run; a study file that no longer matches it is refused here.
+        config = stored_config(study, config)
+        trial = chosen_trial(study, number)
+        companion = open_companion(config, storage)
+        if until is not None:
+            # Read with the anytime-valid intervals from now on, whatever ran before.
+            companion.set_user_attr(f"{SEQUENTIAL_ATTR}{trial.number}", True)
+            repeats = max(
+                repeats,
+                companion.user_attrs.get("repeats", 0)
+                if companion.user_attrs.get("ablation_of") == trial.number
+                else 0,
+            )
+        while True:
+            total = enqueue(companion, config, trial, repeats)
+            say(
+                f"ablation of trial {trial.number}: {total} runs ({repeats} seeds each) in study "
+                f"{companion.study_name!r}"
+            )
+            _run(companion, config, storage_url, trial.number, total, n_workers, pin, out, say)
+            if (
+                until is None
+                or repeats >= max_repeats
+                or _left(companion, trial.number, total) > 0
+            ):
+                # A stopped run (Ctrl-C) leaves runs to do: run the command again to resume.
+                return trial.number
+            if until(trial.number):
+                return trial.number
+            repeats += 1
 
 
 def _run(
@@ -337,5 +341,6 @@ def _left(companion: optuna.Study, number: int, total: int) -> int:
 def search_finished(config: StudyConfig, storage_url: str) -> bool:
     """Whether the search of the study in `config` has spent its budget (`tuner run` ablates
     only then, not after a search stopped by Ctrl-C)."""
-    study = load_existing(config.name, open_storage(storage_url, config.workers, must_exist=True))
-    return count(study).finished >= budget(study)
+    with opened(storage_url, config.workers, must_exist=True) as storage:
+        study = load_existing(config.name, storage)
+        return count(study).finished >= budget(study)

@@ -27,7 +27,7 @@ from tuner.search.process import PARENT_ENV
 from tuner.search.progress import Progress
 from tuner.search.queue import budget, count, set_budget
 from tuner.search.study import open_study
-from tuner.storage import ENV_VAR, open_storage
+from tuner.storage import ENV_VAR, mask, opened
 
 POLL_S = 2.0
 
@@ -50,31 +50,43 @@ def run(
     pin: bool = True,
     out: TextIO = sys.stdout,
     say: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
 ) -> list[int]:
     """Create or resume the study, make its budget `n_trials` if given, run `n_workers` worker
-    processes on it with a progress display, and return their exit codes."""
+    processes on it with a progress display, and return their exit codes.
+
+    Says which study, where and with how many workers (`n_workers` as capped) only once the
+    study is open: a refused study file or bad data gets its one error line alone. Warnings
+    (the cap) go to `warn`, by default `say`."""
     from tuner.data import prepare
 
     data = prepare(config.data)  # checked here once, before any worker starts
-    storage = open_storage(storage_url, config.workers)
-    study = open_study(
-        config,
-        storage,
-        lambda: data.baselines,
-        n_trials=n_trials,
-        on_skip=say,
-        attrs=lambda: data.study_attrs,
-    )
-    if n_trials is not None and n_trials != budget(study):
-        set_budget(study, n_trials)
-    finished = count(study).finished
-    say(f"budget: {budget(study)} trials, {finished} finished")
-    n_workers = workers_to_start(n_workers, budget(study) - finished, say)
-    if n_workers == 0:
-        return []
-    placements = on_gpus(plan(n_workers, pin), gpus())
-    processes = start_workers(config.path, storage_url, placements)
-    return supervise(processes, study, budget(study), out)
+    # Closed when the workers are done: the progress display reads it until then.
+    with opened(storage_url, config.workers) as storage:
+        skipped: list[str] = []  # said after the header
+        study = open_study(
+            config,
+            storage,
+            lambda: data.baselines,
+            n_trials=n_trials,
+            on_skip=skipped.append,
+            attrs=lambda: data.study_attrs,
+        )
+        if n_trials is not None and n_trials != budget(study):
+            set_budget(study, n_trials)
+        finished = count(study).finished
+        left = budget(study) - finished
+        n_workers = workers_to_start(n_workers, left, warn or say) if left > 0 else 0
+        say(f"study {config.name!r} in {mask(storage_url)}, {n_workers} worker(s)")
+        for line in skipped:
+            say(line)
+        say(f"budget: {budget(study)} trials, {finished} finished")
+        if n_workers == 0:
+            say(SPENT)
+            return []
+        placements = on_gpus(plan(n_workers, pin), gpus())
+        processes = start_workers(config.path, storage_url, placements)
+        return supervise(processes, study, budget(study), out)
 
 
 def workers_to_start(
@@ -84,13 +96,20 @@ def workers_to_start(
     saying so; 0 when the budget is spent."""
     cores = cores or len(os.sched_getaffinity(0))
     if left <= 0:
-        say("the study's budget is spent: no worker started (`--trials N` raises it)")
+        say(SPENT)
         return 0
     n = min(asked, cores, left)
     if n < asked:
-        why = f"{cores} usable cores" if n == cores else f"{left} trials left in the budget"
-        say(f"Warning: --workers {asked} capped at {n}: this machine has {why}")
+        why = (
+            f"this machine has {cores} usable cores"
+            if n == cores
+            else f"the study has {left} trials left in its budget"
+        )
+        say(f"Warning: --workers {asked} capped at {n}: {why}")
     return n
+
+
+SPENT = "the study's budget is spent: no worker started (`--trials N` raises it)"
 
 
 def plan(n_workers: int, pin: bool = True, cores: list[int] | None = None) -> list[Placement]:
@@ -179,7 +198,8 @@ def start_workers(
         if placement.gpu is not None:
             own = env | GPU_SHARING_ENV | {"CUDA_VISIBLE_DEVICES": placement.gpu}
         # Own session: a Ctrl-C in the terminal reaches only this launcher, which passes one
-        # SIGTERM on to each worker (a second signal would make a worker stop at once).
+        # SIGTERM on to each worker (a second signal would force a worker to stop, at the next
+        # point outside a storage call, leaving its trial to go stale).
         processes.append(
             subprocess.Popen(command, env=own, start_new_session=True, stderr=subprocess.PIPE)
         )
@@ -238,11 +258,20 @@ _NOISE = re.compile(
 
 
 def _pass_on(stream: IO[bytes], echo: Callable[[str], None]) -> None:
-    """Pass a worker's stderr on, less the start-up noise of the libraries it loads."""
+    """Pass a worker's stderr on, less the start-up noise of the libraries it loads.
+
+    The stream is read to its end whatever `echo` does: should the launcher's own output break
+    (its terminal closed, a pipe whose reader went away), the lines are dropped from then on.
+    A worker whose stderr pipe fills up blocks in its next write, its heartbeat keeps its trial
+    alive, and the launcher would wait for it for ever."""
+    passing = True
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
-        if line and not _NOISE.search(line):
-            echo(line)
+        if passing and line and not _NOISE.search(line):
+            try:
+                echo(line)
+            except Exception:  # OSError, BrokenPipeError, a closed stream's ValueError
+                passing = False
 
 
 def _try(show: Progress, final: bool = False) -> None:

@@ -71,8 +71,11 @@ class Objective:
 
             jax.clear_caches()
         # The trial's own seed makes its weights, dropout masks and batch order depend on its
-        # number alone, not on which worker ran it or what that worker ran before.
-        seed = fixed["seed"] if fixed else training_seed(config.sampler.seed, trial.number)
+        # number alone, not on which worker ran it or what that worker ran before; a trial
+        # queued again (its worker stopped or died) keeps the seed of the run it repeats.
+        seed = fixed["seed"] if fixed else trial.user_attrs.get("training_seed")
+        if seed is None:
+            seed = training_seed(config.sampler.seed, trial.number)
         keras.utils.set_random_seed(seed)
         trial.set_user_attr("training_seed", seed)
         train = self.data.split("train", training.batch_size, shuffle=True, seed=seed)

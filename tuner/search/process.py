@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 from tuner.config import WorkersConfig
+from tuner.storage import close
 
 logger = logging.getLogger("tuner.search.worker")
 T = TypeVar("T")
@@ -163,9 +164,7 @@ def start_afresh(
     told why (a routine step, not a warning: `tuner run`'s quiet workers keep it to
     themselves)."""
     say(f"worker starting afresh: {why}")
-    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
-    if engine is not None:
-        engine.dispose()  # the database sees its connections close, not vanish
+    close(storage)  # the database sees its connections close, not vanish
     sys.stdout.flush()
     sys.stderr.flush()
     os.environ[RESUME_ENV] = json.dumps(asdict(state))

@@ -14,6 +14,7 @@ place: the retry, not the failed trial, counts towards the budget.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,10 @@ from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storag
 BUDGET_ATTR = "n_trials"
 # Queued trials kept ahead of the workers: at least this many, and two per running trial.
 AHEAD = 8
+# The claims' own generator, seeded by the operating system: every trial reseeds Python's
+# `random` (keras.utils.set_random_seed), so workers training the same seed (an ablation's)
+# would otherwise start at the same queued trial, claim after claim.
+_CLAIMS = random.Random(os.urandom(16))
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     # Start at a random one of the first few queued trials, about one per worker at work: workers
     # that all tried the first one would queue on its lock, and all but one would lose, trial
     # after trial. The queue is still taken about in order (seed configurations first).
-    start = random.randrange(min(len(queue), len(unfinished) - len(queue) + 1) or 1)
+    start = _CLAIMS.randrange(min(len(queue), len(unfinished) - len(queue) + 1) or 1)
     for waiting in queue[start:] + queue[:start]:
         if beats:
             # Before the claim, not after: a worker that dies between the two, or a claim lost

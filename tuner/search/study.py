@@ -17,7 +17,7 @@ from tuner.config import StudyConfig
 from tuner.errors import StorageError, TunerError
 from tuner.search import trials
 from tuner.search.definition import DEFINITION_ATTR, check, definition, study_config
-from tuner.search.queue import Counts, count, set_budget
+from tuner.search.queue import BUDGET_ATTR, Counts, count, refill
 from tuner.search.space import SEED_CONFIGS, seed_fits
 from tuner.storage import locked, study_names, study_storage
 from tuner.storage.artifacts import Location, remove_all
@@ -80,7 +80,8 @@ def open_study(
 ) -> optuna.Study:
     """The study named in `config`: loaded, or created with its definition, baselines, seed
     configurations and a queue of `n_trials` trials (default: the study file's) when it does
-    not exist yet, by whichever worker gets there first. A set-up left unfinished (its creator
+    not exist yet, by whichever worker gets there first (who alone writes the budget, under the
+    set-up lock). A set-up left unfinished (its creator
     died, or lost a COMMIT's answer) is finished by whoever comes next. `attrs` gives more user
     attributes to record at creation (a classification study's class names).
 
@@ -169,13 +170,18 @@ def _set_up(study: optuna.Study, plan: _Plan) -> None:
             return False  # another process finished it while this one waited
         for step in SET_UP:
             step(study, plan)
+        # The budget under the lock, once, by whoever gets there first: a `tuner run --trials
+        # N` and a worker on another machine (the study file's n_trials) that both find the
+        # study new must not overwrite one another's budget, however their steps interleave.
+        if BUDGET_ATTR not in study.user_attrs:
+            study.set_user_attr(BUDGET_ATTR, plan.n_trials)
         return True
 
     if not locked(study_storage(study), f"set-up:{study.study_name}", set_up_here):
         return
     # Outside the set-up lock: the queue takes its own lock, and a PostgreSQL worker has two
     # connections, not three.
-    set_budget(study, plan.n_trials)
+    refill(study)
     study.set_user_attr("ready", True)
 
 

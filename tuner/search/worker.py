@@ -6,12 +6,15 @@ The loop reads as a story: claim a trial → keep its heartbeat → run the obje
 study. Failures are sorted by kind (as in KerasTuner): a trial that fails is recorded and the
 worker goes on; a storage error stops the worker; so do too many failed trials in a row. A
 SIGINT, SIGTERM or SIGHUP stops the worker between two training batches: its trial is recorded as
-failed, queued again for another worker, and the worker exits 0. Between two trials a worker may
+failed, queued again for another worker (with its parameters and training seed, and without
+using up one of its `max_retry` retries), and the worker exits 0. Between two trials a worker may
 start afresh, and one started by `tuner run` stops when it ends (`tuner.search.process`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import math
 import os
@@ -19,7 +22,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -32,7 +35,7 @@ from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.patches.quiet import import_keras, quiet_logs
 from tuner.search.process import resident_mb
 from tuner.search.queue import budget, claim, count
-from tuner.storage import study_storage, trial_id
+from tuner.storage import in_storage_call, queue_again, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.worker")
 
@@ -75,11 +78,20 @@ def place(cpus: list[int] | None, threads: int | None) -> None:
 
 
 class StopRequest:
-    """Turns SIGINT, SIGTERM and SIGHUP into a flag the training loop polls; a second signal
-    forces."""
+    """Turns SIGINT, SIGTERM and SIGHUP into a flag the training loop polls.
+
+    A second signal forces the worker to stop (`KeyboardInterrupt`) without waiting for the
+    end of a training batch, but at a safe point: never inside a storage call (a transaction,
+    or a lock held over a few calls), nor inside the steps `held` keeps together (a trial
+    failed and queued again); there it waits for them to end, looking again every
+    `RECHECK_S`. The forced worker's trial is left running, and once its heartbeat has been
+    missed for `grace_period`, another worker fails it and queues it again.
+    """
 
     def __init__(self) -> None:
         self.signal: str | None = None
+        self.forced = False  # a second signal came: stop at the next safe point
+        self._held = 0
 
     def __bool__(self) -> bool:
         return self.signal is not None
@@ -87,11 +99,40 @@ class StopRequest:
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._handle)
+        signal.signal(signal.SIGALRM, self._recheck)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Steps that a forced stop must let end together (or not begin)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+        if self.forced:  # the steps ended: stop now rather than at the next look
+            self._force(inspect.currentframe())
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
+            return
+        self.forced = True
+        self._force(frame)
+
+    def _recheck(self, signum: int, frame: FrameType | None) -> None:
+        if self.forced:
+            self._force(frame)
+
+    def _force(self, frame: FrameType | None) -> None:
+        if self._held or in_storage_call(frame):
+            signal.setitimer(signal.ITIMER_REAL, RECHECK_S)  # not safe yet: look again soon
+            return
+        self.forced = False
+        raise KeyboardInterrupt
+
+
+# How soon a forced stop looks again for a safe point.
+RECHECK_S = 0.05
 
 
 class Heartbeat:
@@ -207,14 +248,19 @@ def run_worker(
     restart_due: Callable[[WorkersConfig, int], str | None] | None = None,
 ) -> WorkerResult:
     """Run queued trials until none is left or running elsewhere, `max_trials` have run, or
-    `stop` is set, or (between two trials) `restart_due` gives a reason to start afresh."""
+    `stop` is set, or (between two trials) `restart_due` gives a reason to start afresh.
+
+    `max_trials` counts every trial this worker ran to its end, over its fresh starts:
+    complete, pruned and failed alike. A trial stopped by a signal is not counted (it is queued
+    again, and the worker stops anyway), nor is one that another worker failed as stale
+    meanwhile."""
     result = result or WorkerResult()
     ran_here = 0
     beats = has_heartbeat(storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         checked = -math.inf
-        while not stop and (max_trials is None or result.complete + result.pruned < max_trials):
+        while not stop and (max_trials is None or _ran(result) < max_trials):
             # A trial goes stale only a grace period after its last heartbeat: looking once a
             # heartbeat interval finds it in time, and spares the storage a read every trial.
             if time.monotonic() - checked >= config.workers.heartbeat_interval:
@@ -276,11 +322,13 @@ def _run(
         return frozen, None
     except Interrupted:
         reason = f"interrupted by {stop.signal}"
-        frozen = _fail(study, trial, reason)
-        # The budget keeps its trial: the same parameters wait for another worker.
-        retry = storage.get_heartbeat_stale_trial_callback() if has_heartbeat(storage) else None
-        if retry is not None:
-            retry(study, frozen)
+        # The budget keeps its trial: the same parameters and training seed wait for another
+        # worker, and an interruption does not count against [workers] max_retry. A forced
+        # stop lets both steps end: a trial failed but not queued again would be lost.
+        with stop.held():
+            frozen = _fail(study, trial, reason)
+            if has_heartbeat(storage):
+                queue_again(storage, study, frozen)
         result.interrupted = True
         return frozen, reason
     except Exception as e:
@@ -293,6 +341,11 @@ def _run(
     frozen = study.tell(trial, value)
     result.complete += 1
     return frozen, None
+
+
+def _ran(result: WorkerResult) -> int:
+    """The trials this worker ran to their end: what `max_trials` counts."""
+    return result.complete + result.pruned + result.failed
 
 
 def _sleep(seconds: float, stop: StopRequest) -> None:

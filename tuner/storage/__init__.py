@@ -1,16 +1,18 @@
 """The study storage: URLs and their passwords (`urls`), opening Optuna's RDB storage on one
-(`engine`), locks shared by every process (`locks`), riding out a lost connection (`reconnect`),
-database errors (`errors`), the retry of a failed trial (`retry`), and, fenced in one module,
-everything that leans on Optuna's internals (`optuna_internals`).
+(`engine`) and closing it (`closing`), locks shared by every process (`locks`), riding out a
+lost connection (`reconnect`), database errors (`errors`), the retry of a failed trial
+(`retry`), and, fenced in one module, everything that leans on Optuna's internals
+(`optuna_internals`).
 
 The modules import one way: urls, errors → reconnect → optuna_internals → locks → retry →
-engine. Everything other modules use is importable from `tuner.storage` itself.
+engine → closing. Everything other modules use is importable from `tuner.storage` itself.
 
 Layer 3 of tuner. May import: tuner.errors, tuner.config, tuner.patches.
 """
 
 from __future__ import annotations
 
+from tuner.storage.closing import close, opened
 from tuner.storage.engine import (
     INIT_ATTEMPTS,
     LIBPQ_OPTIONS,
@@ -30,7 +32,15 @@ from tuner.storage.optuna_internals import (
     study_storage,
     trial_id,
 )
-from tuner.storage.retry import RETRY_OF, RetryOnce, queue_lock, retry_of
+from tuner.storage.reconnect import in_storage_call
+from tuner.storage.retry import (
+    INTERRUPTED_RUNS,
+    RETRY_OF,
+    RetryOnce,
+    queue_again,
+    queue_lock,
+    retry_of,
+)
 from tuner.storage.urls import (
     DEFAULT_URL,
     ENV_VAR,
@@ -45,12 +55,15 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_VAR",
     "INIT_ATTEMPTS",
+    "INTERRUPTED_RUNS",
     "LIBPQ_OPTIONS",
     "RETRY_OF",
     "SQLITE_BUSY_TIMEOUT_S",
     "ReconnectingStorage",
     "RetryOnce",
     "backend_of",
+    "close",
+    "opened",
     "is_retry",
     "live_trial",
     "study_storage",
@@ -58,9 +71,11 @@ __all__ = [
     "exclusive",
     "locked",
     "hide_password_in_logs",
+    "in_storage_call",
     "is_transient",
     "mask",
     "open_storage",
+    "queue_again",
     "queue_lock",
     "reason",
     "resolve_url",

@@ -69,7 +69,13 @@ def live_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
 
 def is_retry(trial: FrozenTrial) -> bool:
     """Whether Optuna's retry callback made this trial to repeat a failed one."""
-    return bool(trial.system_attrs.get(RETRY_HISTORY))
+    return bool(repeats(trial))
+
+
+def repeats(trial: FrozenTrial) -> list[int]:
+    """The numbers of the failed trials this one repeats, the first first, as Optuna's retry
+    callback records them (empty for a trial that repeats none)."""
+    return list(trial.system_attrs.get(RETRY_HISTORY) or [])
 
 
 def backend_of(storage: optuna.storages.BaseStorage) -> Any:

@@ -10,10 +10,12 @@ lost is found rather than repeated, is `tuner.storage.optuna_internals`' busines
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import TypeVar
 
 from tuner.errors import StorageError
@@ -26,6 +28,11 @@ FIRST_DELAY_S = 0.25
 MAX_DELAY_S = 5.0
 
 T = TypeVar("T")
+
+# The backoff's own generator, seeded by the operating system: every trial reseeds Python's
+# `random` (keras.utils.set_random_seed), and workers training the same seed would otherwise
+# wait alike and come back to a restarted server in step.
+_JITTER = random.Random(os.urandom(16))
 
 
 class Reconnect:
@@ -66,11 +73,29 @@ class Reconnect:
                     raise self._outage.gave_up(e) from None
                 self._outage.began(e)
                 delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2**attempt, deadline - now)
-                time.sleep(delay * random.uniform(0.5, 1.0))  # workers must not return in step
+                time.sleep(delay * _JITTER.uniform(0.5, 1.0))  # workers must not return in step
                 attempt += 1
                 continue
             self._outage.ended()
             return result
+
+
+# The modules whose code runs inside a storage call: between its first statement and its COMMIT,
+# or holding a lock (`tuner.storage.exclusive`) over a few calls.
+_STORAGE_CODE = ("sqlalchemy", "optuna", "psycopg", "psycopg2", "alembic", "tuner.storage")
+
+
+def in_storage_call(frame: FrameType | None) -> bool:
+    """Whether the code at `frame` (a signal handler's) runs inside a storage call; not while
+    it waits between two attempts to reach the database, when no transaction is open."""
+    if frame is not None and frame.f_code is Reconnect._made_again.__code__:
+        return False
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if any(name == m or name.startswith(m + ".") for m in _STORAGE_CODE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _Outage:

@@ -1,5 +1,11 @@
 """A failed trial queued again, exactly once: a trial whose worker died (found stale by the
-heartbeat) or was stopped goes back into the queue with its parameters.
+heartbeat) or was stopped goes back into the queue with its parameters (and its user
+attributes, its `training_seed` among them).
+
+`[workers] max_retry` bounds the failures of a trial whose worker died, not the interruptions:
+a trial stopped by a signal (Ctrl-C, SIGTERM, a rolling restart of the workers) is queued again
+however often that happens, and the numbers of the runs that were stopped are kept in the user
+attribute `interrupted_runs`, which the limit leaves out.
 
 Several workers may find the same trial stale at once, and a worker that lost the answer to its
 own "fail" cannot tell whether it or another won. So the retry is queued under the study's queue
@@ -16,9 +22,11 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner.storage.locks import locked
-from tuner.storage.optuna_internals import study_storage
+from tuner.storage.optuna_internals import repeats, study_storage
 
 RETRY_OF = "retry_of"
+# The numbers of the trials in a retry's history that a signal stopped (`max_retry` skips them).
+INTERRUPTED_RUNS = "interrupted_runs"
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -31,24 +39,47 @@ def queue_lock(study_name: str) -> str:
 
 
 class RetryOnce(_Retry):
-    """Optuna's `RetryHeartbeatStaleTrialCallback`, queuing at most one retry of a trial."""
+    """Optuna's `RetryHeartbeatStaleTrialCallback`, queuing at most one retry of a trial, and
+    counting towards `max_retry` the failures alone, not the interruptions."""
 
     def __init__(self, max_retry: int | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            super().__init__(max_retry=max_retry)
+            super().__init__(max_retry=None)  # the limit is checked here, interruptions aside
+        self.max_retry = max_retry
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial, interrupted: bool = False) -> None:
+        """Queue `trial` again, unless it is queued again already or, having failed (not been
+        `interrupted`), it has used up its retries."""
+        stopped = list(trial.user_attrs.get(INTERRUPTED_RUNS) or []) + [trial.number] * interrupted
+        failures = len(repeats(trial)) + 1 - len(stopped)
+        if self.max_retry is not None and failures > self.max_retry:
+            return
+
         def queue_once() -> None:
             if retry_of(study, trial.number) is not None:
                 return
             marked = copy.deepcopy(trial)  # afresh each time: Optuna's callback changes it
             marked.user_attrs = {**trial.user_attrs, RETRY_OF: trial.number}
+            if stopped:
+                marked.user_attrs[INTERRUPTED_RUNS] = stopped
             marked.user_attrs.pop("fail_reason", None)
             marked.user_attrs.pop("progress", None)  # the failed run's last epoch
             super(RetryOnce, self).__call__(study, marked)
 
         locked(study_storage(study), queue_lock(study.study_name), queue_once)
+
+
+def queue_again(
+    storage: optuna.storages.BaseStorage, study: optuna.Study, trial: FrozenTrial
+) -> None:
+    """Queue again `trial`, which a signal stopped, with its parameters and user attributes,
+    through `storage`'s retry callback (none: not queued), without using up its retries."""
+    retry = storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
+    if isinstance(retry, RetryOnce):
+        retry(study, trial, interrupted=True)
+    elif retry is not None:
+        retry(study, trial)
 
 
 def retry_of(study: optuna.Study, number: int) -> FrozenTrial | None:
