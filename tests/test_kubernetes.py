@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import optuna
 import pytest
 import yaml
+from conftest import FAST_SPACE, study_text
 from kustomize import Resource, build, containers, pod_spec, read_env_file
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tuner.cli import cli
@@ -30,6 +40,10 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir())
 # Every component in one overlay, in an order that their patches allow (docs/kubernetes.md).
 EVERYTHING = ["storage-proxy", "external-postgres", "gpu", "shared-volume", "own-study"]
+# The gRPC storage proxy, `tuner storage-proxy`, is being written on another branch: until it is
+# here, the local run below has its workers reach PostgreSQL directly. Once it is, this line
+# (and nothing else) puts components/storage-proxy into that run.
+PROXY = "storage-proxy" in cli.commands
 VERSIONS = sorted({"1.35.0", kubernetes_validate.latest_version()})
 IMAGE = "registry.example.com/tuner"  # the overlays' placeholder for the user's image
 
@@ -46,6 +60,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     k = yaml.safe_load((everything / "kustomization.yaml").read_text())
     k["components"] = [f"../../components/{c}" for c in EVERYTHING]
     (everything / "kustomization.yaml").write_text(yaml.safe_dump(k))
+    # What the local run applies: the artifact store on a volume (s3:// artifact URLs are another
+    # branch's), and the storage proxy once it exists.
+    local = tree / "overlays" / "local-run"
+    shutil.copytree(tree / "overlays" / "shared-volume", local)
+    k = yaml.safe_load((local / "kustomization.yaml").read_text())
+    k["components"] += ["../../components/storage-proxy"] if PROXY else []
+    (local / "kustomization.yaml").write_text(yaml.safe_dump(k))
     for example in tree.glob("overlays/*/tuner.env.example"):
         shutil.copy(example, example.with_suffix(""))
     return tree
@@ -387,3 +408,268 @@ def test_passwords_come_from_a_file_the_user_makes_and_never_commits() -> None:
         # No password in any committed manifest: every one comes from the Secret.
         for f in (DEPLOY / "overlays" / overlay).parent.parent.rglob("*.yaml"):
             assert "change-me" not in f.read_text()
+
+
+# --- The manifests' own containers, run as local processes -------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def image_env() -> dict[str, str]:
+    """The Dockerfile's ENV lines: the environment every container starts from."""
+    env: dict[str, str] = {}
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("ENV "):
+            env |= dict(word.split("=", 1) for word in line.split()[1:])
+    return env
+
+
+class Pod(threading.Thread):
+    """One pod of a workload as local processes: its init containers one after the other, then
+    its container, started again after a failure as its restartPolicy says (OnFailure: unless
+    it exits 0; Always: whatever the exit), with its volumes as local folders.
+
+    In-cluster names become local ones: the PostgreSQL Service's URL becomes the test's
+    database, `tuner-storage-proxy:50051` and the dashboard's port become free local ports,
+    the image's study file becomes `study`; `tuner`, `python` and `sh` come from this
+    virtual environment's PATH."""
+
+    def __init__(
+        self,
+        workload: Resource,
+        resources: list[Resource],
+        folder: Path,
+        *,
+        index: int = 0,
+        database: str,
+        study: Path,
+        ports: dict[str, int],
+    ) -> None:
+        super().__init__(daemon=True)
+        self.workload, self.resources, self.index = workload, resources, index
+        self.database, self.study, self.ports = database, study, ports
+        self.folder = folder / f"{workload['metadata']['name']}-{index}"
+        self.app = self.folder / "app"  # the image's WORKDIR: read-only, nothing written here
+        self.app.mkdir(parents=True)
+        self.process: subprocess.Popen[str] | None = None
+        self.started_main = threading.Event()
+        self.exits: list[int] = []
+        self.stopping = False
+
+    def run(self) -> None:
+        spec = pod_spec(self.workload)
+        assert spec is not None
+        for init in spec.get("initContainers", []):
+            if self._run(init) != 0:
+                return
+        self.started_main.set()
+        while not self.stopping:
+            code = self._run(spec["containers"][0])
+            self.exits.append(code)
+            if spec.get("restartPolicy", "Always") == "OnFailure" and code == 0:
+                return
+
+    def _run(self, container: dict[str, Any]) -> int:
+        env = environment(container, self.resources, job_env(self.workload, self.index))
+        line = [self._local(part) for part in command_line(container, env)]
+        env = {k: self._local(v) for k, v in (image_env() | env).items()}
+        env["TMPDIR"] = self._local("/tmp")
+        env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+        env["PYTHONPATH"] = str(ROOT)
+        log = (self.folder / f"{container['name']}.log").open("a")
+        self.process = subprocess.Popen(
+            line, env=env, cwd=self.app, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        return self.process.wait()
+
+    def _local(self, value: str) -> str:
+        if "://" in value:
+            url = make_url(value)
+            if url.host == "tuner-postgres" or url.drivername == "postgresql":
+                local = make_url(self.database)
+                return url.set(
+                    host=local.host, port=local.port, username=local.username,
+                    database=local.database,
+                ).render_as_string(hide_password=False)  # fmt: skip
+            return f"grpc://127.0.0.1:{self.ports[str(url.host)]}"
+        if value.startswith("studies/"):
+            return str(self.study)
+        if value in ("8080", "50051"):
+            return str(
+                self.ports[{"8080": "tuner-dashboard", "50051": "tuner-storage-proxy"}[value]]
+            )
+        if value == "0.0.0.0":
+            return "127.0.0.1"
+        for c in containers(self.workload):
+            for mount in c.get("volumeMounts", []):
+                path = mount["mountPath"]
+                if value == path or value.startswith(path + "/"):
+                    return str(self._volume(mount["name"])) + value[len(path) :]
+        return value
+
+    def _volume(self, name: str) -> Path:
+        spec = pod_spec(self.workload)
+        assert spec is not None
+        [volume] = [v for v in spec["volumes"] if v["name"] == name]
+        if "persistentVolumeClaim" in volume:  # shared by every pod
+            folder = self.folder.parent / volume["persistentVolumeClaim"]["claimName"]
+        else:
+            assert "emptyDir" in volume
+            folder = self.folder / name
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def kill(self) -> None:
+        """SIGKILL, as a node that dies or a container out of memory."""
+        assert self.process is not None
+        self.process.kill()
+
+    def stop(self) -> None:
+        """SIGTERM, as `kubectl delete pod`, then SIGKILL after the grace period."""
+        self.stopping = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.ident is not None:  # started as a thread (the set-up Job's pod runs in place)
+            self.join(timeout=30)
+
+    def log(self) -> str:
+        return "\n".join(f.read_text() for f in sorted(self.folder.glob("*.log")))
+
+
+@pytest.mark.slow
+def test_the_manifests_containers_run_a_study_to_its_budget_and_a_killed_pod_restarts(
+    rendered: dict[str, list[Resource]],
+    tree: Path,
+    postgres_url: str,
+    study_dir: Path,
+    tmp_path: Path,
+) -> None:
+    resources = build(tree / "overlays" / "local-run")
+    (study_dir / "study.toml").write_text(
+        study_text(
+            "k8s",
+            study='name = "k8s"\nmetric = "val_mae"\nn_trials = 6\nseed_configs = false',
+            pruner='name = "none"',
+            # Long enough that a worker is caught in the middle of a trial.
+            training="epochs = 40\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 40",
+            workers="heartbeat_interval = 1\ngrace_period = 3",
+            space=FAST_SPACE,
+        )
+    )
+    ports = {"tuner-dashboard": free_port(), "tuner-storage-proxy": free_port()}
+
+    def pod(kind: str, name: str, index: int = 0) -> Pod:
+        return Pod(
+            one(resources, kind, name),
+            resources,
+            tmp_path,
+            index=index,
+            database=postgres_url,
+            study=study_dir / "study.toml",
+            ports=ports,
+        )
+
+    # Three workers, whose init containers wait for the set-up Job.
+    workers = [pod("Job", "tuner-workers", i) for i in range(3)]
+    pods = list(workers)
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(3)
+        assert not any(w.started_main.is_set() for w in workers)
+        setup = pod("Job", "tuner-setup")
+        pods.append(setup)
+        setup.run()
+        assert setup.exits == [0], setup.log()
+        assert "the storage holds Optuna's tables" in setup.log()
+        if PROXY:
+            proxy = pod("Deployment", "tuner-storage-proxy")
+            pods.append(proxy)
+            proxy.start()
+        dashboard = pod("Deployment", "tuner-dashboard")
+        pods.append(dashboard)
+        dashboard.start()
+
+        # Kill worker 0 in the middle of a trial, once another trial has finished.
+        storage = optuna.storages.RDBStorage(postgres_url)
+        deadline = time.monotonic() + 300
+        victim = None
+        while victim is None:
+            assert time.monotonic() < deadline, "worker 0 never got to the middle of a trial"
+            assert not workers[0].exits, workers[0].log()
+            process = workers[0].process
+            if workers[0].started_main.is_set() and process is not None:
+                running = _trial_in_the_middle(storage, f"{socket.gethostname()}:{process.pid}")
+                if running is not None:
+                    process.send_signal(signal.SIGSTOP)  # the trial cannot end before the kill
+                    trial = storage.get_trial(running._trial_id)
+                    if trial.state == TrialState.RUNNING:
+                        workers[0].kill()
+                        victim = running
+                    else:
+                        process.send_signal(signal.SIGCONT)
+            time.sleep(0.2)
+
+        for w in workers:
+            w.join(timeout=600)
+        assert [w.exits for w in workers] == [[-signal.SIGKILL, 0], [0], [0]], [
+            w.log() for w in workers
+        ]
+        # The dashboard answers (as its readinessProbe asks) on what the workers wrote.
+        probe = one(resources, "Deployment", "tuner-dashboard")["spec"]["template"]["spec"]
+        path = probe["containers"][0]["readinessProbe"]["httpGet"]["path"]
+        assert _ready(f"http://127.0.0.1:{ports['tuner-dashboard']}{path}"), dashboard.log()
+    finally:
+        for p in pods:
+            p.stop()
+
+    trials = optuna.load_study(study_name="k8s", storage=postgres_url).trials
+    # The budget exactly: six complete trials, and the killed one failed once and run again.
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 6, TrialState.FAIL: 1}
+    [failed] = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed.number == victim.number
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    # Nothing was written outside the pods' volumes.
+    assert not any(any(p.app.iterdir()) for p in pods)
+    assert any((tmp_path / "tuner-workers-0" / "scratch" / "cache" / "tuner").iterdir())
+
+
+def _ready(url: str, timeout: float = 120) -> bool:
+    """Whether `url` answers 200 within `timeout` seconds, asked as a readiness probe asks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def _trial_in_the_middle(
+    storage: optuna.storages.BaseStorage, worker: str
+) -> optuna.trial.FrozenTrial | None:
+    """`worker`'s running trial once it has reported an epoch and another trial has finished."""
+    try:
+        study = optuna.load_study(study_name="k8s", storage=storage)
+    except KeyError:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        return None
+    for t in trials:
+        if t.state == TrialState.RUNNING and t.user_attrs.get("worker") == worker:
+            if t.intermediate_values:
+                return t
+    return None
