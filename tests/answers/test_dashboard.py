@@ -131,3 +131,59 @@ def test_a_port_in_use_gets_one_line(finished_study) -> None:
     assert result.stderr.splitlines() == [
         f"Error: port {port} on 127.0.0.1 is in use; choose another with --port"
     ]
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("256.1.1.1", r"--host 256\.1\.1\.1: not an address of this machine, nor a name that "),
+        ("no-such-host.invalid", r"--host no-such-host\.invalid: not an address of this machine"),
+        ("", r"--host is empty: give an address to listen on, such as 127\.0\.0\.1"),
+        ("10.255.255.254", r"cannot listen on 10\.255\.255\.254:\d+: Cannot assign requested"),
+    ],
+)
+def test_a_bad_host_gets_one_line_and_no_warning(finished_study, host: str, message: str) -> None:
+    folder = finished_study["folder"]
+    assert isinstance(folder, Path)
+    files = sorted(folder.iterdir())
+    result = CliRunner().invoke(
+        cli, ["dashboard", "--storage", finished_study["url"], "--host", host, "--port", "0"]
+    )
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert re.match(f"^Error: {message}", line), line
+    assert sorted(folder.iterdir()) == files
+
+
+def test_another_machine_is_warned_of_once_the_dashboard_listens(
+    finished_study, monkeypatch
+) -> None:
+    from wsgiref.simple_server import WSGIServer
+
+    monkeypatch.setattr(WSGIServer, "serve_forever", lambda self: None)
+    result = CliRunner().invoke(
+        cli, ["dashboard", "--storage", finished_study["url"], "--host", "0.0.0.0", "--port", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: --host 0.0.0.0 lets other machines open the dashboard, which has no login: "
+        "anyone who can reach this port can read and delete your studies"
+    ]
+    assert re.match(r"^optuna-dashboard for .* on http://0\.0\.0\.0:\d+/dashboard/", result.stdout)
+
+
+def test_the_dashboard_listens_on_an_ipv6_address(finished_study, tmp_path: Path) -> None:
+    import socket as sockets
+
+    from tuner.answers.dashboard import make_dashboard
+
+    try:
+        with sockets.socket(sockets.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = make_dashboard(str(finished_study["url"]), "::1", 0, tmp_path / "artifacts")
+    try:
+        assert server.socket.family == sockets.AF_INET6
+    finally:
+        server.server_close()

@@ -1,10 +1,15 @@
 """optuna-dashboard on a study storage, with the storage's artifact store so that retrained
-models and their metrics show beside the study."""
+models and their metrics show beside the study.
+
+The dashboard only reads: it writes nothing beside the storage (no artifact folder is made
+until an artifact is uploaded). Its `--host` is checked before anything else; only a host it
+could listen on is warned about as open to other machines."""
 
 from __future__ import annotations
 
 import errno
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +33,24 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+class _IPv6Server(WSGIServer):
+    address_family = socket.AF_INET6
+
+
 def make_dashboard(url: str, host: str, port: int, artifacts: Path) -> WSGIServer:
     """optuna-dashboard's WSGI app on `url`, bound to `host:port`, not yet serving."""
     import optuna_dashboard
 
+    ipv6 = address_family(host) == socket.AF_INET6
     storage = open_storage(url, must_exist=True)
     try:
-        # Bound before the artifact store is made: a refused port leaves no folder behind.
-        server = make_server(host, port, _unset, handler_class=_QuietHandler)
+        server = make_server(
+            host.strip("[]"),
+            port,
+            _unset,
+            server_class=_IPv6Server if ipv6 else WSGIServer,
+            handler_class=_QuietHandler,
+        )
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise DashboardError(
@@ -44,6 +59,26 @@ def make_dashboard(url: str, host: str, port: int, artifacts: Path) -> WSGIServe
         raise DashboardError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     server.set_app(optuna_dashboard.wsgi(storage, artifact_store=open_store(artifacts)))
     return server
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    """The address family to listen on `host` with; one line if it names no address."""
+    if not host.strip():
+        raise DashboardError(
+            "--host is empty: give an address to listen on, such as 127.0.0.1 (this machine "
+            "only) or 0.0.0.0 (every network)"
+        )
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]"), None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as e:
+        said = e.strerror if isinstance(e, socket.gaierror) else str(e)
+        raise DashboardError(
+            f"--host {host}: not an address of this machine, nor a name that resolves to one "
+            f"({said})"
+        ) from None
+    return found[0][0]
 
 
 def _unset(environ: Any, start_response: Any) -> list[bytes]:
@@ -68,10 +103,16 @@ def serve(
     port: int,
     artifacts: Path,
     say: Callable[[str], None] = lambda message: None,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM."""
     server = make_dashboard(url, host, port, artifacts)
-    shown = f"[{host}]" if ":" in host else host
+    if not is_loopback(host):
+        warn(
+            f"Warning: --host {host} lets other machines open the dashboard, which has no "
+            "login: anyone who can reach this port can read and delete your studies"
+        )
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
     say(
         f"optuna-dashboard for {mask(url)} on http://{shown}:{server.server_port}/dashboard/ "
         f"(artifacts in {artifacts}); Ctrl-C stops it"
