@@ -187,3 +187,39 @@ def test_the_dashboard_listens_on_an_ipv6_address(finished_study, tmp_path: Path
         assert server.socket.family == sockets.AF_INET6
     finally:
         server.server_close()
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_the_dashboard_writes_nothing_beside_a_storage_it_reads(
+    finished_study, tmp_path: Path, journal: str
+) -> None:
+    import sqlite3
+    import threading
+
+    from tuner.answers.dashboard import make_dashboard
+    from tuner.storage.artifacts import artifact_dir
+
+    # A copy of a study, without an artifact folder beside it.
+    path = tmp_path / "copy.db"
+    with sqlite3.connect(str(finished_study["url"]).removeprefix("sqlite:///")) as source:
+        with sqlite3.connect(path) as copy:
+            source.backup(copy)
+            copy.execute(f"PRAGMA journal_mode={journal}")
+        copy.close()
+    source.close()
+    url = f"sqlite:///{path}"
+    before, files = path.read_bytes(), sorted(tmp_path.iterdir())
+    server = make_dashboard(url, "127.0.0.1", 0, artifact_dir(url, None))
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/api"
+        assert get_json(f"{base}/meta")["artifact_is_available"] is True  # type: ignore[index]
+        studies = get_json(f"{base}/studies")["study_summaries"]  # type: ignore[index]
+        assert [s["study_name"] for s in studies] == ["finished"]
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+    assert sorted(tmp_path.iterdir()) == files
+    assert path.read_bytes() == before

@@ -358,3 +358,30 @@ def test_a_file_damaged_after_it_was_opened_is_named_on_the_next_read(tmp_path: 
     storage.engine.dispose()  # no page of the good file kept in a pooled connection's cache
     with pytest.raises(StorageError, match=r"corrupt\.db' is corrupt \(database disk image"):
         storage.get_all_studies()
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_reading_commands_leave_nothing_beside_the_file(
+    finished_study, tmp_path: Path, journal: str
+) -> None:
+    import gc
+
+    from click.testing import CliRunner
+
+    from tuner.cli import cli
+
+    path = tmp_path / "copy.db"
+    with sqlite3.connect(str(finished_study["url"]).removeprefix("sqlite:///")) as source:
+        with sqlite3.connect(path) as copy:
+            source.backup(copy)
+            copy.execute(f"PRAGMA journal_mode={journal}")
+        copy.close()
+    source.close()
+    url = f"sqlite:///{path}"
+    before, files = path.read_bytes(), sorted(tmp_path.iterdir())
+    for args in _reading_commands(Path(finished_study["study"]), url)[:4]:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output)
+        gc.collect()  # the storage's connections closed, as when the command's process ends
+        assert sorted(tmp_path.iterdir()) == files, args
+    assert path.read_bytes() == before

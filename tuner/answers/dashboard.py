@@ -17,6 +17,8 @@ from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import optuna
+
 from tuner.errors import TunerError
 from tuner.storage import mask, open_storage
 from tuner.storage.artifacts import open_store
@@ -33,7 +35,19 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class _IPv6Server(WSGIServer):
+class _Server(WSGIServer):
+    """Closes its storage's connections when it closes: the last connection to a SQLite file in
+    WAL mode takes its `-wal` and `-shm` files away with it."""
+
+    storage: optuna.storages.RDBStorage | None = None
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self.storage is not None:
+            self.storage.engine.dispose()
+
+
+class _IPv6Server(_Server):
     address_family = socket.AF_INET6
 
 
@@ -48,7 +62,7 @@ def make_dashboard(url: str, host: str, port: int, artifacts: Path) -> WSGIServe
             host.strip("[]"),
             port,
             _unset,
-            server_class=_IPv6Server if ipv6 else WSGIServer,
+            server_class=_IPv6Server if ipv6 else _Server,
             handler_class=_QuietHandler,
         )
     except OSError as e:
@@ -57,6 +71,7 @@ def make_dashboard(url: str, host: str, port: int, artifacts: Path) -> WSGIServe
                 f"port {port} on {host} is in use; choose another with --port"
             ) from None
         raise DashboardError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    server.storage = storage
     server.set_app(optuna_dashboard.wsgi(storage, artifact_store=open_store(artifacts)))
     return server
 

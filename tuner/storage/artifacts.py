@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -72,9 +72,19 @@ def name_artifact(directory: Path, artifact_id: str, folder: str, filename: str)
 
 
 def open_store(directory: Path) -> FileSystemArtifactStore:
-    """The artifact store in `directory`, made if missing."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(directory)
+    """The artifact store in `directory`; the folder is made by the first artifact written, so
+    that a command that only reads (the dashboard) leaves none behind."""
+    return _MadeOnWrite(directory)
+
+
+class _MadeOnWrite(FileSystemArtifactStore):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.directory = directory
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        super().write(artifact_id, content_body)
 
 
 def remove_all(study: optuna.Study, storage: optuna.storages.BaseStorage, directory: Path) -> int:
