@@ -1,9 +1,10 @@
 """optuna-dashboard on a study storage, with the storage's artifact store so that retrained
 models and their metrics show beside the study.
 
-The dashboard only reads: it writes nothing beside the storage (no artifact folder is made
-until an artifact is uploaded). Its `--host` is checked before anything else; only a host it
-could listen on is warned about as open to other machines."""
+Opening and reading write nothing beside the storage: no artifact folder until an artifact is
+uploaded, and no `-wal` or `-shm` file once the server is closed. Its `--host` is checked
+before anything else; only a host it could listen on is warned about as open to other
+machines."""
 
 from __future__ import annotations
 
