@@ -134,3 +134,95 @@ def test_a_port_in_use_gets_one_line(finished_study) -> None:
     assert result.stderr.splitlines() == [
         f"Error: port {port} on 127.0.0.1 is in use; choose another with --port"
     ]
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("256.1.1.1", r"--host 256\.1\.1\.1: not an address of this machine, nor a name that "),
+        ("no-such-host.invalid", r"--host no-such-host\.invalid: not an address of this machine"),
+        ("", r"--host is empty: give an address to listen on, such as 127\.0\.0\.1"),
+        ("10.255.255.254", r"cannot listen on 10\.255\.255\.254:\d+: Cannot assign requested"),
+    ],
+)
+def test_a_bad_host_gets_one_line_and_no_warning(finished_study, host: str, message: str) -> None:
+    folder = finished_study["folder"]
+    assert isinstance(folder, Path)
+    files = sorted(folder.iterdir())
+    result = CliRunner().invoke(
+        cli, ["dashboard", "--storage", finished_study["url"], "--host", host, "--port", "0"]
+    )
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert re.match(f"^Error: {message}", line), line
+    assert sorted(folder.iterdir()) == files
+
+
+def test_another_machine_is_warned_of_once_the_dashboard_listens(
+    finished_study, monkeypatch
+) -> None:
+    from wsgiref.simple_server import WSGIServer
+
+    monkeypatch.setattr(WSGIServer, "serve_forever", lambda self: None)
+    result = CliRunner().invoke(
+        cli, ["dashboard", "--storage", finished_study["url"], "--host", "0.0.0.0", "--port", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: --host 0.0.0.0 lets other machines open the dashboard, which has no login: "
+        "anyone who can reach this port can read and delete your studies"
+    ]
+    assert re.match(r"^optuna-dashboard for .* on http://0\.0\.0\.0:\d+/dashboard/", result.stdout)
+
+
+def test_the_dashboard_listens_on_an_ipv6_address(finished_study, tmp_path: Path) -> None:
+    import socket as sockets
+
+    from tuner.answers.dashboard import make_dashboard
+
+    try:
+        with sockets.socket(sockets.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = make_dashboard(str(finished_study["url"]), "::1", 0, tmp_path / "artifacts")
+    try:
+        assert server.socket.family == sockets.AF_INET6
+    finally:
+        server.server_close()
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_the_dashboard_writes_nothing_beside_a_storage_it_reads(
+    finished_study, tmp_path: Path, journal: str
+) -> None:
+    import sqlite3
+    import threading
+
+    from tuner.answers.dashboard import make_dashboard
+    from tuner.storage.artifacts import artifact_dir
+
+    # A copy of a study, without an artifact folder beside it.
+    path = tmp_path / "copy.db"
+    with sqlite3.connect(str(finished_study["url"]).removeprefix("sqlite:///")) as source:
+        with sqlite3.connect(path) as copy:
+            source.backup(copy)
+            copy.execute(f"PRAGMA journal_mode={journal}")
+        copy.close()
+    source.close()
+    url = f"sqlite:///{path}"
+    before, files = path.read_bytes(), sorted(tmp_path.iterdir())
+    server = make_dashboard(url, "127.0.0.1", 0, artifact_dir(url, None))
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/api"
+        assert get_json(f"{base}/meta")["artifact_is_available"] is True  # type: ignore[index]
+        studies = get_json(f"{base}/studies")["study_summaries"]  # type: ignore[index]
+        assert [s["study_name"] for s in studies] == ["finished"]
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+    assert sorted(tmp_path.iterdir()) == files
+    assert path.read_bytes() == before

@@ -283,3 +283,105 @@ def test_a_failed_trial_is_retried_once_however_many_workers_find_it_stale(
     retries = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs[RETRY_OF] for t in retries) == [0, 1, 2]
     assert sorted(t.system_attrs["fixed_params"]["x"] for t in retries) == [1.0, 2.0, 3.0]
+
+
+# --- a corrupt SQLite file ---------------------------------------------------------------------
+
+
+def _corrupt_study(folder: Path, pages: str) -> Path:
+    """A real study file of 5 trials, then garbage written over some of its pages: every page
+    after the first ("2..n"), only the pages of the tables that hold the studies and trials
+    ("data": Optuna's own check of the file's version passes, and the corruption shows on the
+    first read), or none."""
+    import random
+
+    folder.mkdir(exist_ok=True)
+    path = folder / "corrupt.db"
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{path}")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    del study
+    with sqlite3.connect(path) as connection:
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        roots = dict(connection.execute("SELECT name, rootpage FROM sqlite_master"))
+    connection.close()
+    data = bytearray(path.read_bytes())
+    n_pages = len(data) // page_size
+    numbers = {
+        "2..n": range(2, n_pages + 1),
+        "data": [roots[t] for t in ("studies", "trials", "trial_params", "trial_values")],
+        "none": [],
+    }[pages]
+    garbage = random.Random(0)
+    for number in numbers:
+        start = (number - 1) * page_size
+        data[start : start + page_size] = garbage.randbytes(page_size)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("pages", ["2..n", "data"])
+def test_a_corrupt_sqlite_file_gets_one_line_and_is_left_as_it_was(
+    write_study, study_dir: Path, pages: str
+) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    from tuner.answers.dashboard import make_dashboard
+    from tuner.cli import cli
+
+    study = write_study()
+    path = _corrupt_study(study_dir, pages)
+    url = f"sqlite:///{path}"
+    before, mtime = path.read_bytes(), os.stat(path).st_mtime_ns
+    files = sorted(study_dir.iterdir())
+    for args in [*_reading_commands(study, url), ["run", str(study), "--storage", url]]:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.splitlines() == [
+            f"Error: storage {url}: the SQLite file {str(path)!r} is corrupt (database disk "
+            "image is malformed); it was left as it was: restore it from a backup, or save what "
+            f"is left with `sqlite3 {path} .recover`"
+        ], args
+    with pytest.raises(StorageError, match=r"is corrupt \(database disk image is malformed\)"):
+        make_dashboard(url, "127.0.0.1", 0, study_dir / "artifacts")
+    assert path.read_bytes() == before
+    assert os.stat(path).st_mtime_ns == mtime
+    assert sorted(study_dir.iterdir()) == files
+
+
+def test_a_file_damaged_after_it_was_opened_is_named_on_the_next_read(tmp_path: Path) -> None:
+    good = _corrupt_study(tmp_path, pages="none")
+    storage = open_storage(f"sqlite:///{good}", must_exist=True)
+    damaged = _corrupt_study(tmp_path / "damaged", pages="data")
+    good.write_bytes(damaged.read_bytes())
+    storage.engine.dispose()  # no page of the good file kept in a pooled connection's cache
+    with pytest.raises(StorageError, match=r"corrupt\.db' is corrupt \(database disk image"):
+        storage.get_all_studies()
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_reading_commands_leave_nothing_beside_the_file(
+    finished_study, tmp_path: Path, journal: str
+) -> None:
+    import gc
+
+    from click.testing import CliRunner
+
+    from tuner.cli import cli
+
+    path = tmp_path / "copy.db"
+    with sqlite3.connect(str(finished_study["url"]).removeprefix("sqlite:///")) as source:
+        with sqlite3.connect(path) as copy:
+            source.backup(copy)
+            copy.execute(f"PRAGMA journal_mode={journal}")
+        copy.close()
+    source.close()
+    url = f"sqlite:///{path}"
+    before, files = path.read_bytes(), sorted(tmp_path.iterdir())
+    for args in _reading_commands(Path(finished_study["study"]), url)[:4]:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output)
+        gc.collect()  # the storage's connections closed, as when the command's process ends
+        assert sorted(tmp_path.iterdir()) == files, args
+    assert path.read_bytes() == before

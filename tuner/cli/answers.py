@@ -104,16 +104,17 @@ def dashboard(storage: str, artifacts: Location | None, port: int, host: str) ->
       tuner dashboard --port 8080
       (then open http://127.0.0.1:8080/dashboard/ in a browser)
     """
-    from tuner.answers.dashboard import is_loopback, serve
+    from tuner.answers.dashboard import serve
     from tuner.storage.artifacts import artifact_dir
 
-    if not is_loopback(host):
-        click.echo(
-            f"Warning: --host {host} lets other machines open the dashboard, which has no "
-            "login: anyone who can reach this port can read and delete your studies",
-            err=True,
-        )
-    serve(storage, host, port, artifact_dir(storage, artifacts), say=click.echo)
+    serve(
+        storage,
+        host,
+        port,
+        artifact_dir(storage, artifacts),
+        say=click.echo,
+        warn=lambda message: click.echo(message, err=True),
+    )
 
 
 @cli.command("best-trials")

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -157,11 +157,12 @@ def _error(bucket: Bucket, e: Exception) -> ArtifactStoreError:
 
 
 def open_store(location: Location) -> Any:
-    """The artifact store at `location`: a folder, made if missing; a bucket, which must exist
-    and be reachable with the credentials boto3 finds."""
+    """The artifact store at `location`: a folder, made by the first artifact written; a
+    bucket, which must exist and be reachable with the credentials boto3 finds."""
     if isinstance(location, Path):
-        location.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(location)
+        # The folder is made by the first artifact written, so that a command that only reads
+        # (the dashboard) leaves none behind.
+        return _MadeOnWrite(location)
     from optuna.artifacts import Boto3ArtifactStore
 
     client = _client(location)
@@ -212,6 +213,16 @@ def exists(location: Location, relative: str) -> bool:
             return False
         raise _error(location, e) from None
     return True
+
+
+class _MadeOnWrite(FileSystemArtifactStore):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.directory = directory
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        super().write(artifact_id, content_body)
 
 
 def local_file(location: Location, relative: str, folder: Path) -> Path:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 
 import sqlalchemy
@@ -31,6 +32,20 @@ def is_transient(e: BaseException) -> bool:
         )
         for link in chain(e)
     )
+
+
+def is_corrupt(e: BaseException) -> bool:
+    """Whether `e`, or an error it wraps, is SQLite saying that its file is corrupt ("database
+    disk image is malformed")."""
+    for link in chain(e):
+        said = link.orig if isinstance(link, sqlalchemy.exc.DBAPIError) else link
+        if isinstance(said, sqlite3.DatabaseError):
+            code = getattr(said, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF == sqlite3.SQLITE_CORRUPT:
+                return True
+            if "malformed" in str(said):
+                return True
+    return False
 
 
 def lost_creation_race(e: BaseException) -> bool:
