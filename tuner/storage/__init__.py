@@ -1,10 +1,13 @@
 """The study storage: URLs and their passwords (`urls`), opening Optuna's RDB storage on one
 (`engine`), locks shared by every process (`locks`), riding out a lost connection (`reconnect`),
-database errors (`errors`), the retry of a failed trial (`retry`), and, fenced in one module,
-everything that leans on Optuna's internals (`optuna_internals`).
+database errors (`errors`), the retry of a failed trial (`retry`), the storage served over gRPC
+to many machines (`proxy_server`, `tuner storage-proxy`) and reached at `grpc://host:port`
+(`proxy_client`), and, fenced in one module, everything that leans on Optuna's internals
+(`optuna_internals`).
 
 The modules import one way: urls, errors → reconnect → optuna_internals → locks → retry →
-engine. Everything other modules use is importable from `tuner.storage` itself.
+proxy_client → engine → proxy_server. Everything other modules use is importable from
+`tuner.storage` itself, but `proxy_server`, which only `tuner storage-proxy` needs.
 
 Layer 3 of tuner. May import: tuner.errors, tuner.config, tuner.patches.
 """
@@ -30,11 +33,14 @@ from tuner.storage.optuna_internals import (
     study_storage,
     trial_id,
 )
+from tuner.storage.proxy_client import ProxyStorage
 from tuner.storage.retry import RETRY_OF, RetryOnce, queue_lock, retry_of
 from tuner.storage.urls import (
+    DEFAULT_PROXY_PORT,
     DEFAULT_URL,
     ENV_VAR,
     hide_password_in_logs,
+    is_grpc,
     mask,
     resolve_url,
     scrub,
@@ -42,12 +48,14 @@ from tuner.storage.urls import (
 
 __all__ = [
     "CREATE_TOKEN",
+    "DEFAULT_PROXY_PORT",
     "DEFAULT_URL",
     "ENV_VAR",
     "INIT_ATTEMPTS",
     "LIBPQ_OPTIONS",
     "RETRY_OF",
     "SQLITE_BUSY_TIMEOUT_S",
+    "ProxyStorage",
     "ReconnectingStorage",
     "RetryOnce",
     "backend_of",
@@ -58,6 +66,7 @@ __all__ = [
     "exclusive",
     "locked",
     "hide_password_in_logs",
+    "is_grpc",
     "is_transient",
     "mask",
     "open_storage",
