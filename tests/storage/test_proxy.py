@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -24,9 +25,9 @@ from optuna.trial import TrialState
 from tuner.cli import cli
 from tuner.config import WorkersConfig
 from tuner.errors import StorageError
-from tuner.storage import locked, open_storage, study_storage, trial_id
+from tuner.storage import CREATE_TOKEN, locked, open_storage, study_storage, trial_id
 from tuner.storage.optuna_internals import proxy_server
-from tuner.storage.proxy_client import LEASE_S, ProxyStorage
+from tuner.storage.proxy_client import LEASE_S, ProxyStorage, ProxyUnavailable
 from tuner.storage.proxy_server import Leases, tuner_service
 from tuner.storage.urls import parse_grpc
 
@@ -199,6 +200,39 @@ def test_a_proxy_without_tuners_service_is_refused_in_one_line(tmp_path: Path) -
             optuna.storages.fail_stale_trials(study)
 
 
+def _answer_lost_once(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The next call of Optuna's client method `name` lands, and its answer is lost."""
+    real = getattr(optuna.storages.GrpcStorageProxy, name)
+    lost = []
+
+    def landed_but_lost(self: ProxyStorage, *args: Any, **kwargs: Any) -> Any:
+        result = real(self, *args, **kwargs)
+        if not lost:
+            lost.append(name)
+            raise ProxyUnavailable("the answer was lost")
+        return result
+
+    monkeypatch.setattr(optuna.storages.GrpcStorageProxy, name, landed_but_lost)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_calls_whose_answer_was_lost_are_found_not_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with served(tmp_path) as url:
+        study = optuna.create_study(storage=_client(url), study_name="s")
+        _answer_lost_once(monkeypatch, "create_new_trial")
+        study.enqueue_trial({"x": 1})
+        [trial] = study.get_trials()  # one trial, not two
+        assert trial.system_attrs[CREATE_TOKEN]
+        view = study_storage(study)
+        assert view.set_trial_state_values(trial_id(trial), TrialState.RUNNING)
+        _answer_lost_once(monkeypatch, "set_trial_state_values")
+        assert view.set_trial_state_values(trial_id(trial), TrialState.COMPLETE, [0.5])
+        [told] = study.get_trials()
+    assert (told.state, told.values) == (TrialState.COMPLETE, [0.5])
+
+
 # --- real workers through a real proxy process -------------------------------------------------
 
 
@@ -323,6 +357,10 @@ def test_workers_ride_out_a_proxy_restart(write_study, study_dir: Path) -> None:
         _stop(run)
         _stop(proxy)
     assert run.returncode == 0, err
+    # Each process (the launcher and both workers) says once that the proxy went, and once
+    # that it came back.
     went = [line for line in err.splitlines() if " unreachable (" in line]
-    assert went and all("storage grpc://127.0.0.1:" in line for line in went), err
+    back = [line for line in err.splitlines() if " reachable again after " in line]
+    assert 1 <= len(went) == len(back) <= 3, err
+    assert all(f"storage grpc://127.0.0.1:{port} " in line for line in went + back), err
     _assert_budget_spent_exactly(storage_url, "restart", 6)
