@@ -1,7 +1,9 @@
 """Everything that leans on Optuna's internals, fenced here and nowhere else: the overrides of
 `RDBStorage`'s private methods, the private attributes read to unwrap a storage, a study's own
-storage and a trial's id, the live `optuna.Trial` made for a claimed trial, and the system
-attribute Optuna's retry callback writes.
+storage and a trial's id, the live `optuna.Trial` made for a claimed trial, the system
+attribute Optuna's retry callback writes, and the pieces of Optuna's gRPC proxy that
+`tuner storage-proxy` builds on: its server's service, its client's channel, and the stale-trial
+query run with a grace period of the client's (`tuner.storage.proxy_client` says why).
 
 `tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
 `pyproject.toml` pins Optuna to the minor series they were written for (5.0).
