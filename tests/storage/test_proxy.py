@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import signal
 import socket
 import subprocess
@@ -21,13 +22,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import FAST_SPACE
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from tuner.cli import cli
 from tuner.config import WorkersConfig
 from tuner.errors import StorageError
 from tuner.storage import CREATE_TOKEN, locked, open_storage, study_storage, trial_id
 from tuner.storage.optuna_internals import proxy_server
-from tuner.storage.proxy_client import LEASE_S, ProxyStorage, ProxyUnavailable
+from tuner.storage.proxy_client import LEASE_S, RENEW_S, ProxyStorage, ProxyUnavailable
 from tuner.storage.proxy_server import Leases, tuner_service
 from tuner.storage.urls import parse_grpc
 
@@ -127,7 +129,7 @@ def served(tmp_path: Path, tuners: bool = True) -> Iterator[str]:
     storage = open_storage(f"sqlite:///{tmp_path / 'served.db'}")
     server = proxy_server(optuna.storages.get_storage(storage), 4)
     if tuners:
-        leases = Leases(LEASE_S, clock=lambda: time.monotonic() + LEASE_S)
+        leases = Leases(LEASE_S, opens_after=0)
         server.add_generic_rpc_handlers((tuner_service(storage, leases),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -200,6 +202,49 @@ def test_a_proxy_without_tuners_service_is_refused_in_one_line(tmp_path: Path) -
             optuna.storages.fail_stale_trials(study)
 
 
+@pytest.mark.slow  # waits out a lease period
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_lock_lost_with_a_restarted_proxy_makes_the_block_again_under_a_fresh_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'served.db'}")
+
+    def start(port: int, leases: Leases) -> Any:
+        server = proxy_server(optuna.storages.get_storage(storage), 4)
+        server.add_generic_rpc_handlers((tuner_service(storage, leases),))
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        return server, bound
+
+    server, port = start(0, Leases(LEASE_S, opens_after=0))
+    client = _client(f"grpc://127.0.0.1:{port}")
+    study = optuna.create_study(storage=client, study_name="s")
+    runs: list[str] = []
+    restarted: list[float] = []
+
+    def body() -> None:
+        runs.append("started")
+        if len(runs) == 1:  # the proxy restarts under the lock: it knows no leases
+            nonlocal server
+            server.stop(grace=None).wait()
+            server, _ = start(port, Leases(LEASE_S))
+            restarted.append(time.monotonic())
+            time.sleep(2 * RENEW_S)  # the lease's renewal is refused meanwhile
+        study.set_user_attr("written", len(runs))
+        runs.append("wrote")
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="tuner.storage"):
+            locked(client, "queue:s", body)
+    finally:
+        server.stop(grace=None).wait()
+    # Made again from its start, under a lock the new proxy granted once its first lease
+    # period was over: never carried on unlocked.
+    assert runs == ["started", "started", "wrote"]
+    assert time.monotonic() - restarted[0] >= LEASE_S
+    assert "the lock 'queue:s' was lost" in caplog.text
+
+
 def _answer_lost_once(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The next call of Optuna's client method `name` lands, and its answer is lost."""
     real = getattr(optuna.storages.GrpcStorageProxy, name)
@@ -254,7 +299,9 @@ def _start_proxy(storage_url: str, port: int, cwd: Path) -> subprocess.Popen[str
     assert proxy.stdout is not None
     line = proxy.stdout.readline()  # the line at start, once it listens
     assert line.startswith("serving storage "), line + proxy.stderr.read()  # type: ignore[union-attr]
-    assert f"at grpc://127.0.0.1:{port} " in line
+    shown = make_url(storage_url).render_as_string(hide_password=True)
+    address = f"grpc://127.0.0.1:{port}"
+    assert line == f"serving storage {shown} at {address} (workers: --storage {address})\n"
     return proxy
 
 
@@ -296,7 +343,9 @@ def test_two_workers_through_the_proxy_spend_the_budget_exactly(
 ) -> None:
     path = _study(write_study, "proxied", 6)
     port = _free_port()
-    proxy = _start_proxy(postgres_url, port, study_dir)
+    # The server trusts local connections: any password reaches it, to be hidden.
+    with_password = make_url(postgres_url).set(password="secret-pw")
+    proxy = _start_proxy(with_password.render_as_string(hide_password=False), port, study_dir)
     try:
         run = subprocess.run(
             [sys.executable, "-m", "tuner", "run", str(path), "--workers", "2"]
@@ -313,6 +362,7 @@ def test_two_workers_through_the_proxy_spend_the_budget_exactly(
         _stop(proxy)
     assert proxy.returncode == 0, err
     assert out.splitlines()[-1] == "stopped (SIGTERM)"
+    assert "secret-pw" not in out + err + run.stdout + run.stderr
     _assert_budget_spent_exactly(postgres_url, "proxied", 6)
 
 

@@ -34,9 +34,16 @@ class Leases:
     renewal. None is granted for `lease_s` after the proxy starts: a client that held one from a
     proxy that was restarted finds out first (`tuner.storage.proxy_client`)."""
 
-    def __init__(self, lease_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        lease_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        opens_after: float | None = None,
+    ) -> None:
+        """`opens_after`: seconds before the first lease is granted (`lease_s` unless given)."""
         self.lease_s, self.clock = lease_s, clock
-        self._opens = clock() + lease_s
+        self._opens = clock() + (lease_s if opens_after is None else opens_after)
         self._held: dict[str, tuple[str, float]] = {}  # name -> (token, expires)
         self._lock = threading.Lock()
 
