@@ -10,6 +10,9 @@ Commands that only read (`must_exist=True`) never write: they look for Optuna's 
 without creating or migrating anything, and refuse a storage that lacks them (another
 application's database, an empty one); a SQLite file without write permission is opened
 read-only.
+
+A `grpc://host:port` URL opens instead the storage a `tuner storage-proxy` serves
+(`tuner.storage.proxy_client`).
 """
 
 from __future__ import annotations
