@@ -242,3 +242,86 @@ def test_a_tell_whose_commit_answer_was_lost_is_recorded_once(tmp_path: Path, ki
             study.tell(trial, 0.5)
     [stored] = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'r.db'}").trials
     assert (stored.state, stored.value) == (TrialState.COMPLETE, 0.5)
+
+
+# --- Optuna's gRPC proxy (tuner storage-proxy, grpc:// URLs) -----------------------------------
+
+
+def test_the_proxy_server_is_built_as_optunas_own() -> None:
+    from optuna.storages._grpc import server
+
+    made = inspect.getsource(server.make_server)
+    assert "add_StorageServiceServicer_to_server" in made
+    assert "OptunaStorageProxyService(storage)" in made
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_proxy_client_is_set_up_as_optunas_own() -> None:
+    import re
+
+    from optuna.storages._grpc.client import GrpcClientCache
+
+    proxy = optuna.storages.GrpcStorageProxy
+    assert list(inspect.signature(proxy.__init__).parameters) == ["self", "host", "port"]
+    assert list(inspect.signature(GrpcClientCache.__init__).parameters) == ["self", "grpc_client"]
+    # Our `_setup` sets what Optuna's does; the methods read nothing else of the instance.
+    stock, ours = proxy(host="localhost", port=1), open_storage("grpc://localhost:1")
+    assert set(vars(stock)) == {"_host", "_port", "_channel", "_stub", "_cache"}
+    assert {k: type(v) for k, v in vars(stock).items()} == {
+        k: type(v) for k, v in vars(ours).items() if k in vars(stock)
+    }
+    read = set(re.findall(r"self\.(_[a-z]\w*)", inspect.getsource(proxy)))
+    assert read <= {"_host", "_port", "_channel", "_stub", "_cache", "_setup"}
+    stock.close()
+    ours.close()  # type: ignore[attr-defined]
+
+
+def test_fail_stale_trials_asks_a_heartbeat_storage_for_its_stale_trials() -> None:
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    assert BaseHeartbeat.__abstractmethods__ == {
+        "record_heartbeat",
+        "_get_stale_trial_ids",
+        "get_heartbeat_interval",
+        "get_heartbeat_stale_trial_callback",
+    }
+    source = inspect.getsource(optuna.storages.fail_stale_trials)
+    assert "isinstance(storage, BaseHeartbeat)" in source
+    assert "storage._get_stale_trial_ids(study._study_id)" in source
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_stale_trials_are_found_with_a_given_grace_period_as_the_rdb_storage_finds_them(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    from tuner.storage.optuna_internals import stale_trial_ids
+
+    read = set(re.findall(r"self\.(\w+)", inspect.getsource(RDB._get_stale_trial_ids)))
+    assert read == {"heartbeat_interval", "grace_period", "scoped_session"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        beating = RDB(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1, grace_period=1)
+    plain = open_storage(f"sqlite:///{tmp_path / 'h.db'}")  # opened without heartbeats
+    study = optuna.create_study(study_name="s", storage=beating)
+    ids = [study.ask()._trial_id for _ in range(2)]
+    beating.record_heartbeat(ids[0])
+    assert stale_trial_ids(plain, study._study_id, 1) == beating._get_stale_trial_ids(1) == []
+    time.sleep(2.2)  # SQLite's clock counts whole seconds
+    beating.record_heartbeat(ids[1])
+    assert stale_trial_ids(plain, study._study_id, 1) == beating._get_stale_trial_ids(1)
+    assert stale_trial_ids(plain, study._study_id, 1) == [ids[0]]
+    assert stale_trial_ids(plain, study._study_id, 60) == []
+
+
+def test_a_trial_template_that_carries_a_token_keeps_it(
+    tmp_path: Path, spies: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """The proxy's client gives the token itself, to look for it after a lost answer."""
+    storage = _reconnecting(tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    template = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={})
+    template.system_attrs = {CREATE_TOKEN: "client's"}
+    storage.create_new_trial(study._study_id, template)
+    assert study.trials[0].system_attrs[CREATE_TOKEN] == "client's"

@@ -47,7 +47,10 @@ def test_sqlite_storage_uses_wal_and_studies_open_in_stock_optuna(tmp_path: Path
     ("url", "message"),
     [
         ("nonsense", r"^the storage URL is not a SQLAlchemy URL \(it should look like"),
-        ("mongodb://host/db", r"unknown database 'mongodb' \(use sqlite or postgresql\)"),
+        (
+            "mongodb://host/db",
+            r"unknown database 'mongodb' \(use sqlite or postgresql, or grpc://",
+        ),
         ("sqlite:///{tmp}/no/such/folder/t.db", r"folder '.*/no/such/folder' does not exist"),
         ("sqlite://", r"an in-memory SQLite database cannot be shared by workers"),
     ],

@@ -29,7 +29,8 @@ def storage_option(f: Any) -> Any:
         envvar=ENV_VAR,
         show_envvar=True,
         metavar="URL",
-        help="Storage URL: any SQLAlchemy URL Optuna accepts. [default: sqlite:///tuner.db]",
+        help="Storage URL: any SQLAlchemy URL Optuna accepts, or grpc://HOST:PORT for a "
+        "`tuner storage-proxy`. [default: sqlite:///tuner.db]",
         callback=_remember_storage,
         expose_value=True,
     )(f)

@@ -1,11 +1,13 @@
 """The study storage: URLs and their passwords (`urls`), opening Optuna's RDB storage on one
 (`engine`) and closing it (`closing`), locks shared by every process (`locks`), riding out a
 lost connection (`reconnect`), database errors (`errors`), the retry of a failed trial
-(`retry`), and, fenced in one module, everything that leans on Optuna's internals
-(`optuna_internals`).
+(`retry`), the storage served over gRPC to many machines (`proxy_server`, `tuner
+storage-proxy`) and reached at `grpc://host:port` (`proxy_client`), and, fenced in one module,
+everything that leans on Optuna's internals (`optuna_internals`).
 
 The modules import one way: urls, errors → reconnect → optuna_internals → locks → retry →
-engine → closing. Everything other modules use is importable from `tuner.storage` itself.
+proxy_client → engine → closing, proxy_server. Everything other modules use is importable from
+`tuner.storage` itself, but `proxy_server`, which only `tuner storage-proxy` needs.
 
 Layer 3 of tuner. May import: tuner.errors, tuner.config, tuner.patches.
 """
@@ -32,6 +34,7 @@ from tuner.storage.optuna_internals import (
     study_storage,
     trial_id,
 )
+from tuner.storage.proxy_client import ProxyStorage
 from tuner.storage.reconnect import in_storage_call
 from tuner.storage.retry import (
     INTERRUPTED_RUNS,
@@ -42,9 +45,11 @@ from tuner.storage.retry import (
     retry_of,
 )
 from tuner.storage.urls import (
+    DEFAULT_PROXY_PORT,
     DEFAULT_URL,
     ENV_VAR,
     hide_password_in_logs,
+    is_grpc,
     mask,
     resolve_url,
     scrub,
@@ -52,6 +57,7 @@ from tuner.storage.urls import (
 
 __all__ = [
     "CREATE_TOKEN",
+    "DEFAULT_PROXY_PORT",
     "DEFAULT_URL",
     "ENV_VAR",
     "INIT_ATTEMPTS",
@@ -59,6 +65,7 @@ __all__ = [
     "LIBPQ_OPTIONS",
     "RETRY_OF",
     "SQLITE_BUSY_TIMEOUT_S",
+    "ProxyStorage",
     "ReconnectingStorage",
     "RetryOnce",
     "backend_of",
@@ -72,6 +79,7 @@ __all__ = [
     "locked",
     "hide_password_in_logs",
     "in_storage_call",
+    "is_grpc",
     "is_transient",
     "mask",
     "open_storage",

@@ -12,12 +12,13 @@ import optuna
 from tuner.config import WorkersConfig
 from tuner.storage.engine import open_storage
 from tuner.storage.optuna_internals import backend_of
+from tuner.storage.proxy_client import ProxyStorage
 
 
 @contextlib.contextmanager
 def opened(
     url: str, workers: WorkersConfig | None = None, *, must_exist: bool = False
-) -> Iterator[optuna.storages.RDBStorage]:
+) -> Iterator[optuna.storages.BaseStorage]:
     """`open_storage(url, workers, must_exist=must_exist)`, closed (`close`) on leaving."""
     storage = open_storage(url, workers, must_exist=must_exist)
     try:
@@ -33,3 +34,5 @@ def close(storage: optuna.storages.BaseStorage) -> None:
     if isinstance(backend, optuna.storages.RDBStorage):
         backend.remove_session()
         backend.engine.dispose()
+    elif isinstance(backend, ProxyStorage):
+        backend.close()  # its gRPC channel

@@ -13,6 +13,9 @@ read-only.
 
 A SQLite file that SQLite finds corrupt is refused in one line naming it, when it is opened
 (before anything is written to it) or, damaged later, on the read that finds it so.
+
+A `grpc://host:port` URL opens instead the storage a `tuner storage-proxy` serves
+(`tuner.storage.proxy_client`).
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from tuner.config import WorkersConfig
 from tuner.errors import StorageError
 from tuner.storage.errors import is_corrupt, lost_creation_race, reason
 from tuner.storage.optuna_internals import ReconnectingStorage, optuna_tables
+from tuner.storage.proxy_client import open_proxy
 from tuner.storage.retry import RetryOnce
-from tuner.storage.urls import mask, parse, scrub
+from tuner.storage.urls import is_grpc, mask, parse, scrub
 
 SQLITE_BUSY_TIMEOUT_S = 60
 INIT_ATTEMPTS = 6
@@ -64,15 +68,21 @@ def open_storage(
     workers: WorkersConfig | None = None,
     *,
     must_exist: bool = False,
-) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on `url`.
+    pool_size: int = 1,
+) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage on `url`, or the storage a `tuner storage-proxy` serves.
 
     Args:
-        url: Any SQLAlchemy URL Optuna accepts.
+        url: Any SQLAlchemy URL Optuna accepts, or `grpc://host:port`
+            (`tuner.storage.proxy_client`).
         workers: Heartbeat settings, for storages that workers run trials on.
         must_exist: For commands that only read (or delete): the storage must already hold
             Optuna's tables; nothing is created, migrated or written to open it.
+        pool_size: PostgreSQL connections kept open (one more when all are busy); the proxy,
+            which makes calls for many workers at once, keeps more.
     """
+    if is_grpc(url):
+        return open_proxy(url, workers)  # the proxy opened the database: nothing to check
     parsed = parse(url)
     if parsed.drivername == "postgresql":
         # The driver the `postgresql` extra installs, whichever SQLAlchemy 2 defaults to.
@@ -91,7 +101,7 @@ def open_storage(
         # A worker makes one call at a time and its heartbeat thread another: two connections
         # each, however many workers, checked before each use (an idle hour during a long
         # trial must not break the next write) and kept open through firewalls by keepalives.
-        engine_kwargs |= {"pool_size": 1, "max_overflow": 1, "pool_pre_ping": True}
+        engine_kwargs |= {"pool_size": pool_size, "max_overflow": 1, "pool_pre_ping": True}
         if parsed.get_driver_name() in ("psycopg2", "psycopg"):
             connect_args: dict[str, Any] = {
                 k: v for k, v in LIBPQ_OPTIONS.items() if k not in parsed.query

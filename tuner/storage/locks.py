@@ -8,7 +8,7 @@ import fcntl
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import optuna
 import sqlalchemy
@@ -16,6 +16,14 @@ import sqlalchemy
 from tuner.storage.optuna_internals import backend_of, journal_file, retrying
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class HoldsLocks(Protocol):
+    """A storage that holds tuner's locks itself: the gRPC proxy's client, whose process has
+    no database connection (`tuner.storage.proxy_client`)."""
+
+    def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]: ...
 
 
 def locked(storage: optuna.storages.BaseStorage, name: str, body: Callable[[], T]) -> T:
@@ -34,8 +42,14 @@ def locked(storage: optuna.storages.BaseStorage, name: str, body: Callable[[], T
 @contextlib.contextmanager
 def exclusive(storage: optuna.storages.BaseStorage, name: str) -> Iterator[None]:
     """Hold the lock called `name` for every process that uses this storage: a file lock beside
-    a SQLite (or journal) file, a transaction-level advisory lock on PostgreSQL."""
+    a SQLite (or journal) file, a transaction-level advisory lock on PostgreSQL, a lease from
+    the proxy through `tuner storage-proxy`. Use it through `locked`, which makes the block
+    again should the lock go with the connection."""
     backend = backend_of(storage)
+    if isinstance(backend, HoldsLocks):
+        with backend.exclusive(name):
+            yield
+        return
     engine = getattr(backend, "engine", None)
     if engine is not None and engine.url.get_backend_name() == "postgresql":
         # Held by a transaction of its own: released when it ends, or the connection drops.

@@ -1,7 +1,9 @@
 """Everything that leans on Optuna's internals, fenced here and nowhere else: the overrides of
 `RDBStorage`'s private methods, the private attributes read to unwrap a storage, a study's own
-storage and a trial's id, the live `optuna.Trial` made for a claimed trial, and the system
-attribute Optuna's retry callback writes.
+storage and a trial's id, the live `optuna.Trial` made for a claimed trial, the system
+attribute Optuna's retry callback writes, and the pieces of Optuna's gRPC proxy that
+`tuner storage-proxy` builds on: its server's service, its client's channel, and the stale-trial
+query run with a grace period of the client's (`tuner.storage.proxy_client` says why).
 
 `tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
 `pyproject.toml` pins Optuna to the minor series they were written for (5.0).
@@ -32,6 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
@@ -94,11 +97,12 @@ def optuna_tables() -> set[str]:
 
 
 def retrying(storage: optuna.storages.BaseStorage, call: Callable[[], T]) -> T:
-    """`call()`, made again while `storage`'s database is unreachable, if `storage` (or the
-    storage under Optuna's caching wrapper) is a `ReconnectingStorage`."""
-    backend = backend_of(storage)
-    if isinstance(backend, ReconnectingStorage):
-        return backend.reconnect(call)
+    """`call()`, made again while `storage`'s database (or proxy) is unreachable, if `storage`
+    (or the storage under Optuna's caching wrapper) makes calls again: a `ReconnectingStorage`,
+    or a `tuner.storage.proxy_client.ProxyStorage`."""
+    reconnect = getattr(backend_of(storage), "reconnect", None)
+    if isinstance(reconnect, Reconnect):
+        return reconnect(call)
     return call()
 
 
@@ -124,7 +128,9 @@ class ReconnectingStorage(_RDB):
         if template_trial is None:  # `Study.ask`, which tuner does not use: nothing to find
             return self._retry(lambda: _RDB._create_new_trial(self, study_id))
         template = copy.deepcopy(template_trial)
-        token = uuid.uuid4().hex
+        # A trial created through the proxy carries its client's token already: the client
+        # looks for it after a call whose answer was lost (`tuner.storage.proxy_client`).
+        token = template.system_attrs.get(CREATE_TOKEN) or uuid.uuid4().hex
         template.system_attrs = {**template.system_attrs, CREATE_TOKEN: token}
         try:
             # Optuna makes its own attempts too (for deadlocks); each lands in
@@ -211,3 +217,92 @@ def _retried(name: str) -> Callable[..., Any]:
 
 for _name in SAME_TWICE:
     setattr(ReconnectingStorage, _name, _retried(_name))
+
+
+# --- Optuna's gRPC storage proxy -----------------------------------------------------------------
+
+# The client's channel: after the proxy restarts, it tries to connect again within 2 s rather
+# than gRPC's default backoff of up to 2 minutes; and while a call is in flight it pings the
+# proxy, so that a call to a proxy whose host vanished fails (and is made again) rather than
+# hanging for ever. Replies of any size, as Optuna's own channel.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+# The server: one proxy a port (gRPC binds with SO_REUSEPORT otherwise, and a second proxy on
+# the same port would take half the calls), and the client's pings allowed.
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+]
+
+
+def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
+    """A `grpc.Server` (not yet bound or started) serving `storage` through Optuna's proxy
+    service, as `optuna.storages.run_grpc_proxy_server` makes one, with `SERVER_OPTIONS`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
+    servicer = OptunaStorageProxyService(storage)
+    api_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    return server
+
+
+def stale_trial_ids(
+    storage: optuna.storages.BaseStorage, study_id: int, grace_period: float
+) -> list[int]:
+    """The ids of the study's running trials whose last heartbeat is older than
+    `grace_period` seconds, by the database's clock, as `RDBStorage` finds them for
+    `fail_stale_trials`, whatever heartbeat settings `storage` was opened with (the proxy
+    serves studies with settings of their own)."""
+    rdb = backend_of(storage)
+    if not isinstance(rdb, _RDB):
+        raise TypeError(f"heartbeats need an RDB storage, not {type(rdb).__name__}")
+    # Optuna's query reads only these three attributes of the storage.
+    settings = _HeartbeatSettings(rdb.scoped_session, grace_period)
+    return retrying(rdb, lambda: list(_RDB._get_stale_trial_ids(settings, study_id)))  # type: ignore[arg-type]
+
+
+class _HeartbeatSettings:
+    def __init__(self, scoped_session: Any, grace_period: float) -> None:
+        self.scoped_session = scoped_session
+        self.heartbeat_interval = 1  # read only when grace_period is None
+        self.grace_period = grace_period
+
+
+class ProxyClient(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
+    """Optuna's `GrpcStorageProxy` on a channel made with `CHANNEL_OPTIONS`, declaring
+    heartbeats (`BaseHeartbeat`), so that Optuna's `fail_stale_trials` asks it for stale
+    trials. `tuner.storage.proxy_client.ProxyStorage` implements them."""
+
+    def _setup(self) -> None:
+        import grpc
+        from optuna.storages._grpc.auto_generated import api_pb2_grpc
+        from optuna.storages._grpc.client import GrpcClientCache
+
+        self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", CHANNEL_OPTIONS)
+        self._stub = api_pb2_grpc.StorageServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._cache = GrpcClientCache(self._stub)
+
+    @property
+    def channel(self) -> Any:
+        """The `grpc.Channel` to the proxy, for tuner's own service beside Optuna's."""
+        return self._channel
+
+    @property
+    def address(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.stale_trial_ids(study_id)
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        raise NotImplementedError

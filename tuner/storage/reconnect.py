@@ -37,10 +37,17 @@ _JITTER = random.Random(os.urandom(16))
 
 class Reconnect:
     """Makes calls again while the database is unreachable, for up to `timeout` seconds, then
-    raises `StorageError`."""
+    raises `StorageError`; `transient` tells an error worth another attempt (the database's
+    by default; a gRPC proxy's for `tuner.storage.proxy_client`)."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        transient: Callable[[BaseException], bool] = is_transient,
+    ) -> None:
         self.timeout = timeout
+        self.transient = transient
         self._outage = _Outage(url, timeout)
         self._making = threading.local()
 
@@ -65,7 +72,7 @@ class Reconnect:
             try:
                 result = call() if deadline is None or again is None else again()
             except Exception as e:
-                if not is_transient(e):
+                if not self.transient(e):
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + self.timeout

@@ -1,9 +1,14 @@
-"""Storage URLs: choosing one, and hiding its password in everything printed or logged."""
+"""Storage URLs: choosing one, and hiding its password in everything printed or logged.
+
+A storage URL is a SQLAlchemy URL (`sqlite:///tuner.db`, `postgresql://user@host/db`), or
+`grpc://host:port`: a `tuner storage-proxy` serving one (`tuner.storage.proxy_server`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 
@@ -11,6 +16,8 @@ from tuner.errors import StorageError
 
 DEFAULT_URL = "sqlite:///tuner.db"
 ENV_VAR = "TUNER_STORAGE"
+GRPC_SCHEME = "grpc://"
+DEFAULT_PROXY_PORT = 13000  # Optuna's default for its gRPC proxy
 
 
 def resolve_url(url: str | None) -> str:
@@ -50,9 +57,38 @@ def parse(url: str) -> URL:
     except Exception:
         raise StorageError(
             f"storage URL {mask(url)}: unknown database {parsed.drivername!r} "
-            "(use sqlite or postgresql)"
+            "(use sqlite or postgresql, or grpc:// for a tuner storage-proxy)"
         ) from None
     return parsed
+
+
+def is_grpc(url: str) -> bool:
+    """Whether `url` names a gRPC storage proxy rather than a database."""
+    return url.strip().lower().startswith(GRPC_SCHEME)
+
+
+def parse_grpc(url: str) -> tuple[str, int]:
+    """The host and port of a `grpc://host:port` URL (port 13000 if left out); else one line
+    saying what is wrong."""
+    form = "it should look like grpc://host:13000"
+    try:
+        split = urlsplit(url.strip())
+        port = split.port
+    except ValueError:
+        raise StorageError(
+            f"storage URL {mask(url)}: the port is not a number 0-65535 ({form})"
+        ) from None
+    if not split.hostname:
+        raise StorageError(f"storage URL {mask(url)}: no host ({form})")
+    extra = split.username or split.password or split.path.strip("/") or split.query
+    if extra or split.fragment:
+        raise StorageError(
+            f"storage URL {mask(url)}: a gRPC proxy URL holds a host and a port, nothing more "
+            f"(no user, password, database or options: the proxy has them); {form}"
+        )
+    if port == 0:
+        raise StorageError(f"storage URL {mask(url)}: port 0 is no port to reach ({form})")
+    return split.hostname, DEFAULT_PROXY_PORT if port is None else port
 
 
 class _HidePassword(logging.Filter):

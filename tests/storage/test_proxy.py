@@ -1,0 +1,416 @@
+"""The storage through `tuner storage-proxy` (grpc://host:port): its URLs, its leases, locks and
+heartbeats through a real gRPC server, and real workers through a real proxy process, restarted
+under them."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from conftest import FAST_SPACE
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from tuner.cli import cli
+from tuner.config import WorkersConfig
+from tuner.errors import StorageError
+from tuner.storage import CREATE_TOKEN, locked, open_storage, study_storage, trial_id
+from tuner.storage.optuna_internals import proxy_server
+from tuner.storage.proxy_client import LEASE_S, RENEW_S, ProxyStorage, ProxyUnavailable
+from tuner.storage.proxy_server import Leases, tuner_service
+from tuner.storage.urls import parse_grpc
+
+# --- URLs --------------------------------------------------------------------------------------
+
+
+def test_a_grpc_url_names_a_host_and_a_port() -> None:
+    assert parse_grpc("grpc://proxy-host:14000") == ("proxy-host", 14000)
+    assert parse_grpc("grpc://10.0.0.5") == ("10.0.0.5", 13000)  # Optuna's default port
+    assert parse_grpc("grpc://[::1]:14000") == ("::1", 14000)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("grpc://:14000", r"storage URL grpc://:14000: no host \(it should look like grpc://"),
+        ("grpc://host:port", r": the port is not a number 0-65535 \(it should look like"),
+        ("grpc://host:70000", r": the port is not a number 0-65535"),
+        ("grpc://host:0", r"grpc://host:0: port 0 is no port to reach"),
+        ("grpc://host:14000/tuner", r"a gRPC proxy URL holds a host and a port, nothing more"),
+        ("grpc://tuner:secret@host:14000", r"grpc://tuner:\*\*\*@host:14000: a gRPC proxy URL"),
+    ],
+)
+def test_a_bad_grpc_url_gets_one_line_and_exit_2(url: str, message: str) -> None:
+    result = CliRunner().invoke(cli, ["studies", "--storage", url])
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: storage URL ")
+    assert "secret" not in line
+    with pytest.raises(StorageError, match=message):
+        open_storage(url)
+
+
+def test_the_proxy_serves_a_database_not_another_proxy() -> None:
+    result = CliRunner().invoke(cli, ["storage-proxy", "--storage", "grpc://host:14000"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "Error: storage grpc://host:14000: a proxy serves a database (sqlite:// or "
+        "postgresql://), not another proxy"
+    ]
+
+
+def test_a_taken_port_gets_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli,
+            ["storage-proxy", "--storage", f"sqlite:///{tmp_path / 't.db'}"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+        )
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: the port is taken (another proxy?) or the "
+        "host is not an address of this machine"
+    ]
+
+
+# --- leases ------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_lease_is_held_by_one_token_until_released_or_expired() -> None:
+    clock = Clock()
+    leases = Leases(6, clock)
+    assert not leases.acquire("q", "a")  # a proxy just started grants none yet
+    clock.now += 6
+    assert leases.acquire("q", "a") and leases.acquire("q", "a")  # asking twice is harmless
+    assert not leases.acquire("q", "b") and leases.acquire("other", "b")
+    clock.now += 5
+    assert leases.renew("q", "a") and not leases.renew("q", "b")
+    clock.now += 5
+    assert not leases.acquire("q", "b")  # renewed 5 s ago: still a's
+    leases.release("q", "b")  # not b's to release
+    assert not leases.acquire("q", "b")
+    leases.release("q", "a")
+    assert leases.acquire("q", "b")
+    clock.now += 6.1  # b died: its lease expires, and b cannot renew it any more
+    assert not leases.renew("q", "b") and leases.acquire("q", "c")
+
+
+# --- a real gRPC server in this process --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def served(tmp_path: Path, tuners: bool = True) -> Iterator[str]:
+    """The grpc:// URL of a server in this process, on a SQLite storage: Optuna's proxy service
+    and (`tuners`) tuner's, which grants leases at once (no restart to wait for)."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'served.db'}")
+    server = proxy_server(optuna.storages.get_storage(storage), 4)
+    if tuners:
+        leases = Leases(LEASE_S, opens_after=0)
+        server.add_generic_rpc_handlers((tuner_service(storage, leases),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None).wait()
+
+
+def _client(url: str, **workers: int) -> ProxyStorage:
+    storage = open_storage(url, WorkersConfig(**workers) if workers else None)
+    assert isinstance(storage, ProxyStorage)
+    return storage
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_locks_through_the_proxy_exclude_other_clients(tmp_path: Path) -> None:
+    with served(tmp_path) as url:
+        a, b = _client(url), _client(url)
+        study = optuna.create_study(storage=a, study_name="s")
+        inside: list[str] = []
+
+        def hold(storage: ProxyStorage, who: str) -> None:
+            def body() -> None:
+                inside.append(f"{who} in")
+                study.set_user_attr(who, 1)  # a storage call under the lock
+                time.sleep(0.5)
+                inside.append(f"{who} out")
+
+            locked(storage, "queue:s", body)
+
+        threads = [threading.Thread(target=hold, args=(s, w)) for s, w in ((a, "a"), (b, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert inside in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_heartbeats_through_the_proxy_fail_a_stale_trial_and_queue_its_retry(
+    tmp_path: Path,
+) -> None:
+    with served(tmp_path) as url:
+        storage = _client(url, heartbeat_interval=1, grace_period=2)
+        study = optuna.create_study(storage=storage, study_name="s")
+        study.enqueue_trial({"x": 1})
+        [waiting] = study.get_trials()
+        view = study_storage(study)
+        view.record_heartbeat(trial_id(waiting))
+        assert view.set_trial_state_values(trial_id(waiting), TrialState.RUNNING)
+        assert optuna.storages.fail_stale_trials(study) is None and [
+            t.state for t in study.get_trials()
+        ] == [TrialState.RUNNING]
+        time.sleep(3)  # past the grace period, by the database's clock
+        optuna.storages.fail_stale_trials(study)
+        failed, retry = study.get_trials()
+    assert failed.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.user_attrs == {"retry_of": 0}
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_proxy_without_tuners_service_is_refused_in_one_line(tmp_path: Path) -> None:
+    with served(tmp_path, tuners=False) as url:
+        storage = _client(url, heartbeat_interval=1, grace_period=2)
+        study = optuna.create_study(storage=storage, study_name="s")  # Optuna's calls work
+        with pytest.raises(StorageError, match=r"serves no locks or heartbeats: start it with"):
+            locked(storage, "queue:s", lambda: None)
+        with pytest.raises(StorageError, match=r"serves no locks or heartbeats"):
+            optuna.storages.fail_stale_trials(study)
+
+
+@pytest.mark.slow  # waits out a lease period
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_lock_lost_with_a_restarted_proxy_makes_the_block_again_under_a_fresh_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'served.db'}")
+
+    def start(port: int, leases: Leases) -> Any:
+        server = proxy_server(optuna.storages.get_storage(storage), 4)
+        server.add_generic_rpc_handlers((tuner_service(storage, leases),))
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        return server, bound
+
+    server, port = start(0, Leases(LEASE_S, opens_after=0))
+    client = _client(f"grpc://127.0.0.1:{port}")
+    study = optuna.create_study(storage=client, study_name="s")
+    runs: list[str] = []
+    restarted: list[float] = []
+
+    def body() -> None:
+        runs.append("started")
+        if len(runs) == 1:  # the proxy restarts under the lock: it knows no leases
+            nonlocal server
+            server.stop(grace=None).wait()
+            server, _ = start(port, Leases(LEASE_S))
+            restarted.append(time.monotonic())
+            time.sleep(2 * RENEW_S)  # the lease's renewal is refused meanwhile
+        study.set_user_attr("written", len(runs))
+        runs.append("wrote")
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="tuner.storage"):
+            locked(client, "queue:s", body)
+    finally:
+        server.stop(grace=None).wait()
+    # Made again from its start, under a lock the new proxy granted once its first lease
+    # period was over: never carried on unlocked.
+    assert runs == ["started", "started", "wrote"]
+    assert time.monotonic() - restarted[0] >= LEASE_S
+    assert "the lock 'queue:s' was lost" in caplog.text
+
+
+def _answer_lost_once(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The next call of Optuna's client method `name` lands, and its answer is lost."""
+    real = getattr(optuna.storages.GrpcStorageProxy, name)
+    lost = []
+
+    def landed_but_lost(self: ProxyStorage, *args: Any, **kwargs: Any) -> Any:
+        result = real(self, *args, **kwargs)
+        if not lost:
+            lost.append(name)
+            raise ProxyUnavailable("the answer was lost")
+        return result
+
+    monkeypatch.setattr(optuna.storages.GrpcStorageProxy, name, landed_but_lost)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_calls_whose_answer_was_lost_are_found_not_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with served(tmp_path) as url:
+        study = optuna.create_study(storage=_client(url), study_name="s")
+        _answer_lost_once(monkeypatch, "create_new_trial")
+        study.enqueue_trial({"x": 1})
+        [trial] = study.get_trials()  # one trial, not two
+        assert trial.system_attrs[CREATE_TOKEN]
+        view = study_storage(study)
+        assert view.set_trial_state_values(trial_id(trial), TrialState.RUNNING)
+        _answer_lost_once(monkeypatch, "set_trial_state_values")
+        assert view.set_trial_state_values(trial_id(trial), TrialState.COMPLETE, [0.5])
+        [told] = study.get_trials()
+    assert (told.state, told.values) == (TrialState.COMPLETE, [0.5])
+
+
+# --- real workers through a real proxy process -------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_proxy(storage_url: str, port: int, cwd: Path) -> subprocess.Popen[str]:
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "storage-proxy", "--storage", storage_url]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proxy.stdout is not None
+    line = proxy.stdout.readline()  # the line at start, once it listens
+    assert line.startswith("serving storage "), line + proxy.stderr.read()  # type: ignore[union-attr]
+    shown = make_url(storage_url).render_as_string(hide_password=True)
+    address = f"grpc://127.0.0.1:{port}"
+    assert line == f"serving storage {shown} at {address} (workers: --storage {address})\n"
+    return proxy
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def _assert_budget_spent_exactly(storage_url: str, name: str, budget: int) -> None:
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    trials = study.trials
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials)))  # every trial number once
+    states = collections.Counter(t.state for t in trials)
+    # Nothing lost, nothing made twice: the budget is exactly the finished trials (a trial
+    # failed on its way is repeated by a retry, which counts instead of it).
+    finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
+    assert finished == budget, states
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0, states
+
+
+def _study(write_study, name: str, budget: int) -> Path:  # type: ignore[no-untyped-def]
+    return write_study(  # type: ignore[no-any-return]
+        name,
+        study=f'name = "{name}"\nmetric = "val_mae"\nn_trials = {budget}\nseed_configs = false',
+        pruner='name = "none"',
+        # Epochs enough that a trial is part-way through them for seconds, not a blink.
+        training="epochs = 40\nbatch_size = 16\nsteps_per_epoch = 10\npatience = 40",
+        # A long grace period: no trial goes stale while the proxy is away.
+        workers="heartbeat_interval = 1\ngrace_period = 60\nreconnect_timeout = 120",
+        space=FAST_SPACE,
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_through_the_proxy_spend_the_budget_exactly(
+    write_study, study_dir: Path, postgres_url: str
+) -> None:
+    path = _study(write_study, "proxied", 6)
+    port = _free_port()
+    # The server trusts local connections: any password reaches it, to be hidden.
+    with_password = make_url(postgres_url).set(password="secret-pw")
+    proxy = _start_proxy(with_password.render_as_string(hide_password=False), port, study_dir)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "tuner", "run", str(path), "--workers", "2"]
+            + ["--storage", f"grpc://127.0.0.1:{port}"],
+            cwd=study_dir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr
+        proxy.send_signal(signal.SIGTERM)
+        out, err = proxy.communicate(timeout=30)
+    finally:
+        _stop(proxy)
+    assert proxy.returncode == 0, err
+    assert out.splitlines()[-1] == "stopped (SIGTERM)"
+    assert "secret-pw" not in out + err + run.stdout + run.stderr
+    _assert_budget_spent_exactly(postgres_url, "proxied", 6)
+
+
+@pytest.mark.slow
+def test_workers_ride_out_a_proxy_restart(write_study, study_dir: Path) -> None:
+    path = _study(write_study, "restart", 6)
+    storage_url = f"sqlite:///{study_dir / 'tuner.db'}"
+    port = _free_port()
+    proxy = _start_proxy(storage_url, port, study_dir)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", str(path), "--workers", "2"]
+        + ["--storage", f"grpc://127.0.0.1:{port}"],
+        cwd=study_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    observer = optuna.storages.RDBStorage(storage_url)  # the database, not through the proxy
+
+    def training() -> bool:
+        """A trial has finished, and another is part-way through its epochs."""
+        studies = observer.get_all_studies()
+        if not studies:
+            return False
+        trials = observer.get_all_trials(studies[0]._study_id)
+        return any(t.state == TrialState.COMPLETE for t in trials) and any(
+            t.state == TrialState.RUNNING and t.intermediate_values for t in trials
+        )
+
+    try:
+        deadline = time.monotonic() + 300
+        while run.poll() is None and not training():
+            assert time.monotonic() < deadline, "no trial got part-way"
+            time.sleep(0.3)
+        assert run.poll() is None, "the study finished before the proxy was killed"
+        proxy.kill()  # no goodbye: calls in flight are cut off
+        proxy.communicate()
+        time.sleep(3)  # heartbeats, epoch reports and claims fail meanwhile
+        proxy = _start_proxy(storage_url, port, study_dir)
+        out, err = run.communicate(timeout=600)
+    finally:
+        _stop(run)
+        _stop(proxy)
+    assert run.returncode == 0, err
+    # Each process (the launcher and both workers) says once that the proxy went, and once
+    # that it came back.
+    went = [line for line in err.splitlines() if " unreachable (" in line]
+    back = [line for line in err.splitlines() if " reachable again after " in line]
+    assert 1 <= len(went) == len(back) <= 3, err
+    assert all(f"storage grpc://127.0.0.1:{port} " in line for line in went + back), err
+    _assert_budget_spent_exactly(storage_url, "restart", 6)

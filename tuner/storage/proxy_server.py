@@ -1,0 +1,164 @@
+"""`tuner storage-proxy`: a storage served to workers over gRPC, so that hundreds of them share
+the database connections of one process (`THREADS`) rather than holding two each.
+
+It serves Optuna's proxy service (what `optuna.storages.GrpcStorageProxy` calls, so stock
+Optuna reaches the study through it too) and, on the same server, tuner's own small service
+(`tuner.storage.proxy_client.SERVICE`): the leases that stand for locks, and heartbeats. The
+protocol and its reasons are in `tuner.storage.proxy_client`'s docstring.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import optuna
+
+from tuner.errors import StorageError
+from tuner.storage.engine import open_storage
+from tuner.storage.optuna_internals import proxy_server, stale_trial_ids
+from tuner.storage.proxy_client import LEASE_S, SERVICE, decode, encode
+from tuner.storage.urls import DEFAULT_PROXY_PORT, is_grpc, mask
+
+# Calls served at once, and the database connections they share.
+THREADS = 16
+DEFAULT_HOST = "localhost"
+
+
+class Leases:
+    """Locks by name, each held by one token until released or `lease_s` after its last
+    renewal. None is granted for `lease_s` after the proxy starts: a client that held one from a
+    proxy that was restarted finds out first (`tuner.storage.proxy_client`)."""
+
+    def __init__(
+        self,
+        lease_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        opens_after: float | None = None,
+    ) -> None:
+        """`opens_after`: seconds before the first lease is granted (`lease_s` unless given)."""
+        self.lease_s, self.clock = lease_s, clock
+        self._opens = clock() + (lease_s if opens_after is None else opens_after)
+        self._held: dict[str, tuple[str, float]] = {}  # name -> (token, expires)
+        self._lock = threading.Lock()
+
+    def acquire(self, name: str, token: str) -> bool:
+        with self._lock:
+            now = self.clock()
+            if now < self._opens:
+                return False
+            holder = self._held.get(name)
+            if holder is not None and holder[0] != token and holder[1] > now:
+                return False
+            self._held[name] = (token, now + self.lease_s)
+            return True
+
+    def renew(self, name: str, token: str) -> bool:
+        with self._lock:
+            now = self.clock()
+            holder = self._held.get(name)
+            if holder is None or holder[0] != token or holder[1] <= now:
+                return False
+            self._held[name] = (token, now + self.lease_s)
+            return True
+
+    def release(self, name: str, token: str) -> None:
+        with self._lock:
+            if self._held.get(name, ("",))[0] == token:
+                del self._held[name]
+
+
+def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
+    """tuner's service, as a `grpc.GenericRpcHandler` to add to the proxy's server."""
+    import grpc
+
+    def acquire(request: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"held": leases.acquire(request["name"], request["token"])}
+
+    def renew(request: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"held": leases.renew(request["name"], request["token"])}
+
+    def release(request: dict[str, Any], context: Any) -> dict[str, Any]:
+        leases.release(request["name"], request["token"])
+        return {}
+
+    def record_heartbeat(request: dict[str, Any], context: Any) -> dict[str, Any]:
+        storage.record_heartbeat(int(request["trial_id"]))  # type: ignore[attr-defined]
+        return {}
+
+    def stale_trials(request: dict[str, Any], context: Any) -> dict[str, Any]:
+        study_id, grace = int(request["study_id"]), float(request["grace_period"])
+        return {"trial_ids": stale_trial_ids(storage, study_id, grace)}
+
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            handler, request_deserializer=decode, response_serializer=encode
+        )
+        for name, handler in [
+            ("Acquire", acquire),
+            ("Renew", renew),
+            ("Release", release),
+            ("RecordHeartbeat", record_heartbeat),
+            ("StaleTrials", stale_trials),
+        ]
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def serve(
+    url: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PROXY_PORT,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Serve the storage at `url` on `host:port` until SIGINT or SIGTERM."""
+    if is_grpc(url):
+        raise StorageError(
+            f"storage {mask(url)}: a proxy serves a database (sqlite:// or postgresql://), "
+            "not another proxy"
+        )
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise StorageError(
+            "tuner storage-proxy needs grpcio and protobuf (pip install 'tuner[grpc]')"
+        ) from None
+    storage = open_storage(url, pool_size=THREADS)
+    # Optuna's caching view, as `run_grpc_proxy_server` asks: finished trials read once.
+    cached = optuna.storages.get_storage(storage)
+    server = proxy_server(cached, THREADS)
+    server.add_generic_rpc_handlers((tuner_service(storage, Leases(LEASE_S)),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise StorageError(
+            f"cannot listen on {address}: the port is taken (another proxy?) or the host is "
+            "not an address of this machine"
+        )
+    stop = threading.Event()
+    signalled: list[str] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        signalled.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    server.start()
+    try:
+        shown = f"grpc://{host if ':' not in host else f'[{host}]'}:{bound}"
+        say(f"serving storage {mask(url)} at {shown} (workers: --storage {shown})")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop(grace=2).wait()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    say(f"stopped ({signalled[0]})")
