@@ -84,7 +84,7 @@ def test_workers_run_the_image_entry_point_tuner_worker_on_a_mounted_study(
     dockerfile = (ROOT / "Dockerfile").read_text()
     [entrypoint] = re.findall(r"^ENTRYPOINT (.*)$", dockerfile, re.MULTILINE)
     assert json.loads(entrypoint) == ["tuner", "worker"]
-    assert re.search(r"pip install -c constraints\.txt '\.\[cpu,postgresql,s3\]'", dockerfile)
+    assert re.search(r"pip install -c constraints\.txt '\.\[cpu,postgresql,s3,grpc\]'", dockerfile)
     # The command completes a valid `tuner worker` invocation...
     context = cli.commands["worker"].make_context("worker", list(worker["command"]))
     study = context.params["study_file"]
