@@ -182,6 +182,18 @@ def _epoch(t: FrozenTrial) -> int:
     return int(t.user_attrs[CHECKPOINT]["epoch"])
 
 
+def work_left(study: optuna.Study, config: StudyConfig) -> int:
+    """How much work the study has left: epochs of its epoch budget, else models of its trial
+    budget plus one if a paused trial is promotable now."""
+    trials = study.get_trials(deepcopy=False)
+    limit = epoch_budget(study)
+    if limit is not None:
+        return max(0, limit - epochs_used(trials, config))
+    models = sum(1 for t in trials if CONTINUES not in t.user_attrs and not is_retry(t))
+    promote = config.pruner.name == "pause" and promotable(study, trials, config) is not None
+    return max(0, budget(study) - models) + promote
+
+
 class Scheduler:
     """Hands out a study's work under its queue lock: queued trials first (seed configurations,
     retries), then the promotion of a paused trial, then a new trial while the budget lasts.
