@@ -21,6 +21,9 @@ METRICS = {
 CELLS = ("gru", "lstm")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "gelu", "selu", "linear")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+# `pause`: a trial reaching a rung is paused with a checkpoint and resumed when promoted
+# (tuner.search.schedule); the others are Optuna's pruners, which stop a trial for good.
+PRUNERS = ("hyperband", "successive-halving", "median", "pause", "none")
 BACKENDS = ("jax", "tensorflow")  # as `tuner.training.backend.BACKENDS`
 TASKS = ("forecast", "sequence-classification", "text-classification")
 # The loss `crossentropy` is binary or sparse categorical, as the number of classes requires.
@@ -204,6 +207,8 @@ class StudyConfig:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     cost_objective: str | None = None
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    # [budget] epochs: the training epochs of all trials together, instead of `n_trials`.
+    budget_epochs: int | None = None
 
     @property
     def directions(self) -> list[str]:

@@ -22,6 +22,7 @@ from tuner.config.schema import (
     LOSSES,
     METRICS,
     OPTIMIZERS,
+    PRUNERS,
     TASK_METRICS,
     TASKS,
     AblationConfig,
@@ -127,6 +128,13 @@ def load_study_config(path: str | Path) -> StudyConfig:
     if direction != METRICS[metric]:
         raise study.fail("direction", f"{metric} must be {METRICS[metric]}d", direction)
     n_trials = study.get("n_trials", int, 20, _positive, "must be > 0")
+    budget_epochs = tables["budget"].get("epochs", int, None, _positive, "must be > 0")
+    if budget_epochs is not None and "n_trials" in study.raw:
+        raise tables["budget"].fail(
+            "epochs",
+            "give one budget: [study] n_trials or [budget] epochs, not both",
+            budget_epochs,
+        )
     seed_configs = study.get("seed_configs", bool, True)
     cost_objective = study.choice("cost_objective", COST_OBJECTIVES, None)
     pruner = _pruner(tables["pruner"], multi_objective=cost_objective is not None)
@@ -162,13 +170,24 @@ def load_study_config(path: str | Path) -> StudyConfig:
         workers=_workers(tables["workers"]),
         ablation=_ablation(tables["ablation"]),
         cost_objective=cost_objective,
+        budget_epochs=budget_epochs,
     )
     for table in tables.values():
         table.done()
     return config
 
 
-_SECTIONS = ("study", "sampler", "pruner", "data", "space", "training", "workers", "ablation")
+_SECTIONS = (
+    "study",
+    "budget",
+    "sampler",
+    "pruner",
+    "data",
+    "space",
+    "training",
+    "workers",
+    "ablation",
+)
 
 
 def _sampler(t: _Table) -> SamplerConfig:
@@ -182,11 +201,7 @@ def _sampler(t: _Table) -> SamplerConfig:
 
 def _pruner(t: _Table, multi_objective: bool) -> PrunerConfig:
     # Optuna prunes single-objective studies only: a cost objective makes two.
-    name = t.choice(
-        "name",
-        ("hyperband", "successive-halving", "median", "none"),
-        "none" if multi_objective else "hyperband",
-    )
+    name = t.choice("name", PRUNERS, "none" if multi_objective else "hyperband")
     if multi_objective and name != "none":
         raise t.fail(
             "name",
@@ -465,6 +480,7 @@ _BIG = 10**9
 
 _BOUNDS: Mapping[tuple[str, str], tuple[int, int]] = {
     ("study", "n_trials"): (1, 1_000_000),
+    ("budget", "epochs"): (1, 100_000_000),
     ("sampler", "seed"): (0, MAX_SEED),
     ("sampler", "n_startup_trials"): (0, 1_000_000),
     ("pruner", "min_resource"): (1, 1_000_000),

@@ -6,9 +6,14 @@ stored on the study as the user attribute `definition`. A study file that differ
 refused (`tuner run`, `tuner worker`, `tuner retrain`), naming the field, the stored value and the
 new one: trials of different data, metrics or spaces would be compared as if alike.
 
-How a study is run may change between runs and is not part of it: the budget (`n_trials`),
-[workers], [sampler], [pruner], [ablation], and the execution details of [training] listed in
-`EXECUTION_DETAILS`.
+How a study is run may change between runs and is not part of it: the budget (`n_trials`, or
+`[budget] epochs`), [workers], [sampler], [pruner], [ablation], and the execution details of
+[training] listed in `EXECUTION_DETAILS`.
+
+One change of the definition is allowed, with the pruner `pause` only: raising `[training]
+epochs` (`GROWABLE`). The study goes on: its best trials resume from the checkpoints they saved
+at their last epoch (tuner.search.schedule), and the definition stores the new, larger count.
+With another pruner, trials trained to different lengths would be compared as if alike.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from tuner.errors import TunerError
 DEFINITION_ATTR = "definition"
 # Fields of [training] that say how trials run, not what they are: they may change between runs.
 EXECUTION_DETAILS = frozenset({"jit_compile", "backend"})
+# Fields that a study file may raise (never lower) with the pruner `pause`: its trials resume.
+GROWABLE = frozenset({"training.epochs"})
 
 
 class DefinitionError(TunerError):
@@ -64,12 +71,19 @@ def check(
     for field, value in _flat(stored).items():
         if field.startswith("training.") and field.split(".")[-1] in EXECUTION_DETAILS:
             continue
+        if field in GROWABLE and config.pruner.name == "pause" and new.get(field, 0) >= value:
+            continue
         if value != new.get(field, _MISSING):
+            grows = (
+                " (but for [training] epochs, which may grow with the pruner `pause`)"
+                if field in GROWABLE and new.get(field, 0) > value
+                else ""
+            )
             raise DefinitionError(
                 f"{config.path}: study {config.name!r} was created with {field} = "
                 f"{_show(value)}, but the file now gives {_show(new.get(field, _MISSING))}; a "
-                "study's definition is fixed when it is created: to run the changed file, give "
-                "it a new [study] name"
+                f"study's definition is fixed when it is created{grows}: to run the changed "
+                "file, give it a new [study] name"
             )
 
 
@@ -85,6 +99,7 @@ def study_config(stored: dict[str, Any] | None, config: StudyConfig) -> StudyCon
         for name, p in _known(SearchSpace, stored["space"]).items()
     }
     training = {k: v for k, v in stored["training"].items() if k not in EXECUTION_DETAILS}
+    training["epochs"] = max(int(training.get("epochs", 0)), config.training.epochs)
     return dataclasses.replace(
         config,
         metric=stored["metric"],
@@ -94,6 +109,23 @@ def study_config(stored: dict[str, Any] | None, config: StudyConfig) -> StudyCon
         space=dataclasses.replace(config.space, **space),
         training=dataclasses.replace(config.training, **_known(TrainingConfig, training)),
     )
+
+
+def grown(stored: dict[str, Any], defined: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored definition with the fields `defined` (a study file's, already `check`ed)
+    raised, if it raises any; else None."""
+    old, new = _flat(stored), _flat(defined)
+    raised = {f for f in GROWABLE if f in old and new.get(f, 0) > old[f]}
+    if not raised:
+        return None
+    updated = json.loads(json.dumps(stored))
+    for field in raised:
+        *path, last = field.split(".")
+        node = updated
+        for key in path:
+            node = node[key]
+        node[last] = new[field]
+    return dict(updated)
 
 
 def _known(kind: type, fields: dict[str, Any], *but: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tuner.patches.quiet import quiet_logs
 from tuner.search.process import PARENT_ENV
 from tuner.search.progress import Progress
 from tuner.search.queue import budget, count, set_budget
+from tuner.search.schedule import epoch_budget, scheduled, work_left
 from tuner.search.study import open_study
 from tuner.storage import ENV_VAR, mask, opened
 
@@ -76,11 +77,17 @@ def run(
             set_budget(study, n_trials)
         finished = count(study).finished
         left = budget(study) - finished
+        if scheduled(config):  # paused trials to resume, or a budget in epochs
+            left = work_left(study, config)
         n_workers = workers_to_start(n_workers, left, warn or say) if left > 0 else 0
         say(f"study {config.name!r} in {mask(storage_url)}, {n_workers} worker(s)")
         for line in skipped:
             say(line)
-        say(f"budget: {budget(study)} trials, {finished} finished")
+        limit = epoch_budget(study)
+        if limit is not None:
+            say(f"budget: {limit} epochs, {limit - left} trained")
+        else:
+            say(f"budget: {budget(study)} trials, {finished} finished")
         if n_workers == 0:
             say(SPENT)
             return []

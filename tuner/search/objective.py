@@ -21,7 +21,17 @@ from tuner.errors import Interrupted, TrialFailed
 from tuner.patches import check_patches
 from tuner.patches.checks import patches_off
 from tuner.patches.dropout import philox_dropout
+from tuner.search import checkpoint
 from tuner.search.companion import ABLATION_ATTR
+from tuner.search.schedule import (
+    CHECKPOINT,
+    MODEL,
+    RESUMED_AT,
+    RESUMED_VALUE,
+    START_EPOCH,
+    Scheduler,
+    rungs,
+)
 from tuner.search.space import suggest, suggest_fixed
 from tuner.training.model import build_model
 from tuner.training.seeds import training_seed
@@ -38,14 +48,21 @@ class Objective:
         data: The prepared data, shared by every trial the worker runs.
         should_stop: Polled after every training batch; when it returns True the trial is
             abandoned with `Interrupted`.
+        scheduler: With the pruner `pause`: saves checkpoints at rungs and pauses trials there
+            (tuner.search.schedule); a trial with a `checkpoint` resumes from it.
     """
 
     def __init__(
-        self, config: StudyConfig, data: Prepared, should_stop: Callable[[], bool] = lambda: False
+        self,
+        config: StudyConfig,
+        data: Prepared,
+        should_stop: Callable[[], bool] = lambda: False,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.config = config
         self.data = data
         self.should_stop = should_stop
+        self.scheduler = scheduler if config.pruner.name == "pause" else None
         # As few validation batches as fit: each batch shape is one more compile a trial.
         self.validation = data.evaluation("validation", config.training.batch_size)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -90,6 +107,10 @@ class Objective:
         )
         n_params = model.count_params()
         trial.set_user_attr("n_params", n_params)
+        trial.set_user_attr(MODEL, int(trial.user_attrs.get(MODEL, trial.number)))
+        resume = trial.user_attrs.get(CHECKPOINT) if self.scheduler and not fixed else None
+        first = self.resume(trial, model, resume) if resume else 0
+        trial.set_user_attr(START_EPOCH, first)
         report = _Report(
             trial,
             config.metric,
@@ -99,7 +120,10 @@ class Objective:
             # Seed configurations run to the end unless the study file lets the pruner stop them.
             prune=config.pruner.prune_seed_configs or "seed_config" not in trial.user_attrs,
             planned=training.epochs,
+            earlier=list(resume["values"]) if resume else [],
         )
+        if self.scheduler is not None and not fixed:
+            report.pause = (self.scheduler, set(rungs(config)) | {training.epochs})
         callbacks = [
             report,
             keras.callbacks.EarlyStopping(
@@ -123,6 +147,7 @@ class Objective:
                     train.repeat() if training.steps_per_epoch else train,
                     validation_data=self.validation,
                     epochs=training.epochs,
+                    initial_epoch=first,
                     steps_per_epoch=training.steps_per_epoch,
                     callbacks=callbacks,
                     shuffle=False,
@@ -130,7 +155,7 @@ class Objective:
                 )
         finally:
             seconds = time.perf_counter() - start
-            trial.set_user_attr("epochs", report.epochs)
+            trial.set_user_attr("epochs", report.epochs or first)
             trial.set_user_attr("best_epoch", report.best_epoch)
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if report.epochs:
@@ -157,6 +182,21 @@ class Objective:
         if config.cost_objective == "n_params":
             return [report.best, float(n_params)]
         return report.best
+
+    def resume(self, trial: optuna.Trial, model: keras.Model, saved: dict[str, Any]) -> int:
+        """Restore the checkpoint `saved` into `model`, report the epochs before it, and return
+        its epoch, where training goes on."""
+        assert self.scheduler is not None
+        checkpoint.restore(model, self.scheduler.store, str(saved["artifact_id"]))
+        epoch = int(saved["epoch"])
+        if self.config.cost_objective is None:
+            for step, value in enumerate(saved["values"], start=1):
+                trial.report(float(value), step=step)
+        # The restored model's metric: the checkpoint's last value, if it restored what was saved.
+        scores = model.evaluate(self.validation, verbose=0, return_dict=True)
+        trial.set_user_attr(RESUMED_VALUE, float(scores[self.config.metric.removeprefix("val_")]))
+        trial.set_user_attr(RESUMED_AT, [*trial.user_attrs.get(RESUMED_AT, []), epoch])
+        return epoch
 
     def test_score(self, model: keras.Model) -> float:
         """The model's metric on the test split (`val_mae` -> `mae` on test rows)."""
@@ -185,6 +225,7 @@ class _Report(keras.callbacks.Callback):
         single: bool,
         prune: bool,
         planned: int = 0,
+        earlier: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.trial, self.monitor, self.single, self.prune = trial, monitor, single, prune
@@ -195,7 +236,13 @@ class _Report(keras.callbacks.Callback):
         self.best_epoch: int | None = None
         self.durations: list[float] = []
         self.values: list[float] = []  # the monitored metric, epoch after epoch
+        # With the pruner `pause`: the scheduler, and the epochs where it saves a checkpoint.
+        self.pause: tuple[Scheduler, set[int]] | None = None
         self._began = 0.0
+        for value in earlier or []:  # a resumed trial's epochs before its checkpoint
+            self.values.append(value)
+            if self.best is None or self.better(value, self.best):
+                self.best, self.best_epoch = value, len(self.values)
 
     def seconds_per_epoch(self) -> float:
         """The median epoch, validation included; the first epoch, which also traces the
@@ -226,6 +273,8 @@ class _Report(keras.callbacks.Callback):
         if not self.single:
             return
         self.trial.report(value, step=self.epochs)
+        if self.pause is not None and self.prune and self.epochs in self.pause[1]:
+            self.pause[0].at_rung(self.trial, self.model, self.epochs, list(self.values))
         if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {self.epochs}: {self.monitor}={value:.4g}")
 

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
 from tuner.search.queue import Counts, count
+from tuner.search.schedule import EPOCH_BUDGET_ATTR, epochs_used, trained
 
 PROGRESS_ATTR = "progress"  # as `tuner.search.objective.PROGRESS_ATTR`
 
@@ -48,6 +49,7 @@ class Snapshot:
     running: tuple[Running, ...]
     best: str  # "; best val_mae 3.2 (trial 4)", or ""
     left_s: float | None  # estimated seconds until the budget is spent
+    epochs: tuple[int, int] | None = None  # with a budget in epochs: (trained, budget)
 
 
 def snapshot(study: optuna.Study, n_trials: int, n_workers: int, best: bool = True) -> Snapshot:
@@ -66,6 +68,25 @@ def snapshot(study: optuna.Study, n_trials: int, n_workers: int, best: bool = Tr
         and t.datetime_start
         and t.datetime_complete
     ]
+    limit = study.user_attrs.get(EPOCH_BUDGET_ATTR)
+    if limit is not None:
+        used = epochs_used(trials)
+        per_epoch = [
+            (t.datetime_complete - t.datetime_start).total_seconds() / trained(t)
+            for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and t.datetime_start
+            and t.datetime_complete
+            and trained(t)
+        ]
+        left = (
+            max(0, int(limit) - used) * statistics.fmean(per_epoch) / max(1, n_workers)
+            if per_epoch
+            else None
+        )
+        return Snapshot(
+            counts, n_trials, running, _best(study) if best else "", left, (used, int(limit))
+        )
     return Snapshot(
         counts,
         n_trials,
@@ -133,11 +154,20 @@ def duration(seconds: float | None) -> str:
 
 def summary(shot: Snapshot) -> str:
     c = shot.counts
+    going = c.finished < shot.n_trials
     line = (
         f"trials {c.finished}/{shot.n_trials}: {c.complete} complete, {c.pruned} pruned, "
         f"{c.failed - c.retried} failed, {len(shot.running)} running{shot.best}"
     )
-    if c.finished < shot.n_trials and shot.left_s is not None:
+    if shot.epochs is not None:
+        used, limit = shot.epochs
+        going = used < limit
+        line = (
+            f"epochs {used}/{limit}, trials {c.finished}: {c.complete} complete, {c.pruned} "
+            f"pruned or paused, {c.failed - c.retried} failed, {len(shot.running)} running"
+            f"{shot.best}"
+        )
+    if going and shot.left_s is not None:
         line += f"; about {duration(shot.left_s)} left"
     return line
 

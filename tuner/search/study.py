@@ -16,10 +16,11 @@ from tuner import __version__
 from tuner.config import StudyConfig
 from tuner.errors import StorageError, TunerError
 from tuner.search import trials
-from tuner.search.definition import DEFINITION_ATTR, check, definition, study_config
+from tuner.search.definition import DEFINITION_ATTR, check, definition, grown, study_config
 from tuner.search.queue import BUDGET_ATTR, Counts, count, refill
+from tuner.search.schedule import EPOCH_BUDGET_ATTR, scheduled
 from tuner.search.space import SEED_CONFIGS, seed_fits
-from tuner.storage import locked, study_names, study_storage
+from tuner.storage import locked, queue_lock, study_names, study_storage
 from tuner.storage.artifacts import Location, remove_all
 
 
@@ -53,7 +54,8 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(
             n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
         )
-    if p.name == "none":
+    if p.name in ("none", "pause"):
+        # `pause` stops trials at rungs itself, to resume them (tuner.search.schedule).
         return optuna.pruners.NopPruner()
     if p.name == "successive-halving":
         # One bracket: the sampler learns from every trial, where Hyperband's TPE sees only the
@@ -126,9 +128,28 @@ def open_study(
             f"{config.path} is stored as its definition now, and later runs must match it"
         )
     check(study.user_attrs[DEFINITION_ATTR], config, defined)  # as whoever set it up stored it
+    raised = grown(study.user_attrs[DEFINITION_ATTR], defined)
+    if raised is not None:  # more epochs: the study goes on, its paused trials resume
+        study.set_user_attr(DEFINITION_ATTR, raised)
+    _raise_epoch_budget(study, config)
     proposed = len(study.get_trials(deepcopy=False, states=_PROPOSED))
     study.sampler = make_sampler(config, worker_index, proposed)
     return study
+
+
+def _raise_epoch_budget(study: optuna.Study, config: StudyConfig) -> None:
+    """A study file with a larger `[budget] epochs` than the study's raises its budget: the
+    study goes on (its best paused trials resume first). A smaller one leaves it as it is."""
+    stored = study.user_attrs.get(EPOCH_BUDGET_ATTR)
+    if config.budget_epochs is None or (stored is not None and stored >= config.budget_epochs):
+        return
+
+    def raise_it() -> None:
+        now = study.user_attrs.get(EPOCH_BUDGET_ATTR)
+        if now is None or now < (config.budget_epochs or 0):
+            study.set_user_attr(EPOCH_BUDGET_ATTR, config.budget_epochs)
+
+    locked(study_storage(study), queue_lock(study.study_name), raise_it)
 
 
 def load_existing(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -175,9 +196,15 @@ def _set_up(study: optuna.Study, plan: _Plan) -> None:
         # study new must not overwrite one another's budget, however their steps interleave.
         if BUDGET_ATTR not in study.user_attrs:
             study.set_user_attr(BUDGET_ATTR, plan.n_trials)
+        if plan.config.budget_epochs is not None and EPOCH_BUDGET_ATTR not in study.user_attrs:
+            study.set_user_attr(EPOCH_BUDGET_ATTR, plan.config.budget_epochs)
         return True
 
     if not locked(study_storage(study), f"set-up:{study.study_name}", set_up_here):
+        return
+    if scheduled(plan.config):
+        # Its work is handed out one piece at a time (tuner.search.schedule), not queued ahead.
+        study.set_user_attr("ready", True)
         return
     # Outside the set-up lock: the queue takes its own lock, and a PostgreSQL worker has two
     # connections, not three.

@@ -216,8 +216,16 @@ def work(
         )
     import_keras()  # after `place`, which sizes its thread pools
     from tuner.search.objective import Objective
+    from tuner.search.schedule import Scheduler, scheduled
+    from tuner.storage.artifacts import artifact_dir, open_store
 
-    objective = Objective(config, data, should_stop=lambda: bool(stop))
+    scheduler = None
+    if scheduled(config) and not ablation:
+        pauses = config.pruner.name == "pause"
+        scheduler = Scheduler(
+            config, open_store(artifact_dir(storage_url, None)) if pauses else None
+        )
+    objective = Objective(config, data, should_stop=lambda: bool(stop), scheduler=scheduler)
     result = run_worker(
         config,
         study,
@@ -228,6 +236,7 @@ def work(
         on_trial=on_trial,
         result=carried,
         restart_due=process.restart_due if process.can_start_afresh() else None,
+        claim_trial=scheduler.claim if scheduler is not None else claim,
     )
     if result.restart_reason is not None:
         result.restarts += 1
@@ -246,9 +255,12 @@ def run_worker(
     on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
     result: WorkerResult | None = None,
     restart_due: Callable[[WorkersConfig, int], str | None] | None = None,
+    claim_trial: Callable[[optuna.Study], optuna.Trial | None] = claim,
 ) -> WorkerResult:
     """Run queued trials until none is left or running elsewhere, `max_trials` have run, or
     `stop` is set, or (between two trials) `restart_due` gives a reason to start afresh.
+    `claim_trial` hands out the work: the queue's `claim`, or a `Scheduler`'s (paused trials,
+    budgets in epochs).
 
     `max_trials` counts every trial this worker ran to its end, over its fresh starts:
     complete, pruned and failed alike. A trial stopped by a signal is not counted (it is queued
@@ -266,7 +278,7 @@ def run_worker(
             if time.monotonic() - checked >= config.workers.heartbeat_interval:
                 optuna.storages.fail_stale_trials(study)
                 checked = time.monotonic()
-            trial = claim(study)  # refills the queue within the budget when it runs short
+            trial = claim_trial(study)  # refills the queue within the budget when it runs short
             if trial is None:
                 if beats and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     # A trial running elsewhere may yet go stale and be queued again.
