@@ -42,7 +42,7 @@ def restore(model: keras.Model, store: Any, artifact_id: str) -> None:
         optuna.artifacts.download_artifact(
             artifact_store=store, file_path=str(path), artifact_id=artifact_id
         )
-        with np.load(path) as saved:
+        with np.load(path, allow_pickle=False) as saved:
             weights = [saved[f"w{i}"] for i in range(len(model.get_weights()))]
             model.set_weights(weights)
             # The optimizer's slots exist only once it is built for the model's variables.
