@@ -259,3 +259,17 @@ def s3_server() -> Iterator[dict[str, str]]:
         }
     finally:
         server.stop()
+
+
+def copy_study(url: str, path: Path, journal: str | None = None) -> str:
+    """A copy of the SQLite storage at `url` (its WAL included) in the file `path`, in the
+    journal mode `journal` if given; returns the copy's URL."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as source:
+        with closing(sqlite3.connect(path)) as copy:
+            source.backup(copy)
+            if journal is not None:
+                copy.execute(f"PRAGMA journal_mode={journal}")
+    return f"sqlite:///{path}"

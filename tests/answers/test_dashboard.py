@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import copy_study
 
 from tuner.cli import cli
 
@@ -196,7 +197,6 @@ def test_the_dashboard_listens_on_an_ipv6_address(finished_study, tmp_path: Path
 def test_the_dashboard_writes_nothing_beside_a_storage_it_reads(
     finished_study, tmp_path: Path, journal: str
 ) -> None:
-    import sqlite3
     import threading
 
     from tuner.answers.dashboard import make_dashboard
@@ -204,13 +204,7 @@ def test_the_dashboard_writes_nothing_beside_a_storage_it_reads(
 
     # A copy of a study, without an artifact folder beside it.
     path = tmp_path / "copy.db"
-    with sqlite3.connect(str(finished_study["url"]).removeprefix("sqlite:///")) as source:
-        with sqlite3.connect(path) as copy:
-            source.backup(copy)
-            copy.execute(f"PRAGMA journal_mode={journal}")
-        copy.close()
-    source.close()
-    url = f"sqlite:///{path}"
+    url = copy_study(str(finished_study["url"]), path, journal)
     before, files = path.read_bytes(), sorted(tmp_path.iterdir())
     server = make_dashboard(url, "127.0.0.1", 0, artifact_dir(url, None))
     serving = threading.Thread(target=server.serve_forever)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import FAST_SPACE, make_series, study_text
+from conftest import FAST_SPACE, copy_study, make_series, study_text
 from optuna.trial import TrialState
 
 from tuner.cli import cli
@@ -113,10 +111,7 @@ def test_an_s3_bucket_holds_the_retrained_model_for_predict_best_trials_and_dele
     import boto3
 
     # A copy of the study (its WAL included): this test deletes it at the end.
-    with closing(sqlite3.connect(searched["folder"] / "tuner.db")) as source:
-        with closing(sqlite3.connect(tmp_path / "tuner.db")) as copy:
-            source.backup(copy)
-    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    url = copy_study(searched["url"], tmp_path / "tuner.db")
     env = s3_server | {"TUNER_ARTIFACTS": "s3://models/team/walk"}
     bucket = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], **_keys(s3_server))
     bucket.create_bucket(Bucket="models")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import copy_study
 
 from tuner.errors import StorageError
 from tuner.storage import (
@@ -374,13 +375,7 @@ def test_reading_commands_leave_nothing_beside_the_file(
     from tuner.cli import cli
 
     path = tmp_path / "copy.db"
-    with sqlite3.connect(str(finished_study["url"]).removeprefix("sqlite:///")) as source:
-        with sqlite3.connect(path) as copy:
-            source.backup(copy)
-            copy.execute(f"PRAGMA journal_mode={journal}")
-        copy.close()
-    source.close()
-    url = f"sqlite:///{path}"
+    url = copy_study(str(finished_study["url"]), path, journal)
     before, files = path.read_bytes(), sorted(tmp_path.iterdir())
     for args in _reading_commands(Path(finished_study["study"]), url)[:4]:
         result = CliRunner().invoke(cli, args)

@@ -42,7 +42,7 @@ from tuner.errors import StorageError
 from tuner.storage.errors import is_corrupt, lost_creation_race, reason
 from tuner.storage.optuna_internals import ReconnectingStorage, optuna_tables
 from tuner.storage.proxy_client import open_proxy
-from tuner.storage.retry import RetryOnce
+from tuner.storage.retry import heartbeat_settings
 from tuner.storage.urls import is_grpc, mask, parse, scrub
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -109,13 +109,7 @@ def open_storage(
             grace = (workers or WorkersConfig()).grace_period
             connect_args["options"] = _abandoned_transactions_end(parsed, grace)
             engine_kwargs["connect_args"] = connect_args
-    heartbeat: dict[str, Any] = {}
-    if workers is not None:
-        heartbeat = {
-            "heartbeat_interval": workers.heartbeat_interval,
-            "grace_period": workers.grace_period,
-            "heartbeat_stale_trial_callback": RetryOnce(max_retry=workers.max_retry),
-        }
+    heartbeat = heartbeat_settings(workers)
     full = parsed.render_as_string(hide_password=False)
     for attempt in range(INIT_ATTEMPTS):
         try:

@@ -162,13 +162,12 @@ class ReconnectingStorage(_RDB):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         def again() -> bool:
-            try:
-                return _RDB.set_trial_state_values(self, trial_id, state, values)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                stored = _RDB.get_trial(self, trial_id)
-                if stored.state == state and (values is None or stored.values == list(values)):
-                    return True  # the attempt that seemed to fail had landed
-                raise
+            return set_state_again(
+                lambda: _RDB.set_trial_state_values(self, trial_id, state, values),
+                lambda: _RDB.get_trial(self, trial_id),
+                state,
+                values,
+            )
 
         return self._retry(
             lambda: _RDB.set_trial_state_values(self, trial_id, state, values), again
@@ -306,3 +305,20 @@ class ProxyClient(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
 
     def stale_trial_ids(self, study_id: int) -> list[int]:
         raise NotImplementedError
+
+
+def set_state_again(
+    set_state: Callable[[], bool],
+    get_trial: Callable[[], FrozenTrial],
+    state: TrialState,
+    values: Sequence[float] | None,
+) -> bool:
+    """`set_state()` once more, after an attempt whose answer was lost: where the trial is
+    already finished as asked, that attempt had landed, and this is not an error."""
+    try:
+        return set_state()
+    except optuna.exceptions.UpdateFinishedTrialError:
+        stored = get_trial()
+        if stored.state == state and (values is None or stored.values == list(values)):
+            return True
+        raise

@@ -46,9 +46,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import WorkersConfig
 from tuner.errors import StorageError
 from tuner.storage.errors import chain
-from tuner.storage.optuna_internals import CREATE_TOKEN, ProxyClient, trial_id
+from tuner.storage.optuna_internals import CREATE_TOKEN, ProxyClient, set_state_again, trial_id
 from tuner.storage.reconnect import Reconnect
-from tuner.storage.retry import RetryOnce
+from tuner.storage.retry import heartbeat_settings
 from tuner.storage.urls import mask, parse_grpc
 
 logger = logging.getLogger("tuner.storage")
@@ -96,13 +96,7 @@ def open_proxy(url: str, workers: WorkersConfig | None = None) -> ProxyStorage:
         ) from None
     host, port = parse_grpc(url)
     settings = workers or WorkersConfig()
-    heartbeat: dict[str, Any] = {}
-    if workers is not None:
-        heartbeat = {
-            "heartbeat_interval": workers.heartbeat_interval,
-            "grace_period": workers.grace_period,
-            "heartbeat_stale_trial_callback": RetryOnce(max_retry=workers.max_retry),
-        }
+    heartbeat = heartbeat_settings(workers)
     return ProxyStorage(url, host, port, reconnect_timeout=settings.reconnect_timeout, **heartbeat)
 
 
@@ -195,13 +189,12 @@ class ProxyStorage(ProxyClient):
         base = optuna.storages.GrpcStorageProxy
 
         def again() -> bool:
-            try:
-                return base.set_trial_state_values(self, trial_id, state, values)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                stored = base.get_trial(self, trial_id)
-                if stored.state == state and (values is None or stored.values == list(values)):
-                    return True  # the attempt that seemed to fail had landed
-                raise
+            return set_state_again(
+                lambda: base.set_trial_state_values(self, trial_id, state, values),
+                lambda: base.get_trial(self, trial_id),
+                state,
+                values,
+            )
 
         return self.made(lambda: base.set_trial_state_values(self, trial_id, state, values), again)
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
+from tuner.config import WorkersConfig
 from tuner.storage.locks import locked
 from tuner.storage.optuna_internals import repeats, study_storage
 
@@ -88,3 +90,15 @@ def retry_of(study: optuna.Study, number: int) -> FrozenTrial | None:
         if t.user_attrs.get(RETRY_OF) == number:
             return t
     return None
+
+
+def heartbeat_settings(workers: WorkersConfig | None) -> dict[str, Any]:
+    """The heartbeat arguments of a storage that workers run trials on (none for a storage that
+    is only read): the `[workers]` interval and grace period, and `RetryOnce`."""
+    if workers is None:
+        return {}
+    return {
+        "heartbeat_interval": workers.heartbeat_interval,
+        "grace_period": workers.grace_period,
+        "heartbeat_stale_trial_callback": RetryOnce(max_retry=workers.max_retry),
+    }
