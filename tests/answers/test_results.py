@@ -103,3 +103,13 @@ def test_best_trials_as_csv_and_table(finished_study) -> None:
     assert (
         f"baseline last_value: val_mae = {study.user_attrs['baselines']['last_value']:.4g}" in text
     )
+
+
+def test_a_study_made_by_stock_optuna_is_summarised_without_what_workers_record() -> None:
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    lines = format_summary(summary(study)).splitlines()
+    assert lines[1].startswith("best trial ")
+    assert lines[3] == (
+        "  (no epochs, time or size recorded: the trial was not run by a tuner worker)"
+    )

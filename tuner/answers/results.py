@@ -112,8 +112,7 @@ def format_summary(s: dict[str, Any]) -> str:
         + (f" (seed configuration {b['seed_config']})" if b["seed_config"] else "")
         + f": {s['metric']} = {b['value']:.4g}",
         "  " + " ".join(f"{k}={_short(v)}" for k, v in b["params"].items()),
-        f"  {b['epochs']} epochs (best at {b['best_epoch']}), trained {b['train_seconds']} s, "
-        f"{b['n_params']:,} parameters",
+        _recorded(b),
     ]
     compared = 0
     for title, rows in (("baseline", s["baselines"]), ("seed configuration", s["seed_configs"])):
@@ -148,6 +147,17 @@ NO_ERROR_RATE = (
 def _versus(best: float | None, reference: float | None, s: dict[str, Any]) -> str:
     words = versus(best, reference, s["metric"], s["direction"] == "minimize")
     return f"; the best trial is {words}" if words else ""
+
+
+def _recorded(b: dict[str, Any]) -> str:
+    """What the worker recorded of the best trial; a trial made by other tools records none."""
+    if b["epochs"] is None and b["n_params"] is None:
+        return "  (no epochs, time or size recorded: the trial was not run by a tuner worker)"
+    n_params = f"{b['n_params']:,}" if b["n_params"] is not None else "?"
+    return (
+        f"  {b['epochs']} epochs (best at {b['best_epoch']}), trained {b['train_seconds']} s, "
+        f"{n_params} parameters"
+    )
 
 
 def _short(value: Any) -> str:
