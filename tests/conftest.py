@@ -273,3 +273,33 @@ def copy_study(url: str, path: Path, journal: str | None = None) -> str:
             if journal is not None:
                 copy.execute(f"PRAGMA journal_mode={journal}")
     return f"sqlite:///{path}"
+
+
+def stopped_while_running(process: subprocess.Popen[str], url: str, trial_id: int) -> bool:
+    """Stop `process` (SIGSTOP) and tell whether trial `trial_id` is still RUNNING then: if so it
+    stays stopped, to be killed in the middle of the trial; if not it goes on (SIGCONT).
+
+    The state is read outside Optuna's storage: a worker stopped inside a SQLite write
+    transaction keeps the file's write lock, which a storage's `BEGIN IMMEDIATE` would wait on
+    until it gives up; a plain read of the WAL file does not wait."""
+    import signal
+    import sqlite3
+    from contextlib import closing
+
+    import sqlalchemy
+
+    process.send_signal(signal.SIGSTOP)
+    query = "SELECT state FROM trials WHERE trial_id = :id"
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            (state,) = connection.execute(query, {"id": trial_id}).fetchone()
+    else:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            state = connection.execute(sqlalchemy.text(query), {"id": trial_id}).scalar()
+        engine.dispose()
+    if state == "RUNNING":
+        return True
+    process.send_signal(signal.SIGCONT)
+    return False

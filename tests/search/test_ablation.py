@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import FAST_SPACE, tuner
+from conftest import FAST_SPACE, stopped_while_running, tuner
 from optuna.trial import TrialState
 
 from tuner.answers.ablation import Ablation, format_ablation, seed_luck
@@ -137,11 +136,9 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
                 None,
             )
             if victim is not None and any(t.state == TrialState.COMPLETE for t in trials):
-                a.send_signal(signal.SIGSTOP)
-                if companion._storage.get_trial(victim._trial_id).state == TrialState.RUNNING:
+                if stopped_while_running(a, url, victim._trial_id):
                     a.kill()
                     break
-                a.send_signal(signal.SIGCONT)
             time.sleep(0.2)
         _, b_err = b.communicate(timeout=600)
     finally:

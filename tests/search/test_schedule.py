@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ import keras
 import numpy as np
 import optuna
 import pytest
-from conftest import FAST_SPACE, tuner
+from conftest import FAST_SPACE, stopped_while_running, tuner
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import load_study_config
@@ -266,13 +265,10 @@ def test_a_killed_workers_resumed_trial_resumes_from_its_last_checkpoint(
                 if CONTINUES in t.user_attrs and resumed > 0:
                     if max(t.intermediate_values, default=0) > resumed:
                         worker = pids[t.user_attrs["worker"]]
-                        worker.send_signal(signal.SIGSTOP)
-                        now = storage.get_trial(t._trial_id)
-                        if now.state == TrialState.RUNNING:
+                        if stopped_while_running(worker, url, t._trial_id):
                             worker.kill()
-                            victim, killed = now, worker
+                            victim, killed = storage.get_trial(t._trial_id), worker
                             break
-                        worker.send_signal(signal.SIGCONT)
         [survivor] = [p for p in workers if p is not killed]
         out, err = survivor.communicate(timeout=240)
         assert survivor.returncode == 0, err

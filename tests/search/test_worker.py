@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
-from conftest import FAST_SPACE, tuner
+from conftest import FAST_SPACE, stopped_while_running, tuner
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.pool import NullPool
 
@@ -221,12 +221,11 @@ def test_a_killed_workers_trial_is_failed_and_retried_and_the_study_completes(
             assert a.poll() is None, "worker A ran out of trials before it could be killed"
             victim = a_in_the_middle_of_a_trial()
             if victim is not None:
-                a.send_signal(signal.SIGSTOP)  # so that the trial cannot end before the kill
-                if study._storage.get_trial(victim._trial_id).state == TrialState.RUNNING:
+                # Stopped, so that the trial cannot end before the kill.
+                if stopped_while_running(a, storage_url, victim._trial_id):
                     a.kill()
                     killed_at = datetime.datetime.now()
                     break
-                a.send_signal(signal.SIGCONT)
             time.sleep(0.2)
         done_before = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
         b_out, b_err = b.communicate(timeout=600)
