@@ -40,9 +40,8 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir())
 # Every component in one overlay, in an order that their patches allow (docs/kubernetes.md).
 EVERYTHING = ["storage-proxy", "external-postgres", "gpu", "shared-volume", "own-study"]
-# The gRPC storage proxy, `tuner storage-proxy`, is being written on another branch: until it is
-# here, the local run below has its workers reach PostgreSQL directly. Once it is, this line
-# (and nothing else) puts components/storage-proxy into that run.
+# The local run below puts components/storage-proxy in when `tuner storage-proxy` exists (it
+# does: the run goes through the proxy).
 PROXY = "storage-proxy" in cli.commands
 VERSIONS = sorted({"1.35.0", kubernetes_validate.latest_version()})
 IMAGE = "registry.example.com/tuner"  # the overlays' placeholder for the user's image
@@ -60,8 +59,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     k = yaml.safe_load((everything / "kustomization.yaml").read_text())
     k["components"] = [f"../../components/{c}" for c in EVERYTHING]
     (everything / "kustomization.yaml").write_text(yaml.safe_dump(k))
-    # What the local run applies: the artifact store on a volume (s3:// artifact URLs are another
-    # branch's), and the storage proxy once it exists.
+    # What the local run applies: the artifact store on a volume (s3:// stores are tested
+    # against moto's server elsewhere), and the storage proxy.
     local = tree / "overlays" / "local-run"
     shutil.copytree(tree / "overlays" / "shared-volume", local)
     k = yaml.safe_load((local / "kustomization.yaml").read_text())
