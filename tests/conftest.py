@@ -303,3 +303,23 @@ def stopped_while_running(process: subprocess.Popen[str], url: str, trial_id: in
         return True
     process.send_signal(signal.SIGCONT)
     return False
+
+
+def worker_processes(
+    study_file: Path, url: str, cwd: Path, n: int = 2, *options: str
+) -> list[subprocess.Popen[str]]:
+    """`n` `tuner worker` processes of `study_file` on the storage `url` (from the environment,
+    as `tuner run` passes it), worker indexes 0 to n - 1, their output piped."""
+    env = os.environ | {"TUNER_STORAGE": url}
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "tuner", "worker", str(study_file), *options]
+            + ["--worker-index", str(i)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]

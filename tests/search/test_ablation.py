@@ -1,16 +1,13 @@
 from __future__ import annotations
 
 import collections
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import FAST_SPACE, stopped_while_running, tuner
+from conftest import FAST_SPACE, stopped_while_running, tuner, worker_processes
 from optuna.trial import TrialState
 
 from tuner.answers.ablation import Ablation, format_ablation, seed_luck
@@ -97,27 +94,7 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
     runs = enqueue(companion, config, best, repeats=2)
     assert runs == 2 * 6  # as is, recurrent dropout, dropout, bidirectional, deeper, LSTM
 
-    env = os.environ | {"TUNER_STORAGE": url}
-    a, b = (
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tuner",
-                "worker",
-                str(path),
-                "--ablation",
-                "--worker-index",
-                str(i),
-            ],
-            cwd=study_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    )
+    a, b = worker_processes(path, url, study_dir, 2, "--ablation")
     a_name = f"{socket.gethostname()}:{a.pid}"
     try:
         deadline = time.monotonic() + 300

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import optuna
 import pytest
-from conftest import FAST_SPACE, stopped_while_running, tuner
+from conftest import FAST_SPACE, stopped_while_running, tuner, worker_processes
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import load_study_config
@@ -234,18 +234,7 @@ def test_a_killed_workers_resumed_trial_resumes_from_its_last_checkpoint(
         workers="heartbeat_interval = 1\ngrace_period = 3",
     )
     url = f"sqlite:///{study_dir / 'killed.db'}"
-    env = os.environ | {"TUNER_STORAGE": url}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tuner", "worker", str(path), "--worker-index", str(i)],
-            cwd=study_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    workers = worker_processes(path, url, study_dir)
     pids = {f"{os.uname().nodename}:{p.pid}": p for p in workers}
     storage = optuna.storages.RDBStorage(url)
     victim: FrozenTrial | None = None

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
-from conftest import FAST_SPACE, stopped_while_running, tuner
+from conftest import FAST_SPACE, stopped_while_running, tuner, worker_processes
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.pool import NullPool
 
@@ -189,18 +189,7 @@ def test_a_killed_workers_trial_is_failed_and_retried_and_the_study_completes(
         workers=f"heartbeat_interval = 1\ngrace_period = {grace}",
         space=FAST_SPACE,
     )
-    env = os.environ | {"TUNER_STORAGE": storage_url}
-    a, b = (
-        subprocess.Popen(
-            [sys.executable, "-m", "tuner", "worker", str(path), "--worker-index", str(i)],
-            cwd=study_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    )
+    a, b = worker_processes(path, storage_url, study_dir)
     a_name = f"{socket.gethostname()}:{a.pid}"
     try:
         study = _wait_for_study(storage_url, "kill")
