@@ -287,6 +287,8 @@ def run(server: str, kind: str, n_clients: int, args: argparse.Namespace) -> dic
         "complete": complete,
         "seconds": seconds,
         "per_second": complete / seconds,
+        # perf_counter is the system's monotonic clock, the same in every process.
+        "to_last": max((r[3] for r in rows), default=started) - started,
         "connections": held,
         "errors": errors,
         # Trial numbers missing from 0..n-1 or held twice, trials run twice, budget not complete.
@@ -325,10 +327,11 @@ def windows(rows: list[tuple[int, float, float, float]], budget: int) -> list[di
 # --- where a trial's storage time goes, at 100 trials and at many ---------------------------
 
 
-def calls(url: str, repeats: int) -> None:
+def calls(url: str, repeats: int, grow: list[int]) -> None:
     """Milliseconds of each kind of storage call a worker makes, directly and through a fresh
-    proxy, on the study `STUDY` that a `--keep` run left in the database at `url` and on a study
-    of its first 100 trials."""
+    proxy, on a study of the first 100 trials of the study `STUDY` that a `--keep` run left in
+    the database at `url`, on that study, and on that study grown to each of `grow` trials
+    (copies of its complete trials)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     direct = open_storage(url, WORKERS)
@@ -336,20 +339,23 @@ def calls(url: str, repeats: int) -> None:
     small = optuna.create_study(study_name=f"{STUDY}-100", storage=direct)
     small.add_trials(big.trials[:100])
     proxy, proxy_url = start_proxy(url)
+    rows = []
     try:
-        rows = []
-        for label, where in (("postgresql", url), ("proxy", proxy_url)):
-            storage = open_storage(where, WORKERS)
-            for name in (f"{STUDY}-100", STUDY):
-                study = optuna.load_study(study_name=name, storage=storage)
-                for what, ms in time_calls(study, repeats):
-                    rows.append([label, what, len(study.trials), f"{ms:.2f}"])
-                    print(" | ".join(str(c) for c in rows[-1]), flush=True)
-        print()
-        print(table(["storage", "call", "trials in the study", "ms (median)"], rows))
+        storages = {"postgresql": open_storage(url, WORKERS), "proxy": open_storage(proxy_url)}
+        for size in [0, *grow]:
+            done = big.get_trials(deepcopy=False)
+            big.add_trials(done[i % len(done)] for i in range(max(0, size - len(done))))
+            for label, storage in storages.items():
+                for name in [f"{STUDY}-100"] * (size == 0) + [STUDY]:
+                    study = optuna.load_study(study_name=name, storage=storage)
+                    for what, ms in time_calls(study, repeats):
+                        rows.append([label, what, len(study.trials), f"{ms:.2f}"])
+                        print(" | ".join(str(c) for c in rows[-1]), flush=True)
     finally:
         proxy.terminate()
         proxy.wait()
+    print()
+    print(table(["storage", "call", "trials in the study", "ms (median)"], rows))
 
 
 def time_calls(study: optuna.Study, repeats: int) -> list[tuple[str, float]]:
@@ -444,9 +450,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="with --tpe")
     parser.add_argument("--keep", action="store_true", help="keep the last run's database")
     parser.add_argument("--calls", metavar="URL", help="instead: time each storage call")
+    parser.add_argument("--grow", default="5000,10000", help="with --calls: trials to add to")
     args = parser.parse_args()
     if args.calls:
-        calls(args.calls, args.repeats)
+        calls(args.calls, args.repeats, [int(g) for g in args.grow.split(",") if g])
         return
     if args.tpe:
         tpe([int(s) for s in args.sizes.split(",")], args.repeats)
@@ -464,7 +471,8 @@ def main() -> None:
             results.append(r)
             print(
                 f"{kind}, {n} clients: {r['complete']} of {args.trials} complete in "
-                f"{r['seconds']:.0f} s = {r['per_second']:.1f} trials/s, connections "
+                f"{r['seconds']:.0f} s ({r['to_last']:.0f} s to the last trial's end) = "
+                f"{r['per_second']:.1f} trials/s, connections "
                 f"{r['connections']}, {len(r['errors'])} client errors, lost {r['lost']}, "
                 f"duplicated {r['duplicated']}, objective calls {r['calls']}",
                 flush=True,
