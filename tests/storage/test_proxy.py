@@ -72,6 +72,20 @@ def test_the_proxy_serves_a_database_not_another_proxy() -> None:
     ]
 
 
+def test_a_proxy_that_does_not_answer_gets_one_line_not_minutes_of_retries() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing listens on it
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["studies", "--storage", f"grpc://127.0.0.1:{port}"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"Error: storage grpc://127.0.0.1:{port}: no storage proxy answers at 127.0.0.1:{port} "
+        "within 10 s (start one there with `tuner storage-proxy`)"
+    ]
+    assert time.monotonic() - started < 60  # not the 300 s of reconnect_timeout
+
+
 def test_a_taken_port_gets_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

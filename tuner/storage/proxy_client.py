@@ -97,7 +97,24 @@ def open_proxy(url: str, workers: WorkersConfig | None = None) -> ProxyStorage:
     host, port = parse_grpc(url)
     settings = workers or WorkersConfig()
     heartbeat = heartbeat_settings(workers)
-    return ProxyStorage(url, host, port, reconnect_timeout=settings.reconnect_timeout, **heartbeat)
+    storage = ProxyStorage(
+        url, host, port, reconnect_timeout=settings.reconnect_timeout, **heartbeat
+    )
+    # As PostgreSQL's first connection: a proxy that never answered is a wrong URL or a proxy
+    # not started, one line now; outages later are ridden out (`reconnect_timeout`).
+    try:
+        storage.wait_server_ready(timeout=FIRST_CONTACT_S)
+    except ConnectionError:
+        storage.close()
+        raise StorageError(
+            f"storage {mask(url)}: no storage proxy answers at {host}:{port} within "
+            f"{FIRST_CONTACT_S} s (start one there with `tuner storage-proxy`)"
+        ) from None
+    return storage
+
+
+# How long a storage proxy has to answer when a command first opens it.
+FIRST_CONTACT_S = 10
 
 
 class ProxyStorage(ProxyClient):
