@@ -261,11 +261,15 @@ def test_the_proxy_client_is_set_up_as_optunas_own() -> None:
 
     from optuna.storages._grpc.client import GrpcClientCache
 
+    from tuner.storage.proxy_client import ProxyStorage
+
     proxy = optuna.storages.GrpcStorageProxy
     assert list(inspect.signature(proxy.__init__).parameters) == ["self", "host", "port"]
     assert list(inspect.signature(GrpcClientCache.__init__).parameters) == ["self", "grpc_client"]
     # Our `_setup` sets what Optuna's does; the methods read nothing else of the instance.
-    stock, ours = proxy(host="localhost", port=1), open_storage("grpc://localhost:1")
+    # Built directly: `open_storage` would wait for a proxy to answer on port 1.
+    stock = proxy(host="localhost", port=1)
+    ours = ProxyStorage("grpc://localhost:1", "localhost", 1, reconnect_timeout=1)
     assert set(vars(stock)) == {"_host", "_port", "_channel", "_stub", "_cache"}
     assert {k: type(v) for k, v in vars(stock).items()} == {
         k: type(v) for k, v in vars(ours).items() if k in vars(stock)
@@ -273,7 +277,7 @@ def test_the_proxy_client_is_set_up_as_optunas_own() -> None:
     read = set(re.findall(r"self\.(_[a-z]\w*)", inspect.getsource(proxy)))
     assert read <= {"_host", "_port", "_channel", "_stub", "_cache", "_setup"}
     stock.close()
-    ours.close()  # type: ignore[attr-defined]
+    ours.close()
 
 
 def test_fail_stale_trials_asks_a_heartbeat_storage_for_its_stale_trials() -> None:
