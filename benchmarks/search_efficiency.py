@@ -4,19 +4,30 @@ the same budget in training epochs, against what a user would pick instead:
 - tuner's default (TPE + Hyperband pruning, seed configurations first, which the pruner may
   stop like any trial), the same with the seed configurations run to the end, and the same
   with successive halving (one bracket) in place of Hyperband,
-- TPE without pruning, and random search (Optuna's RandomSampler, no pruning, no seeds),
-- KerasTuner's RandomSearch and Hyperband (a benchmark-only dependency: keras-tuner).
+- tuner with paused trials (`[pruner] name = "pause"`: promotion-type ASHA, checkpoints),
+- TPE without pruning, and random search (Optuna's RandomSampler, no seeds) without and with
+  tuner's default pruning,
+- the one-epoch screen: random configurations trained one epoch each, the best then trained on
+  to the study's epochs (budget // 3 screened, the rest on the best, in order),
+- KerasTuner's RandomSearch, Hyperband and BayesianOptimization (a benchmark-only dependency:
+  keras-tuner).
 
 Every method trains the same models (tuner.training.model) on the same windows (tuner.data) and
 stops when its epochs are spent. Every epoch's validation MAE is recorded in order, so "best value
 within the budget" and "epochs to first beat the best seed configuration" are read from one
-curve per run. The reference is the seed's own hand-tuning: each seed configuration trained for
-the epochs the classic example gave it (20 for the plain GRU, 40 for each of the other three,
-140 in all); its best validation MAE is the value to beat.
+curve per run; each epoch's time since the search started (after the data are prepared) is
+recorded beside it, so "seconds to first beat" is read the same way. The reference is the
+seed's own hand-tuning: each seed configuration trained for the epochs the classic example gave
+it (20 for the plain GRU, 40 for each of the other three, 140 in all); its best validation MAE
+is the value to beat.
 
     python benchmarks/search_efficiency.py --seeds 3 --budget 140 --jobs 2
 
-`--save FILE` keeps every run's curve, and `--load FILE` prints the tables from it again.
+`--save FILE` keeps every run's curve, and `--load FILE` prints the tables from it again
+(`--budget` there may be smaller than the runs': each curve is cut). `--seeds` takes a count or
+`method=count,...` for fewer seeds on some methods. Each difference to `tuner-default` gets the
+Hodges-Lehmann shift and its exact Mann-Whitney interval (the confidence printed is the one the
+seed counts allow, the nearest at or above 95%).
 """
 
 from __future__ import annotations
@@ -38,10 +49,14 @@ METHODS = (
     "tuner-default",
     "tuner-seeds-to-end",
     "tuner-successive-halving",
+    "tuner-pause",
     "tpe-no-pruning",
     "random",
+    "random-pruning",
+    "one-epoch-screen",
     "kerastuner-random",
     "kerastuner-hyperband",
+    "kerastuner-bayesian",
 )
 SEED_BUDGETS = {"gru": 20, "gru-dropout": 40, "stacked-gru": 40, "bidirectional-lstm": 40}
 
@@ -98,41 +113,71 @@ def run_tuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, An
     from tuner.config import load_study_config
     from tuner.data import prepare
     from tuner.search.objective import Objective
+    from tuner.search.queue import claim
+    from tuner.search.schedule import START_EPOCH, Scheduler, scheduled
     from tuner.search.study import open_study
     from tuner.search.worker import StopRequest, run_worker
     from tuner.storage import open_storage
+    from tuner.storage.artifacts import open_store
 
     changes: dict[str, dict[str, Any]] = {"study": {"n_trials": 200}, "sampler": {"seed": seed}}
     if method == "tuner-seeds-to-end":
         changes["pruner"] = {"prune_seed_configs": False}
     elif method == "tuner-successive-halving":
         changes["pruner"] = {"name": "successive-halving"}
-    elif method != "tuner-default":
+    elif method == "tuner-pause":
+        changes["pruner"] = {"name": "pause"}
+    elif method not in ("tuner-default", "random-pruning"):
         changes["pruner"] = {"name": "none"}
-    if method == "random":
+    if method in ("random", "random-pruning"):
         changes["sampler"]["name"] = "random"
         changes["study"]["seed_configs"] = False
     config = load_study_config(study_variant(folder, f"{method}-{seed}", **changes))
     data = prepare(config.data)
     storage = open_storage(f"sqlite:///{folder / f'{method}-{seed}.db'}", config.workers)
     study = open_study(config, storage, lambda: data.baselines)
-    objective = Objective(config, data)
+    scheduler = Scheduler(config, open_store(folder / "artifacts")) if scheduled(config) else None
+    objective = Objective(config, data, scheduler=scheduler)
     curve: list[float] = []
+    times: list[float] = []
     trials: list[dict[str, Any]] = []
+    started = last = time.monotonic()
 
     def record(trial: Any) -> None:
-        curve.extend(trial.intermediate_values[e] for e in sorted(trial.intermediate_values))
+        nonlocal last
+        # A continuation reports its model's earlier epochs first: only the epochs it trained
+        # count. A trial's time is spread evenly over its epochs.
+        start = int(trial.user_attrs.get(START_EPOCH, 0))
+        trained = [trial.intermediate_values[e] for e in sorted(trial.intermediate_values)][start:]
+        now = time.monotonic()
+        curve.extend(trained)
+        times.extend(
+            last - started + (now - last) * (i + 1) / len(trained) for i in range(len(trained))
+        )
+        last = now
         trials.append(
             {
-                "epochs": len(trial.intermediate_values),
+                "epochs": len(trained),
                 "state": trial.state.name.lower(),
                 "seed_config": trial.user_attrs.get("seed_config"),
+                "resumed_at": trial.user_attrs.get("resumed_at"),
             }
         )
 
     while len(curve) < budget:
-        run_worker(config, study, storage, objective, StopRequest(), max_trials=1, on_trial=record)
-    return {"curve": curve, "trials": trials}
+        ran = run_worker(
+            config,
+            study,
+            storage,
+            objective,
+            StopRequest(),
+            max_trials=1,
+            on_trial=record,
+            claim_trial=scheduler.claim if scheduler is not None else claim,
+        )
+        if not ran.complete + ran.pruned + ran.failed:
+            break  # the study has no work left (n_trials spent)
+    return {"curve": curve, "times": times, "trials": trials}
 
 
 def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, Any]:
@@ -144,6 +189,8 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
 
     config, data, (train, validation), keras = _setup()
     curve: list[float] = []
+    times: list[float] = []
+    started = time.monotonic()
 
     class Budget(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -152,6 +199,7 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             curve.append(float(logs["val_mae"]))
+            times.append(time.monotonic() - started)
 
     def build(hp: kt.HyperParameters) -> keras.Model:
         layers = hp.Int("layers", 1, 2)
@@ -185,6 +233,12 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
     )
     if method == "kerastuner-random":
         tuner = kt.RandomSearch(build, max_trials=10_000, **common)
+    elif method == "kerastuner-bayesian":
+        # As many random start-up trials as tuner's TPE (the default, 3 per hyperparameter,
+        # would spend the whole 140 epochs at random).
+        tuner = kt.BayesianOptimization(
+            build, max_trials=10_000, num_initial_points=config.sampler.n_startup_trials, **common
+        )
     else:
         tuner = kt.Hyperband(
             build, max_epochs=t.epochs, factor=3, hyperband_iterations=100, **common
@@ -201,7 +255,79 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
         )
     except kt.errors.FatalError:
         pass
-    return {"curve": curve, "trials": []}
+    return {"curve": curve, "times": times, "trials": []}
+
+
+def run_screen(seed: int, budget: int) -> dict[str, Any]:
+    """The one-epoch screen: `budget // 3` random configurations (tuner's space, Optuna's
+    RandomSampler) trained one epoch each; then the best of them, in order, trained on from
+    their first epoch to the study's epochs (with the study's early stopping) until the budget
+    is spent."""
+    import optuna
+
+    from tuner.search.space import suggest
+    from tuner.training.model import build_model
+
+    config, data, (train, validation), keras = _setup()
+    t = config.training
+    curve: list[float] = []
+    times: list[float] = []
+    started = time.monotonic()
+
+    class Budget(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            if len(curve) >= budget:
+                self.model.stop_training = True
+                raise _Spent
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            curve.append(float(logs["val_mae"]))
+            times.append(time.monotonic() - started)
+
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(sampler=sampler)
+    screened = []
+    try:
+        for i in range(budget // 3):
+            spec = suggest(study.ask(), config.space)
+            keras.utils.set_random_seed(seed * 10_000 + i)
+            model = build_model(
+                spec,
+                data.inputs,
+                data.head,
+                optimizer=t.optimizer,
+                loss=t.loss,
+                metrics=data.metrics,
+            )
+            model.fit(
+                train,
+                validation_data=validation,
+                epochs=1,
+                steps_per_epoch=t.steps_per_epoch,
+                callbacks=[Budget()],
+                verbose=0,
+            )
+            screened.append((curve[-1], i, model))
+        for _, _, model in sorted(screened, key=lambda s: s[:2]):
+            model.fit(
+                train,
+                validation_data=validation,
+                initial_epoch=1,
+                epochs=t.epochs,
+                steps_per_epoch=t.steps_per_epoch,
+                callbacks=[
+                    keras.callbacks.EarlyStopping(monitor="val_mae", patience=t.patience),
+                    Budget(),
+                ],
+                verbose=0,
+            )
+    except _Spent:
+        pass
+    return {"curve": curve, "times": times, "trials": []}
+
+
+class _Spent(Exception):
+    """The epoch budget is spent."""
 
 
 def one(method: str, seed: int, budget: int) -> None:
@@ -210,6 +336,8 @@ def one(method: str, seed: int, budget: int) -> None:
             result: Any = reference()
         elif method.startswith("kerastuner"):
             result = run_kerastuner(method, seed, budget, Path(tmp))
+        elif method == "one-epoch-screen":
+            result = run_screen(seed, budget)
         else:
             result = run_tuner(method, seed, budget, Path(tmp))
     print(json.dumps(result))
@@ -217,7 +345,9 @@ def one(method: str, seed: int, budget: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--seeds", default="3", help="seeds per method: a count, or method=count,... (else 3)"
+    )
     parser.add_argument("--budget", type=int, default=140, help="training epochs per run")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one core each")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -230,17 +360,14 @@ def main() -> None:
     if args.one:
         one(args.one[0], int(args.one[1]), args.budget)
         return
+    methods = args.methods.split(",")
+    seeds = _seeds(args.seeds, methods)
     if args.load:
         saved = json.loads(Path(args.load).read_text())
-        report(
-            {(r["method"], r["seed"]): r["result"] for r in saved},
-            args.methods.split(","),
-            args.seeds,
-            args.budget,
-        )
+        report({(r["method"], r["seed"]): r["result"] for r in saved}, seeds, args.budget)
         return
     jobs = [("reference", 0)] + [
-        (m, s) for s in range(args.seeds) for m in args.methods.split(",")
+        (m, s) for s in range(max(seeds.values())) for m in methods if s < seeds[m]
     ]
     results: dict[tuple[str, int], Any] = {}
     running: list[tuple[tuple[str, int], int, subprocess.Popen[str]]] = []
@@ -293,12 +420,47 @@ def main() -> None:
         Path(args.save).write_text(
             json.dumps([{"method": m, "seed": s, "result": r} for (m, s), r in results.items()])
         )
-    report(results, args.methods.split(","), args.seeds, args.budget)
+    report(results, seeds, args.budget)
 
 
-def report(
-    results: dict[tuple[str, int], Any], methods: list[str], seeds: int, budget: int
-) -> None:
+def _seeds(text: str, methods: list[str]) -> dict[str, int]:
+    """`--seeds`: "5", or "tuner-default=5,random=3" (methods not named get 3)."""
+    if "=" not in text:
+        return dict.fromkeys(methods, int(text))
+    given = {k: int(v) for k, v in (part.split("=") for part in text.split(","))}
+    return {m: given.get(m, 3) for m in methods}
+
+
+def shift_interval(
+    a: list[float], b: list[float], level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """The Hodges-Lehmann estimate of the shift `a - b` (the median of every pairwise
+    difference) and its exact, distribution-free interval from the Mann-Whitney U statistic:
+    the k-th smallest and largest pairwise differences, k the largest for which the interval's
+    confidence (returned, the last value) is at least `level`."""
+    from itertools import combinations
+
+    m, n = len(a), len(b)
+    diffs = sorted(x - y for x in a for y in b)
+    # The null distribution of U: every way of choosing a's ranks among m + n.
+    counts: dict[int, int] = {}
+    for ranks in combinations(range(m + n), m):
+        u = sum(ranks) - m * (m - 1) // 2
+        counts[u] = counts.get(u, 0) + 1
+    total = sum(counts.values())
+    below, k = 0.0, 0
+    while True:
+        below_next = below + counts.get(k, 0) / total  # P(U <= k)
+        if 1 - 2 * below_next < level:
+            break
+        below, k = below_next, k + 1
+    if k == 0:
+        return median(diffs), float("-inf"), float("inf"), 1.0
+    return median(diffs), diffs[k - 1], diffs[m * n - k], 1 - 2 * below
+
+
+def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: int) -> None:
+    methods = list(seeds)
     ref = results[("reference", 0)]
     target = ref["best"]
     miss = budget + 1  # sorts after every hit; shown as ">budget"
@@ -308,21 +470,29 @@ def report(
 
     rows = []
     summary: dict[str, dict[str, float]] = {}
+    per_seed: dict[str, dict[str, list[float]]] = {}
     for method in methods:
-        bests, to_beat, seed_epochs = [], [], []
-        for seed in range(seeds):
+        bests, to_beat, seconds, seed_epochs = [], [], [], []
+        for seed in range(seeds[method]):
             run = results[(method, seed)]
             curve = run["curve"][:budget]
             bests.append(min(curve))
-            to_beat.append(next((i + 1 for i, v in enumerate(curve) if v < target), miss))
+            hit = next((i for i, v in enumerate(curve) if v < target), None)
+            to_beat.append(miss if hit is None else hit + 1)
+            times = run.get("times")
+            seconds.append(float("inf") if hit is None or not times else times[hit])
             seed_epochs.append(sum(t["epochs"] for t in run["trials"] if t["seed_config"]))
         summary[method] = {"best": median(bests), "to_beat": median(to_beat)}
+        per_seed[method] = {"best": bests, "to_beat": [float(e) for e in to_beat]}
         rows.append(
             [
                 method,
+                str(seeds[method]),
                 f"{median(bests):.3f}",
-                " / ".join(f"{b:.3f}" for b in bests),
+                f"{min(bests):.3f} to {max(bests):.3f}",
                 f"{shown(median(to_beat))} ({' / '.join(shown(h) for h in to_beat)})",
+                f"{sum(e <= budget // 2 for e in to_beat)} / {seeds[method]}",
+                _seconds(median(seconds)),
                 " / ".join(str(e) for e in seed_epochs) if any(seed_epochs) else "-",
             ]
         )
@@ -336,14 +506,35 @@ def report(
         table(
             [
                 "method",
+                "seeds",
                 f"best val_mae in {budget} epochs (median)",
-                "per seed",
+                "range over seeds",
                 f"epochs to beat {target:.3f}: median (per seed)",
-                "epochs spent on the seed configurations' trials, per seed",
+                f"seeds that beat it within {budget // 2} epochs",
+                "seconds to beat it (median)",
+                "epochs on the seed configurations' trials, per seed",
             ],
             rows,
         )
     )
+    if "tuner-default" in per_seed:
+        diffs = []
+        ours = per_seed["tuner-default"]
+        for method in methods:
+            if method == "tuner-default":
+                continue
+            row = [method]
+            for key, fmt in (("best", "{:+.3f}"), ("to_beat", "{:+.0f}")):
+                est, low, high, conf = shift_interval(per_seed[method][key], ours[key])
+                row.append(
+                    f"{fmt.format(est)} [{fmt.format(low)}, {fmt.format(high)}] ({conf:.0%})"
+                )
+            diffs.append(row)
+        print(
+            "\nEach method minus tuner-default: Hodges-Lehmann shift [exact interval] "
+            f"(its confidence). Misses count as {miss} epochs.\n"
+        )
+        print(table(["method", "best val_mae, difference", "epochs to beat, difference"], diffs))
     kt_random = summary.get("kerastuner-random")
     for method in methods:
         ours = summary[method]
@@ -356,11 +547,16 @@ def report(
                 f"\nepochs to beat, {method} / KerasTuner RandomSearch: {bound}"
                 f"{ours['to_beat'] / min(kt_random['to_beat'], miss):.2f} (target <= 0.5)"
             )
-        wins = sum(min(results[(method, s)]["curve"][:budget]) < target for s in range(seeds))
+        n = seeds[method]
+        wins = sum(min(results[(method, s)]["curve"][:budget]) < target for s in range(n))
         print(
             f"{method} beats every seed configuration within {budget} epochs in "
-            f"{wins} of {seeds} seeds"
+            f"{wins} of {n} seeds"
         )
+
+
+def _seconds(value: float) -> str:
+    return "-" if value == float("inf") else f"{value:.0f}"
 
 
 if __name__ == "__main__":
