@@ -132,8 +132,10 @@ _CLAIM = textwrap.dedent(
     import optuna
     from tuner.config import load_study_config
     from tuner.search.schedule import Scheduler
+    from tuner.storage import open_storage
     config = load_study_config(sys.argv[1])
-    study = optuna.load_study(study_name=config.name, storage=sys.argv[2])
+    storage = open_storage(sys.argv[2], config.workers)
+    study = optuna.load_study(study_name=config.name, storage=storage)
     time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
     trial = Scheduler(config, None).claim(study)
     print(trial.number if trial is not None else "none")
@@ -141,12 +143,20 @@ _CLAIM = textwrap.dedent(
 )
 
 
-def test_workers_racing_for_a_promotion_resume_it_once(write_study, study_dir: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_workers_racing_for_a_promotion_resume_it_once(
+    write_study, study_dir: Path, database: str, request: pytest.FixtureRequest
+) -> None:
     """Four processes claim at the same instant from a study with one promotable paused trial
-    and no budget left for new trials: exactly one continuation is made, by one of them."""
+    and no budget left for new trials: exactly one continuation is made, by one of them. On
+    SQLite and on PostgreSQL, whose queue locks differ."""
     path = _study(write_study, "race", budget="n_trials = 3")
     config = load_study_config(path)
-    url = f"sqlite:///{study_dir / 'race.db'}"
+    url = (
+        f"sqlite:///{study_dir / 'race.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     study = optuna.create_study(study_name="race", storage=url)
     study.set_user_attr("n_trials", 3)
     for number, value in enumerate((1.0, 2.0, 3.0)):
@@ -193,9 +203,16 @@ def test_workers_racing_for_a_promotion_resume_it_once(write_study, study_dir: P
 
 
 @pytest.mark.slow
-def test_a_paused_trial_resumes_from_its_checkpoint(write_study, study_dir: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_paused_trial_resumes_from_its_checkpoint(
+    write_study, study_dir: Path, database: str, request: pytest.FixtureRequest
+) -> None:
     path = _study(write_study, "pause")
-    url = f"sqlite:///{study_dir / 'pause.db'}"
+    url = (
+        f"sqlite:///{study_dir / 'pause.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     tuner("run", str(path), "--workers", "2", "--storage", url, cwd=study_dir, timeout=300)
     trials = _trials(url, "pause")
     by_number = {t.number: t for t in trials}
