@@ -305,10 +305,22 @@ def test_workers_are_an_indexed_job_that_restarts_a_failed_pod_and_stops_gracefu
     assert job["completions"] == job["parallelism"] >= 1
     assert job["backoffLimit"] >= job["parallelism"]
     pod = job["template"]["spec"]
-    assert pod["restartPolicy"] == "OnFailure"
+    # A failed pod is replaced; a stopped one (SIGTERM: exit 143; or a drained node) is replaced
+    # without counting as a failure, rather than counting its index as done.
+    assert pod["restartPolicy"] == "Never"  # as podFailurePolicy requires
+    [worker] = pod["containers"]
+    command, args = tuner_args(worker, {})
+    assert command == "worker"
+    code = args[args.index("--stopped-exit-code") + 1]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in job[
+        "podFailurePolicy"
+    ]["rules"]
+    assert {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": worker["name"], "operator": "In", "values": [int(code)]},
+    } in job["podFailurePolicy"]["rules"]
     # A stopped worker finishes its batch and queues its trial again before SIGKILL.
     assert pod["terminationGracePeriodSeconds"] >= 30
-    [worker] = pod["containers"]
     requests, limits = worker["resources"]["requests"], worker["resources"]["limits"]
     assert cpus(requests["cpu"]) <= cpus(limits["cpu"]) and requests["memory"]
     assert limits["memory"]
@@ -430,7 +442,8 @@ def image_env() -> dict[str, str]:
 class Pod(threading.Thread):
     """One pod of a workload as local processes: its init containers one after the other, then
     its container, started again after a failure as its restartPolicy says (OnFailure: unless
-    it exits 0; Always: whatever the exit), with its volumes as local folders.
+    it exits 0; Always: whatever the exit; Never, in a Job: a new pod, init containers
+    first, unless it exits 0), with its volumes as local folders.
 
     In-cluster names become local ones: the PostgreSQL Service's URL becomes the test's
     database, `tuner-storage-proxy:50051` and the dashboard's port become free local ports,
@@ -462,15 +475,19 @@ class Pod(threading.Thread):
     def run(self) -> None:
         spec = pod_spec(self.workload)
         assert spec is not None
-        for init in spec.get("initContainers", []):
-            if self._run(init) != 0:
-                return
-        self.started_main.set()
+        restart = spec.get("restartPolicy", "Always")
         while not self.stopping:
-            code = self._run(spec["containers"][0])
-            self.exits.append(code)
-            if spec.get("restartPolicy", "Always") == "OnFailure" and code == 0:
-                return
+            for init in spec.get("initContainers", []):
+                if self._run(init) != 0:
+                    return
+            self.started_main.set()
+            while not self.stopping:
+                code = self._run(spec["containers"][0])
+                self.exits.append(code)
+                if restart != "Always" and code == 0:
+                    return
+                if restart == "Never":
+                    break  # the Job makes a new pod
 
     def _run(self, container: dict[str, Any]) -> int:
         env = environment(container, self.resources, job_env(self.workload, self.index))
@@ -617,9 +634,21 @@ def test_the_manifests_containers_run_a_study_to_its_budget_and_a_killed_pod_res
                         process.send_signal(signal.SIGCONT)
             time.sleep(0.2)
 
+        # Delete worker 1's pod in the middle of a trial (SIGTERM): the Job makes a new one.
+        deadline = time.monotonic() + 300
+        stopped = None
+        while stopped is None:
+            assert time.monotonic() < deadline, "worker 1 never got to the middle of a trial"
+            process = workers[1].process
+            if process is not None and process.poll() is None:
+                stopped = _trial_in_the_middle(storage, f"{socket.gethostname()}:{process.pid}")
+                if stopped is not None:
+                    process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+
         for w in workers:
             w.join(timeout=600)
-        assert [w.exits for w in workers] == [[-signal.SIGKILL, 0], [0], [0]], [
+        assert [w.exits for w in workers] == [[-signal.SIGKILL, 0], [143, 0], [0]], [
             w.log() for w in workers
         ]
         # The dashboard answers (as its readinessProbe asks) on what the workers wrote.
@@ -631,12 +660,14 @@ def test_the_manifests_containers_run_a_study_to_its_budget_and_a_killed_pod_res
             p.stop()
 
     trials = optuna.load_study(study_name="k8s", storage=postgres_url).trials
-    # The budget exactly: six complete trials, and the killed one failed once and run again.
-    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 6, TrialState.FAIL: 1}
-    [failed] = [t for t in trials if t.state == TrialState.FAIL]
-    assert failed.number == victim.number
-    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    # The budget exactly: six complete trials; the killed one and the stopped one each failed
+    # once and ran again.
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 6, TrialState.FAIL: 2}
+    failed = {t.number for t in trials if t.state == TrialState.FAIL}
+    assert failed == {victim.number, stopped.number}
+    for lost in (victim, stopped):
+        [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
+        assert retry.state == TrialState.COMPLETE and retry.params == lost.params
     # Nothing was written outside the pods' volumes.
     assert not any(any(p.app.iterdir()) for p in pods)
     assert any((tmp_path / "tuner-workers-0" / "scratch" / "cache" / "tuner").iterdir())

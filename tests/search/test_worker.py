@@ -148,6 +148,37 @@ def test_a_signalled_worker_leaves_no_trial_running_and_exits_0(
     assert by_state[TrialState.WAITING] == 3
 
 
+def test_a_worker_stopped_by_sigterm_exits_with_the_code_asked_for(write_study, study_dir) -> None:
+    """As a Kubernetes Job's worker does (`--stopped-exit-code 143`), so that the Job replaces
+    a deleted or drained pod instead of counting its index as done."""
+    path = write_study(
+        "code",
+        study='name = "code"\nn_trials = 3\nseed_configs = false',
+        training=LONG,
+        pruner='name = "none"',
+    )
+    url = f"sqlite:///{study_dir / 'code.db'}"
+    command = [sys.executable, "-m", "tuner", "worker", str(path), "--storage", url]
+    worker = subprocess.Popen(
+        [*command, "--stopped-exit-code", "143"], cwd=study_dir, stdout=subprocess.PIPE, text=True
+    )
+    _wait_for_running(url, "code")
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 143
+    assert "the trial in progress was queued again" in out
+    study = optuna.load_study(study_name="code", storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 3
+    # A worker that finds no work left exits 0 whatever the code asked for.
+    for t in study.get_trials(states=(TrialState.WAITING,)):
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    done = subprocess.run(
+        [*command, "--stopped-exit-code", "143"], cwd=study_dir, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_ctrl_c_stops_tuner_run_cleanly(write_study, study_dir: Path) -> None:
     path = write_study(
         "ctrlc",

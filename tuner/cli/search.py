@@ -114,6 +114,15 @@ def run(study_file: Path, storage: str, workers: int, n_trials: int | None, pin:
     is_flag=True,
     help="Run the study's queued ablation trials (`tuner ablate`) instead of its search.",
 )
+@click.option(
+    "--stopped-exit-code",
+    type=click.IntRange(0, 255),
+    default=0,
+    show_default=True,
+    help="Exit with this code when a signal stopped the worker (its trial queued again), so "
+    "that a scheduler starts another in its place: 143 in a Kubernetes Job, whose "
+    "podFailurePolicy then replaces the pod (deploy/kubernetes).",
+)
 def worker(
     study_file: Path,
     storage: str,
@@ -123,6 +132,7 @@ def worker(
     threads: int | None,
     quiet: bool,
     ablation: bool,
+    stopped_exit_code: int,
 ) -> None:
     """Join a study as one more worker and run its queued trials.
 
@@ -153,6 +163,8 @@ def worker(
     ran = result.complete + result.pruned + result.failed
     if result.interrupted:
         echo(f"stopped after {ran} trials; the trial in progress was queued again")
+        if stopped_exit_code:
+            raise SystemExit(stopped_exit_code)
     elif ran == 0 and ablation:
         echo(f"no queued ablation trials of study {config.name!r}; `tuner ablate` queues them")
     elif ran == 0:
