@@ -280,6 +280,45 @@ def test_the_proxy_client_is_set_up_as_optunas_own() -> None:
     ours.close()
 
 
+def test_get_trials_reads_what_optunas_servicer_reads(tmp_path: Path) -> None:
+    """Our `GetTrials` (`asked_trials`) answers as Optuna's servicer, on the RDB storage's own
+    query, whose signature is the one it was written for."""
+    from optuna.storages._grpc.auto_generated import api_pb2
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
+
+    from tuner.storage.optuna_internals import asked_trials
+
+    params = ["self", "study_id", "states", "included_trial_ids", "trial_id_greater_than"]
+    assert list(inspect.signature(RDB._get_trials).parameters) == params
+    assert list(inspect.signature(_to_proto_trial).parameters) == ["trial"]
+    source = inspect.getsource(OptunaStorageProxyService.GetTrials)
+    assert "t._trial_id > trial_id_greater_than or t._trial_id in included_trial_ids" in source
+    assert {f.name for f in api_pb2.GetTrialsRequest.DESCRIPTOR.fields} == {
+        "study_id",
+        "included_trial_ids",
+        "trial_id_greater_than",
+    }
+
+    storage = optuna.storages.get_storage(open_storage(f"sqlite:///{tmp_path / 'g.db'}"))
+    study = optuna.create_study(storage=storage)
+    for i in range(6):
+        trial = study.ask()
+        if i % 2:
+            study.tell(trial, i)
+    ids = [t._trial_id for t in study.get_trials()]
+    stock = OptunaStorageProxyService(storage)
+    for included, greater_than in [(set(), -1), ({ids[0], ids[2]}, ids[3]), (set(), ids[5])]:
+        request = api_pb2.GetTrialsRequest(
+            study_id=study._study_id,
+            included_trial_ids=included,
+            trial_id_greater_than=greater_than,
+        )
+        ours = asked_trials(storage, study._study_id, included, greater_than)
+        assert [_to_proto_trial(t) for t in ours] == list(stock.GetTrials(request, None).trials)
+    with pytest.raises(KeyError):
+        asked_trials(storage, study._study_id + 1, set(), -1)
+
+
 def test_fail_stale_trials_asks_a_heartbeat_storage_for_its_stale_trials() -> None:
     from optuna.storages._heartbeat import BaseHeartbeat
 

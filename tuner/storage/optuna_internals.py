@@ -2,8 +2,10 @@
 `RDBStorage`'s private methods, the private attributes read to unwrap a storage, a study's own
 storage and a trial's id, the live `optuna.Trial` made for a claimed trial, the system
 attribute Optuna's retry callback writes, and the pieces of Optuna's gRPC proxy that
-`tuner storage-proxy` builds on: its server's service, its client's channel, and the stale-trial
-query run with a grace period of the client's (`tuner.storage.proxy_client` says why).
+`tuner storage-proxy` builds on: its server's service, its client's channel, the `GetTrials`
+call that reads a study's trials (answered so that a read costs what changed, not the whole
+study), and the stale-trial query run with a grace period of the client's
+(`tuner.storage.proxy_client` says why).
 
 `tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
 `pyproject.toml` pins Optuna to the minor series they were written for (5.0).
@@ -246,13 +248,54 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
-    from optuna.storages._grpc.auto_generated import api_pb2_grpc
-    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+    from optuna.storages._grpc.auto_generated import api_pb2, api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
+
+    class ProxyService(OptunaStorageProxyService):  # type: ignore[misc]
+        """Optuna's service, but `GetTrials` reads only the trials asked for (`asked_trials`),
+        where Optuna's sorts and scans the whole study on every call."""
+
+        def GetTrials(self, request: Any, context: Any) -> Any:
+            try:
+                trials = asked_trials(
+                    storage,
+                    request.study_id,
+                    set(request.included_trial_ids),
+                    request.trial_id_greater_than,
+                )
+            except KeyError as e:
+                context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(e))
+            return api_pb2.GetTrialsReply(trials=[_to_proto_trial(t) for t in trials])
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
-    servicer = OptunaStorageProxyService(storage)
+    servicer = ProxyService(storage)
     api_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return server
+
+
+def asked_trials(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    included_trial_ids: set[int],
+    trial_id_greater_than: int,
+) -> list[FrozenTrial]:
+    """The trials a proxy client asks for in a `GetTrials` call: the study's trials whose id is
+    greater than `trial_id_greater_than` (those it has not seen finished) or in
+    `included_trial_ids` (those it last saw unfinished), by number, as Optuna's servicer answers.
+
+    Optuna's servicer reads every trial of the study (`get_all_trials`, sorted), then keeps
+    these: a cost that grows with the study on every read. The RDB storage's own query for them,
+    the one Optuna's caching storage syncs with, reads only these rows (issue 24). Its trials are
+    as fresh as the caching storage's: finished trials never change, and it re-reads the rest."""
+    rdb = backend_of(storage)
+    if not isinstance(rdb, _RDB):  # not a database: Optuna's way
+        return [
+            t
+            for t in storage.get_all_trials(study_id, deepcopy=False)
+            if t._trial_id > trial_id_greater_than or t._trial_id in included_trial_ids
+        ]
+    trials = rdb._get_trials(study_id, None, included_trial_ids, trial_id_greater_than)
+    return sorted(trials, key=lambda t: t.number)
 
 
 def stale_trial_ids(
