@@ -271,13 +271,37 @@ def test_the_proxy_client_is_set_up_as_optunas_own() -> None:
     stock = proxy(host="localhost", port=1)
     ours = ProxyStorage("grpc://localhost:1", "localhost", 1, reconnect_timeout=1)
     assert set(vars(stock)) == {"_host", "_port", "_channel", "_stub", "_cache"}
-    assert {k: type(v) for k, v in vars(stock).items()} == {
-        k: type(v) for k, v in vars(ours).items() if k in vars(stock)
+    assert {k: type(v) for k, v in vars(stock).items() if k != "_cache"} == {
+        k: type(v) for k, v in vars(ours).items() if k in vars(stock) and k != "_cache"
     }
     read = set(re.findall(r"self\.(_[a-z]\w*)", inspect.getsource(proxy)))
     assert read <= {"_host", "_port", "_channel", "_stub", "_cache", "_setup"}
+    # Our cache in place of Optuna's: these are all the calls the client makes of it.
+    assert isinstance(stock._cache, GrpcClientCache)
+    assert set(re.findall(r"self\._cache\.(\w+)\(", inspect.getsource(proxy))) == {
+        "get_all_trials",
+        "delete_study_cache",
+    }
+    for name in ("get_all_trials", "delete_study_cache"):
+        assert inspect.signature(getattr(GrpcClientCache, name)) == inspect.signature(
+            getattr(type(ours._cache), name)
+        )
     stock.close()
     ours.close()
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_optunas_client_asks_get_trials_for_its_unfinished_and_newer_trials() -> None:
+    """What `tuner.storage.proxy_cache` asks, as Optuna's cache asks it."""
+    from optuna.storages._grpc.client import GrpcClientCache
+
+    source = inspect.getsource(GrpcClientCache._read_trials_from_remote_storage)
+    assert "included_trial_ids=study.unfinished_trial_ids" in source
+    assert "trial_id_greater_than=study.last_finished_trial_id" in source
+    source = inspect.getsource(GrpcClientCache._add_trial_to_cache)
+    assert "max(study.last_finished_trial_id, trial._trial_id)" in source
+    source = inspect.getsource(GrpcClientCache.get_all_trials)
+    assert "sorted(trials.values(), key=lambda t: t.number)" in source
 
 
 def test_get_trials_reads_what_optunas_servicer_reads(tmp_path: Path) -> None:

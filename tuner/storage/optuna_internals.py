@@ -2,10 +2,10 @@
 `RDBStorage`'s private methods, the private attributes read to unwrap a storage, a study's own
 storage and a trial's id, the live `optuna.Trial` made for a claimed trial, the system
 attribute Optuna's retry callback writes, and the pieces of Optuna's gRPC proxy that
-`tuner storage-proxy` builds on: its server's service, its client's channel, the `GetTrials`
-call that reads a study's trials (answered so that a read costs what changed, not the whole
-study), and the stale-trial query run with a grace period of the client's
-(`tuner.storage.proxy_client` says why).
+`tuner storage-proxy` builds on: its server's service, its client's channel and cache, the
+`GetTrials` call that reads a study's trials (answered and cached so that a read costs what
+changed, not the whole study), and the stale-trial query run with a grace period of the
+client's (`tuner.storage.proxy_client` says why).
 
 `tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
 `pyproject.toml` pins Optuna to the minor series they were written for (5.0).
@@ -298,6 +298,22 @@ def asked_trials(
     return sorted(trials, key=lambda t: t.number)
 
 
+def request_trials(
+    stub: Any, study_id: int, included_trial_ids: list[int], trial_id_greater_than: int
+) -> list[FrozenTrial]:
+    """The trials of Optuna's `GetTrials` call to the proxy at `stub` (see `asked_trials`), as
+    Optuna's client cache makes it. Raises `grpc.RpcError` as the call does."""
+    from optuna.storages._grpc.auto_generated import api_pb2
+    from optuna.storages._grpc.servicer import _from_proto_trial
+
+    request = api_pb2.GetTrialsRequest(
+        study_id=study_id,
+        included_trial_ids=included_trial_ids,
+        trial_id_greater_than=trial_id_greater_than,
+    )
+    return [_from_proto_trial(t) for t in stub.GetTrials(request).trials]
+
+
 def stale_trial_ids(
     storage: optuna.storages.BaseStorage, study_id: int, grace_period: float
 ) -> list[int]:
@@ -321,18 +337,21 @@ class _HeartbeatSettings:
 
 
 class ProxyClient(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
-    """Optuna's `GrpcStorageProxy` on a channel made with `CHANNEL_OPTIONS`, declaring
-    heartbeats (`BaseHeartbeat`), so that Optuna's `fail_stale_trials` asks it for stale
-    trials. `tuner.storage.proxy_client.ProxyStorage` implements them."""
+    """Optuna's `GrpcStorageProxy` on a channel made with `CHANNEL_OPTIONS`, with tuner's cache
+    of the study's trials (`tuner.storage.proxy_cache`), declaring heartbeats (`BaseHeartbeat`),
+    so that Optuna's `fail_stale_trials` asks it for stale trials.
+    `tuner.storage.proxy_client.ProxyStorage` implements them."""
 
     def _setup(self) -> None:
         import grpc
         from optuna.storages._grpc.auto_generated import api_pb2_grpc
-        from optuna.storages._grpc.client import GrpcClientCache
+
+        from tuner.storage.proxy_cache import TrialCache
 
         self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", CHANNEL_OPTIONS)
         self._stub = api_pb2_grpc.StorageServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._cache = GrpcClientCache(self._stub)
+        # In place of Optuna's `GrpcClientCache`, which sorts every trial on every read.
+        self._cache = TrialCache(functools.partial(request_trials, self._stub))
 
     @property
     def channel(self) -> Any:
