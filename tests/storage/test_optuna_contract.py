@@ -317,6 +317,8 @@ def test_get_trials_reads_what_optunas_servicer_reads(tmp_path: Path) -> None:
     assert list(inspect.signature(_to_proto_trial).parameters) == ["trial"]
     source = inspect.getsource(OptunaStorageProxyService.GetTrials)
     assert "t._trial_id > trial_id_greater_than or t._trial_id in included_trial_ids" in source
+    source = inspect.getsource(OptunaStorageProxyService.GetTrial)
+    assert "api_pb2.GetTrialReply(trial=_to_proto_trial(trial))" in source
     assert {f.name for f in api_pb2.GetTrialsRequest.DESCRIPTOR.fields} == {
         "study_id",
         "included_trial_ids",

@@ -174,6 +174,9 @@ def test_reads_through_the_proxy_are_the_databases(tmp_path: Path, storage_url: 
         asked = [None, unfinished, (TrialState.COMPLETE,), [TrialState.FAIL, TrialState.RUNNING]]
 
         def read_alike() -> None:
+            # One by one first: what the last read left on the proxy must not be stale.
+            for trial in database.get_all_trials(study_id):
+                assert ours.get_trial(trial_id(trial)) == trial
             for states in asked:
                 expected = database.get_all_trials(study_id, states=states)
                 assert ours.get_all_trials(study_id, states=states) == expected, states

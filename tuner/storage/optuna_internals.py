@@ -253,7 +253,15 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
 
     class ProxyService(OptunaStorageProxyService):  # type: ignore[misc]
         """Optuna's service, but `GetTrials` reads only the trials asked for (`asked_trials`),
-        where Optuna's sorts and scans the whole study on every call."""
+        where Optuna's sorts and scans the whole study on every call.
+
+        Optuna's answered `GetTrial` for a finished trial from its caching storage, which held
+        every trial `GetTrials` had read through it; this one keeps the finished trials it
+        reads for that (a finished trial never changes)."""
+
+        def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+            super().__init__(storage)
+            self.finished_trials: dict[int, FrozenTrial] = {}
 
         def GetTrials(self, request: Any, context: Any) -> Any:
             try:
@@ -265,7 +273,21 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
                 )
             except KeyError as e:
                 context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(e))
+            for trial in trials:
+                if trial.state.is_finished():
+                    self.finished_trials[trial._trial_id] = trial
             return api_pb2.GetTrialsReply(trials=[_to_proto_trial(t) for t in trials])
+
+        def GetTrial(self, request: Any, context: Any) -> Any:
+            trial = self.finished_trials.get(request.trial_id)
+            if trial is None:
+                return super().GetTrial(request, context)
+            return api_pb2.GetTrialReply(trial=_to_proto_trial(trial))
+
+        def DeleteStudy(self, request: Any, context: Any) -> Any:
+            # SQLite may give a deleted trial's id to a new one.
+            self.finished_trials.clear()
+            return super().DeleteStudy(request, context)
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
     servicer = ProxyService(storage)
