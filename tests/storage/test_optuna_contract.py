@@ -317,8 +317,21 @@ def test_get_trials_reads_what_optunas_servicer_reads(tmp_path: Path) -> None:
     assert list(inspect.signature(_to_proto_trial).parameters) == ["trial"]
     source = inspect.getsource(OptunaStorageProxyService.GetTrials)
     assert "t._trial_id > trial_id_greater_than or t._trial_id in included_trial_ids" in source
-    source = inspect.getsource(OptunaStorageProxyService.GetTrial)
-    assert "api_pb2.GetTrialReply(trial=_to_proto_trial(trial))" in source
+    # What the caching storage is told of the trials read (`asked_trials`), as its own read
+    # tells it, and where it needs it.
+    from optuna.storages._cached_storage import _CachedStorage
+
+    source = inspect.getsource(_CachedStorage._read_trials_from_remote_storage)
+    assert "self._studies[study_id] = _StudyInfo()" in source
+    assert "self._add_trials_to_cache(study_id, trials)" in source
+    assert "self._trial_id_to_study_id_and_number[trial_id]" in inspect.getsource(
+        _CachedStorage.set_trial_param
+    )
+    assert list(inspect.signature(_CachedStorage._add_trials_to_cache).parameters) == [
+        "self",
+        "study_id",
+        "trials",
+    ]
     assert {f.name for f in api_pb2.GetTrialsRequest.DESCRIPTOR.fields} == {
         "study_id",
         "included_trial_ids",

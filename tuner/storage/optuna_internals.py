@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optuna
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
@@ -253,15 +254,7 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
 
     class ProxyService(OptunaStorageProxyService):
         """Optuna's service, but `GetTrials` reads only the trials asked for (`asked_trials`),
-        where Optuna's sorts and scans the whole study on every call.
-
-        Optuna's answered `GetTrial` for a finished trial from its caching storage, which held
-        every trial `GetTrials` had read through it; this one keeps the finished trials it
-        reads for that (a finished trial never changes)."""
-
-        def __init__(self, storage: optuna.storages.BaseStorage) -> None:
-            super().__init__(storage)
-            self.finished_trials: dict[int, FrozenTrial] = {}
+        where Optuna's sorts and scans the whole study on every call."""
 
         def GetTrials(self, request: Any, context: Any) -> Any:
             try:
@@ -273,21 +266,7 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
                 )
             except KeyError as e:
                 context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(e))
-            for trial in trials:
-                if trial.state.is_finished():
-                    self.finished_trials[trial._trial_id] = trial
             return api_pb2.GetTrialsReply(trials=[_to_proto_trial(t) for t in trials])
-
-        def GetTrial(self, request: Any, context: Any) -> Any:
-            trial = self.finished_trials.get(request.trial_id)
-            if trial is None:
-                return super().GetTrial(request, context)
-            return api_pb2.GetTrialReply(trial=_to_proto_trial(trial))
-
-        def DeleteStudy(self, request: Any, context: Any) -> Any:
-            # SQLite may give a deleted trial's id to a new one.
-            self.finished_trials.clear()
-            return super().DeleteStudy(request, context)
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
     servicer = ProxyService(storage)
@@ -317,7 +296,15 @@ def asked_trials(
             if t._trial_id > trial_id_greater_than or t._trial_id in included_trial_ids
         ]
     trials = rdb._get_trials(study_id, None, included_trial_ids, trial_id_greater_than)
-    return sorted(trials, key=lambda t: t.number)
+    trials.sort(key=lambda t: t.number)
+    if isinstance(storage, _CachedStorage):
+        # Optuna's caching storage learns of trials made elsewhere (by a proxy before a restart,
+        # say) from these reads, and its writes look trials up in what it learnt
+        # (`set_trial_param`); it answers `GetTrial` for finished ones from it too.
+        with storage._lock:
+            storage._studies.setdefault(study_id, _StudyInfo())
+            storage._add_trials_to_cache(study_id, trials)
+    return trials
 
 
 def request_trials(
