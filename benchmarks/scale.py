@@ -343,7 +343,7 @@ def calls(url: str, repeats: int, grow: list[int]) -> None:
     try:
         storages = {"postgresql": open_storage(url, WORKERS), "proxy": open_storage(proxy_url)}
         for size in [0, *grow]:
-            done = big.get_trials(deepcopy=False)
+            done = big.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             big.add_trials(done[i % len(done)] for i in range(max(0, size - len(done))))
             for label, storage in storages.items():
                 for name in [f"{STUDY}-100"] * (size == 0) + [STUDY]:

@@ -271,13 +271,91 @@ def test_the_proxy_client_is_set_up_as_optunas_own() -> None:
     stock = proxy(host="localhost", port=1)
     ours = ProxyStorage("grpc://localhost:1", "localhost", 1, reconnect_timeout=1)
     assert set(vars(stock)) == {"_host", "_port", "_channel", "_stub", "_cache"}
-    assert {k: type(v) for k, v in vars(stock).items()} == {
-        k: type(v) for k, v in vars(ours).items() if k in vars(stock)
+    assert {k: type(v) for k, v in vars(stock).items() if k != "_cache"} == {
+        k: type(v) for k, v in vars(ours).items() if k in vars(stock) and k != "_cache"
     }
     read = set(re.findall(r"self\.(_[a-z]\w*)", inspect.getsource(proxy)))
     assert read <= {"_host", "_port", "_channel", "_stub", "_cache", "_setup"}
+    # Our cache in place of Optuna's: these are all the calls the client makes of it.
+    assert isinstance(stock._cache, GrpcClientCache)
+    assert set(re.findall(r"self\._cache\.(\w+)\(", inspect.getsource(proxy))) == {
+        "get_all_trials",
+        "delete_study_cache",
+    }
+    for name in ("get_all_trials", "delete_study_cache"):
+        assert inspect.signature(getattr(GrpcClientCache, name)) == inspect.signature(
+            getattr(type(ours._cache), name)
+        )
     stock.close()
     ours.close()
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_optunas_client_asks_get_trials_for_its_unfinished_and_newer_trials() -> None:
+    """What `tuner.storage.proxy_cache` asks, as Optuna's cache asks it."""
+    from optuna.storages._grpc.client import GrpcClientCache
+
+    source = inspect.getsource(GrpcClientCache._read_trials_from_remote_storage)
+    assert "included_trial_ids=study.unfinished_trial_ids" in source
+    assert "trial_id_greater_than=study.last_finished_trial_id" in source
+    source = inspect.getsource(GrpcClientCache._add_trial_to_cache)
+    assert "max(study.last_finished_trial_id, trial._trial_id)" in source
+    source = inspect.getsource(GrpcClientCache.get_all_trials)
+    assert "sorted(trials.values(), key=lambda t: t.number)" in source
+
+
+def test_get_trials_reads_what_optunas_servicer_reads(tmp_path: Path) -> None:
+    """Our `GetTrials` (`asked_trials`) answers as Optuna's servicer, on the RDB storage's own
+    query, whose signature is the one it was written for."""
+    from optuna.storages._grpc.auto_generated import api_pb2
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
+
+    from tuner.storage.optuna_internals import asked_trials
+
+    params = ["self", "study_id", "states", "included_trial_ids", "trial_id_greater_than"]
+    assert list(inspect.signature(RDB._get_trials).parameters) == params
+    assert list(inspect.signature(_to_proto_trial).parameters) == ["trial"]
+    source = inspect.getsource(OptunaStorageProxyService.GetTrials)
+    assert "t._trial_id > trial_id_greater_than or t._trial_id in included_trial_ids" in source
+    # What the caching storage is told of the trials read (`asked_trials`), as its own read
+    # tells it, and where it needs it.
+    from optuna.storages._cached_storage import _CachedStorage
+
+    source = inspect.getsource(_CachedStorage._read_trials_from_remote_storage)
+    assert "self._studies[study_id] = _StudyInfo()" in source
+    assert "self._add_trials_to_cache(study_id, trials)" in source
+    assert "self._trial_id_to_study_id_and_number[trial_id]" in inspect.getsource(
+        _CachedStorage.set_trial_param
+    )
+    assert list(inspect.signature(_CachedStorage._add_trials_to_cache).parameters) == [
+        "self",
+        "study_id",
+        "trials",
+    ]
+    assert {f.name for f in api_pb2.GetTrialsRequest.DESCRIPTOR.fields} == {
+        "study_id",
+        "included_trial_ids",
+        "trial_id_greater_than",
+    }
+
+    storage = optuna.storages.get_storage(open_storage(f"sqlite:///{tmp_path / 'g.db'}"))
+    study = optuna.create_study(storage=storage)
+    for i in range(6):
+        trial = study.ask()
+        if i % 2:
+            study.tell(trial, i)
+    ids = [t._trial_id for t in study.get_trials()]
+    stock = OptunaStorageProxyService(storage)
+    for included, greater_than in [(set(), -1), ({ids[0], ids[2]}, ids[3]), (set(), ids[5])]:
+        request = api_pb2.GetTrialsRequest(
+            study_id=study._study_id,
+            included_trial_ids=included,
+            trial_id_greater_than=greater_than,
+        )
+        ours = asked_trials(storage, study._study_id, included, greater_than)
+        assert [_to_proto_trial(t) for t in ours] == list(stock.GetTrials(request, None).trials)
+    with pytest.raises(KeyError):
+        asked_trials(storage, study._study_id + 1, set(), -1)
 
 
 def test_fail_stale_trials_asks_a_heartbeat_storage_for_its_stale_trials() -> None:

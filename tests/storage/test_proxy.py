@@ -137,10 +137,11 @@ def test_a_lease_is_held_by_one_token_until_released_or_expired() -> None:
 
 
 @contextlib.contextmanager
-def served(tmp_path: Path, tuners: bool = True) -> Iterator[str]:
-    """The grpc:// URL of a server in this process, on a SQLite storage: Optuna's proxy service
-    and (`tuners`) tuner's, which grants leases at once (no restart to wait for)."""
-    storage = open_storage(f"sqlite:///{tmp_path / 'served.db'}")
+def served(tmp_path: Path, tuners: bool = True, storage_url: str | None = None) -> Iterator[str]:
+    """The grpc:// URL of a server in this process, on a storage (`storage_url`, or a SQLite
+    one): Optuna's proxy service and (`tuners`) tuner's, which grants leases at once (no restart
+    to wait for)."""
+    storage = open_storage(storage_url or f"sqlite:///{tmp_path / 'served.db'}")
     server = proxy_server(optuna.storages.get_storage(storage), 4)
     if tuners:
         leases = Leases(LEASE_S, opens_after=0)
@@ -157,6 +158,52 @@ def _client(url: str, **workers: int) -> ProxyStorage:
     storage = open_storage(url, WorkersConfig(**workers) if workers else None)
     assert isinstance(storage, ProxyStorage)
     return storage
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_reads_through_the_proxy_are_the_databases(tmp_path: Path, storage_url: str) -> None:
+    """The proxy reads only the trials a client asks for, and the client keeps the rest: what
+    it reads is still the study as the database holds it, and as Optuna's client reads it."""
+    with served(tmp_path, storage_url=storage_url) as url:
+        ours, writer = _client(url), _client(url)
+        stock = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=parse_grpc(url)[1])
+        study = optuna.create_study(storage=writer, study_name="s")
+        study_id = study._study_id
+        database = optuna.storages.RDBStorage(storage_url)  # no cache, no proxy
+        unfinished = (TrialState.WAITING, TrialState.RUNNING)
+        asked = [None, unfinished, (TrialState.COMPLETE,), [TrialState.FAIL, TrialState.RUNNING]]
+
+        def read_alike() -> None:
+            # One by one first: what the last read left on the proxy must not be stale.
+            for trial in database.get_all_trials(study_id):
+                assert ours.get_trial(trial_id(trial)) == trial
+            for states in asked:
+                expected = database.get_all_trials(study_id, states=states)
+                assert ours.get_all_trials(study_id, states=states) == expected, states
+                assert stock.get_all_trials(study_id, states=states) == expected, states
+
+        read_alike()  # no trials yet
+        for x in range(6):
+            study.enqueue_trial({"x": x})
+        read_alike()
+        ids = [trial_id(t) for t in database.get_all_trials(study_id)]
+        for i in ids[:4]:  # claimed, then finished in an order of their own
+            writer.set_trial_state_values(i, TrialState.RUNNING)
+        read_alike()
+        writer.set_trial_state_values(ids[2], TrialState.COMPLETE, [0.5])
+        writer.set_trial_user_attr(ids[0], "epochs", 3)  # an unfinished trial changes
+        writer.set_trial_intermediate_value(ids[1], 0, 0.9)
+        read_alike()
+        writer.set_trial_state_values(ids[1], TrialState.PRUNED, [0.9])
+        writer.set_trial_state_values(ids[0], TrialState.FAIL)
+        study.enqueue_trial({"x": 6})  # a new trial after the newest finished one
+        read_alike()
+        ids = [trial_id(t) for t in database.get_all_trials(study_id)]
+        for i in ids[3:]:
+            writer.set_trial_state_values(i, TrialState.RUNNING)
+            writer.set_trial_state_values(i, TrialState.COMPLETE, [float(i)])
+            read_alike()
+        stock.close()
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -2,8 +2,10 @@
 `RDBStorage`'s private methods, the private attributes read to unwrap a storage, a study's own
 storage and a trial's id, the live `optuna.Trial` made for a claimed trial, the system
 attribute Optuna's retry callback writes, and the pieces of Optuna's gRPC proxy that
-`tuner storage-proxy` builds on: its server's service, its client's channel, and the stale-trial
-query run with a grace period of the client's (`tuner.storage.proxy_client` says why).
+`tuner storage-proxy` builds on: its server's service, its client's channel and cache, the
+`GetTrials` call that reads a study's trials (answered and cached so that a read costs what
+changed, not the whole study), and the stale-trial query run with a grace period of the
+client's (`tuner.storage.proxy_client` says why).
 
 `tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
 `pyproject.toml` pins Optuna to the minor series they were written for (5.0).
@@ -34,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optuna
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
@@ -246,13 +249,78 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
-    from optuna.storages._grpc.auto_generated import api_pb2_grpc
-    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+    from optuna.storages._grpc.auto_generated import api_pb2, api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
+
+    class ProxyService(OptunaStorageProxyService):
+        """Optuna's service, but `GetTrials` reads only the trials asked for (`asked_trials`),
+        where Optuna's sorts and scans the whole study on every call."""
+
+        def GetTrials(self, request: Any, context: Any) -> Any:
+            try:
+                trials = asked_trials(
+                    storage,
+                    request.study_id,
+                    set(request.included_trial_ids),
+                    request.trial_id_greater_than,
+                )
+            except KeyError as e:
+                context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(e))
+            return api_pb2.GetTrialsReply(trials=[_to_proto_trial(t) for t in trials])
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
-    servicer = OptunaStorageProxyService(storage)
+    servicer = ProxyService(storage)
     api_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return server
+
+
+def asked_trials(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    included_trial_ids: set[int],
+    trial_id_greater_than: int,
+) -> list[FrozenTrial]:
+    """The trials a proxy client asks for in a `GetTrials` call: the study's trials whose id is
+    greater than `trial_id_greater_than` (those it has not seen finished) or in
+    `included_trial_ids` (those it last saw unfinished), by number, as Optuna's servicer answers.
+
+    Optuna's servicer reads every trial of the study (`get_all_trials`, sorted), then keeps
+    these: a cost that grows with the study on every read. The RDB storage's own query for them,
+    the one Optuna's caching storage syncs with, reads only these rows (issue 24). Its trials are
+    as fresh as the caching storage's: finished trials never change, and it re-reads the rest."""
+    rdb = backend_of(storage)
+    if not isinstance(rdb, _RDB):  # not a database: Optuna's way
+        return [
+            t
+            for t in storage.get_all_trials(study_id, deepcopy=False)
+            if t._trial_id > trial_id_greater_than or t._trial_id in included_trial_ids
+        ]
+    trials = rdb._get_trials(study_id, None, included_trial_ids, trial_id_greater_than)
+    trials.sort(key=lambda t: t.number)
+    if isinstance(storage, _CachedStorage):
+        # Optuna's caching storage learns of trials made elsewhere (by a proxy before a restart,
+        # say) from these reads, and its writes look trials up in what it learnt
+        # (`set_trial_param`); it answers `GetTrial` for finished ones from it too.
+        with storage._lock:
+            storage._studies.setdefault(study_id, _StudyInfo())
+            storage._add_trials_to_cache(study_id, trials)
+    return trials
+
+
+def request_trials(
+    stub: Any, study_id: int, included_trial_ids: list[int], trial_id_greater_than: int
+) -> list[FrozenTrial]:
+    """The trials of Optuna's `GetTrials` call to the proxy at `stub` (see `asked_trials`), as
+    Optuna's client cache makes it. Raises `grpc.RpcError` as the call does."""
+    from optuna.storages._grpc.auto_generated import api_pb2
+    from optuna.storages._grpc.servicer import _from_proto_trial
+
+    request = api_pb2.GetTrialsRequest(
+        study_id=study_id,
+        included_trial_ids=included_trial_ids,
+        trial_id_greater_than=trial_id_greater_than,
+    )
+    return [_from_proto_trial(t) for t in stub.GetTrials(request).trials]
 
 
 def stale_trial_ids(
@@ -278,18 +346,22 @@ class _HeartbeatSettings:
 
 
 class ProxyClient(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
-    """Optuna's `GrpcStorageProxy` on a channel made with `CHANNEL_OPTIONS`, declaring
-    heartbeats (`BaseHeartbeat`), so that Optuna's `fail_stale_trials` asks it for stale
-    trials. `tuner.storage.proxy_client.ProxyStorage` implements them."""
+    """Optuna's `GrpcStorageProxy` on a channel made with `CHANNEL_OPTIONS`, with tuner's cache
+    of the study's trials (`tuner.storage.proxy_cache`), declaring heartbeats (`BaseHeartbeat`),
+    so that Optuna's `fail_stale_trials` asks it for stale trials.
+    `tuner.storage.proxy_client.ProxyStorage` implements them."""
 
     def _setup(self) -> None:
         import grpc
         from optuna.storages._grpc.auto_generated import api_pb2_grpc
-        from optuna.storages._grpc.client import GrpcClientCache
+
+        from tuner.storage.proxy_cache import TrialCache
 
         self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", CHANNEL_OPTIONS)
         self._stub = api_pb2_grpc.StorageServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._cache = GrpcClientCache(self._stub)
+        # In place of Optuna's `GrpcClientCache`, which sorts every trial on every read; the
+        # two calls the client makes of it are held to their signatures by the contract tests.
+        self._cache = TrialCache(functools.partial(request_trials, self._stub))  # type: ignore[assignment]
 
     @property
     def channel(self) -> Any:
