@@ -339,6 +339,24 @@ def test_calls_whose_answer_was_lost_are_found_not_repeated(
     assert (told.state, told.values) == (TrialState.COMPLETE, [0.5])
 
 
+def test_a_trial_this_proxy_has_not_read_gets_its_parameters(tmp_path: Path) -> None:
+    """A worker that claimed a trial through a proxy before it restarted samples the trial's
+    parameters through the new one, before any read: the parameter is set, not a KeyError
+    that fails the trial."""
+    with served(tmp_path) as url:
+        study = optuna.create_study(storage=_client(url), study_name="s")
+        # Made past the proxy, as through the proxy before its restart.
+        database = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'served.db'}")
+        made = database.create_new_trial(study._study_id)
+        client = _client(url)
+        client.set_trial_param(made, "x", 0.5, optuna.distributions.FloatDistribution(0, 1))
+        # And a second parameter, once the proxy has read the trial.
+        [read] = client.get_all_trials(study._study_id)
+        client.set_trial_param(made, "y", 2.0, optuna.distributions.FloatDistribution(0, 4))
+        assert database.get_trial(made).params == {"x": 0.5, "y": 2.0}
+        assert read.number == 0
+
+
 # --- real workers through a real proxy process -------------------------------------------------
 
 

@@ -254,7 +254,13 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
 
     class ProxyService(OptunaStorageProxyService):
         """Optuna's service, but `GetTrials` reads only the trials asked for (`asked_trials`),
-        where Optuna's sorts and scans the whole study on every call."""
+        where Optuna's sorts and scans the whole study on every call; and `SetTrialParameter`
+        works for a trial this proxy has not read yet."""
+
+        # Optuna's service on the database itself, past the caching storage.
+        direct = OptunaStorageProxyService(
+            storage._backend if isinstance(storage, _CachedStorage) else storage
+        )
 
         def GetTrials(self, request: Any, context: Any) -> Any:
             try:
@@ -267,6 +273,18 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
             except KeyError as e:
                 context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(e))
             return api_pb2.GetTrialsReply(trials=[_to_proto_trial(t) for t in trials])
+
+        def SetTrialParameter(self, request: Any, context: Any) -> Any:
+            if isinstance(storage, _CachedStorage):
+                with storage._lock:
+                    known = request.trial_id in storage._trial_id_to_study_id_and_number
+                if not known:
+                    # A trial this proxy has not read yet: a client that read it through a
+                    # proxy before a restart samples its parameters through this one. Optuna's
+                    # caching storage looks the trial up in what it read (KeyError, the trial
+                    # failed); the database itself knows it.
+                    return self.direct.SetTrialParameter(request, context)
+            return super().SetTrialParameter(request, context)
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
     servicer = ProxyService(storage)
