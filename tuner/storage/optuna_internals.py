@@ -327,9 +327,10 @@ def asked_trials(
 
 def request_trials(
     stub: Any, study_id: int, included_trial_ids: list[int], trial_id_greater_than: int
-) -> list[FrozenTrial]:
+) -> list[tuple[int, FrozenTrial]]:
     """The trials of Optuna's `GetTrials` call to the proxy at `stub` (see `asked_trials`), as
-    Optuna's client cache makes it. Raises `grpc.RpcError` as the call does."""
+    Optuna's client cache makes it, each with its id. Raises `grpc.RpcError` as the call
+    does."""
     from optuna.storages._grpc.auto_generated import api_pb2
     from optuna.storages._grpc.servicer import _from_proto_trial
 
@@ -338,7 +339,8 @@ def request_trials(
         included_trial_ids=included_trial_ids,
         trial_id_greater_than=trial_id_greater_than,
     )
-    return [_from_proto_trial(t) for t in stub.GetTrials(request).trials]
+    trials = [_from_proto_trial(t) for t in stub.GetTrials(request).trials]
+    return [(trial_id(t), t) for t in trials]
 
 
 def stale_trial_ids(

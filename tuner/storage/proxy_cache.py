@@ -17,11 +17,10 @@ from collections.abc import Callable, Container
 
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.storage.optuna_internals import trial_id
-
-# (study_id, included_trial_ids, trial_id_greater_than) -> the trials asked for, raising
-# `grpc.RpcError` as the call does (`tuner.storage.optuna_internals.request_trials`).
-Fetch = Callable[[int, list[int], int], list[FrozenTrial]]
+# (study_id, included_trial_ids, trial_id_greater_than) -> the trials asked for, each with its
+# id, raising `grpc.RpcError` as the call does (`tuner.storage.optuna_internals.request_trials`,
+# which reads the ids, private to Optuna's trials, for this module).
+Fetch = Callable[[int, list[int], int], list[tuple[int, FrozenTrial]]]
 
 FINISHED = tuple(s for s in TrialState if s.is_finished())
 
@@ -33,7 +32,7 @@ class _Study:
         self.unfinished: dict[int, int] = {}  # trial id -> number
         self.last_finished_trial_id = -1
 
-    def add(self, trial: FrozenTrial) -> None:
+    def add(self, trial_id: int, trial: FrozenTrial) -> None:
         i = bisect.bisect_left(self.numbers, trial.number)
         if i < len(self.numbers) and self.numbers[i] == trial.number:
             self.trials[i] = trial
@@ -41,10 +40,10 @@ class _Study:
             self.numbers.insert(i, trial.number)
             self.trials.insert(i, trial)
         if trial.state.is_finished():
-            self.last_finished_trial_id = max(self.last_finished_trial_id, trial_id(trial))
-            self.unfinished.pop(trial_id(trial), None)
+            self.last_finished_trial_id = max(self.last_finished_trial_id, trial_id)
+            self.unfinished.pop(trial_id, None)
         else:
-            self.unfinished[trial_id(trial)] = trial.number
+            self.unfinished[trial_id] = trial.number
 
     def trial(self, number: int) -> FrozenTrial:
         return self.trials[bisect.bisect_left(self.numbers, number)]
@@ -80,8 +79,8 @@ class TrialCache:
                     self._studies.pop(study_id, None)
                     raise KeyError from e
                 raise
-            for trial in fetched:
-                study.add(trial)
+            for fetched_id, trial in fetched:
+                study.add(fetched_id, trial)
             if states is None:
                 return list(study.trials)
             if any(s in states for s in FINISHED):
