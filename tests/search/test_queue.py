@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import random
+import threading
 import time
 from collections import Counter
 
@@ -11,7 +12,7 @@ from optuna.trial import TrialState
 
 from tuner.config import WorkersConfig
 from tuner.search.queue import AHEAD, budget, claim, count, set_budget
-from tuner.storage import open_storage
+from tuner.storage import exclusive, open_storage, queue_lock, study_storage
 
 WORKERS = WorkersConfig(heartbeat_interval=5, grace_period=30)
 
@@ -51,6 +52,47 @@ def test_raising_the_budget_queues_more_and_lowering_it_queues_none(tmp_path) ->
     assert count(study).waiting == 2
     set_budget(study, 4)  # trials already queued stay queued; nothing more is added
     assert count(study).waiting == 2
+
+
+def test_a_spent_budget_is_seen_without_waiting_for_the_lock(tmp_path) -> None:
+    # Hundreds of workers at a study's end each found the queue short and waited their turn for
+    # the lock only to add nothing. With the lock held elsewhere, a claim on a study whose whole
+    # budget is queued or finished must still answer at once.
+    study = _study(f"sqlite:///{tmp_path / 'q.db'}")
+    set_budget(study, 2)
+    first = claim(study)
+    assert first is not None
+    study.tell(first, 0.0)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with exclusive(study_storage(study), queue_lock(study.study_name)):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        answered: list[object] = []
+        claimer = threading.Thread(target=lambda: answered.append(claim(study)))
+        claimer.start()
+        claimer.join(10)
+        assert not claimer.is_alive(), "the claim waited for the queue's lock"
+        second = answered[0]
+        assert second is not None and second.number == 1
+        study.tell(second, 0.0)
+        assert claim(study) is None
+        # With budget left to queue, a refill still takes the lock.
+        set_budget_thread = threading.Thread(target=set_budget, args=(study, 3))
+        set_budget_thread.start()
+        set_budget_thread.join(1)
+        assert set_budget_thread.is_alive()
+    finally:
+        release.set()
+        holder.join()
+    set_budget_thread.join(10)
+    assert count(study).waiting == 1
 
 
 def _worker(url: str, results: mp.Queue) -> None:

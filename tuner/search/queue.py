@@ -84,14 +84,24 @@ def refill(study: optuna.Study) -> int:
     returns how many were queued."""
     storage: Any = study_storage(study)  # its own caching view, which must see new trials
 
-    def once() -> int:
+    def missing() -> int:
         c = count(study)
         ahead = max(AHEAD, 2 * c.running)
-        missing = min(budget(study) - c.budgeted, ahead - c.waiting)
-        for _ in range(missing):
-            study.enqueue_trial({})
-        return max(missing, 0)
+        return min(budget(study) - c.budgeted, ahead - c.waiting)
 
+    def once() -> int:
+        n = missing()
+        for _ in range(n):
+            study.enqueue_trial({})
+        return max(n, 0)
+
+    # Look before taking the lock: once the whole budget is queued, every worker that finds the
+    # queue short would otherwise wait its turn for the lock only to add nothing, hundreds of
+    # them at a study's end (BENCHMARKS.md, the load test). What is queued, running or finished
+    # only grows (a retry replaces the trial it retries), so a budget spent without the lock is
+    # spent under it; the lock is still what keeps two refills from both adding.
+    if missing() <= 0:
+        return 0
     return locked(storage, queue_lock(study.study_name), once)
 
 
