@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import load_study_config
 from tuner.errors import ConfigError
 from tuner.search.definition import DefinitionError, check, definition
+from tuner.search.queue import count
 from tuner.search.schedule import (
     CHECKPOINT,
     CONTINUES,
@@ -95,6 +96,24 @@ def test_only_the_pause_pruner_lets_a_studys_epochs_grow(write_study) -> None:
     median = _study(write_study, "g", epochs=8, pruner='name = "median"')
     with pytest.raises(DefinitionError, match="may grow with the pruner `pause`"):
         check(stored, load_study_config(median))
+
+
+def test_workers_that_pause_and_workers_that_stop_cannot_share_a_study(write_study) -> None:
+    # The two hand out work and count the budget differently (continuations are not models).
+    paused = definition(load_study_config(_study(write_study, "p")))
+    hyperband = _study(write_study, "p", pruner='name = "hyperband"\nmin_resource = 1')
+    with pytest.raises(
+        DefinitionError,
+        match=r"created with \[pruner\] name = \"pause\".*"
+        r"now names 'hyperband'.*give it a new \[study\] name$",
+    ):
+        check(paused, load_study_config(hyperband))
+    stopped = definition(load_study_config(hyperband))
+    with pytest.raises(DefinitionError, match=r"created without paused trials"):
+        check(stopped, load_study_config(_study(write_study, "p")))
+    check(stopped, load_study_config(_study(write_study, "p", pruner='name = "median"')))
+    # A study stored before `pauses` was part of the definition takes the file's choice.
+    check({k: v for k, v in paused.items() if k != "pauses"}, load_study_config(hyperband))
 
 
 def test_a_checkpoint_restores_weights_and_optimizer_state(tmp_path: Path) -> None:
@@ -213,7 +232,7 @@ def test_a_paused_trial_resumes_from_its_checkpoint(
         if database == "sqlite"
         else request.getfixturevalue("postgres_url")
     )
-    tuner("run", str(path), "--workers", "2", "--storage", url, cwd=study_dir, timeout=300)
+    shown = tuner("run", str(path), "--workers", "2", "--storage", url, cwd=study_dir, timeout=300)
     trials = _trials(url, "pause")
     by_number = {t.number: t for t in trials}
     paused = [t for t in trials if "paused_at" in t.user_attrs]
@@ -230,6 +249,10 @@ def test_a_paused_trial_resumes_from_its_checkpoint(
         c.user_attrs[CONTINUES] for c in continuations
     )
     assert len({t.user_attrs["model"] for t in trials}) == 6
+    # The budget counts models: resumptions are shown apart, not as trials of the budget.
+    counts = count(study)
+    assert counts.finished == 6 and counts.resumed == len(continuations)
+    assert f"trials 6/6 and {len(continuations)} resumed: " in shown.stdout + shown.stderr
     # Once the study is done, only the checkpoints a larger budget would resume first are left.
     space = study.user_attrs[SPACE_ATTR]
     files = [f for f in (study_dir / "artifacts").iterdir() if f.is_file()]

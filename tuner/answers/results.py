@@ -52,6 +52,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
             "failed": counts.failed - counts.retried,
             "running": counts.running,
             "waiting": counts.waiting,
+            "resumed": counts.resumed,
         },
         "best_trial": {
             "number": best.number,
@@ -104,8 +105,11 @@ def format_diagnoses(found: list[str]) -> list[str]:
 def format_summary(s: dict[str, Any]) -> str:
     t, b = s["trials"], s["best_trial"]
     lines = [
-        f"study {s['study']}: {t['finished']} trials finished ({t['complete']} complete, "
-        f"{t['pruned']} pruned, {t['failed']} failed)"
+        f"study {s['study']}: {t['finished']} trials finished"
+        + (f" and {t['resumed']} resumed" if t.get("resumed") else "")
+        + f" ({t['complete']} complete, {t['pruned']} pruned"
+        + (" or paused" if t.get("resumed") else "")
+        + f", {t['failed']} failed)"
         + (f", {t['running']} running" if t["running"] else "")
         + (f", {t['waiting']} queued" if t["waiting"] else ""),
         f"best trial {b['number']}"

@@ -7,8 +7,8 @@ refused (`tuner run`, `tuner worker`, `tuner retrain`), naming the field, the st
 new one: trials of different data, metrics or spaces would be compared as if alike.
 
 How a study is run may change between runs and is not part of it: the budget (`n_trials`, or
-`[budget] epochs`), [workers], [sampler], [pruner], [ablation], and the execution details of
-[training] listed in `EXECUTION_DETAILS`.
+`[budget] epochs`), [workers], [sampler], [pruner] (but whether it is `pause`: `pauses`),
+[ablation], and the execution details of [training] listed in `EXECUTION_DETAILS`.
 
 One change of the definition is allowed, with the pruner `pause` only: raising `[training]
 epochs` (`GROWABLE`). The study goes on: its best trials resume from the checkpoints they saved
@@ -55,6 +55,9 @@ def definition(config: StudyConfig) -> dict[str, Any]:
         "data": data,
         "space": dataclasses.asdict(config.space),
         "training": training,
+        # Whether trials pause and resume: a study's work is handed out, and its budget of
+        # trials counted, one way or the other, so workers of both kinds cannot share it.
+        "pauses": config.pruner.name == "pause",
     }
     return dict(json.loads(json.dumps(made, default=str)))
 
@@ -73,6 +76,18 @@ def check(
             continue
         if field in GROWABLE and config.pruner.name == "pause" and new.get(field, 0) >= value:
             continue
+        if field == "pauses" and value != new.get(field, _MISSING):
+            raise DefinitionError(
+                f"{config.path}: study {config.name!r} was created "
+                + (
+                    'with [pruner] name = "pause" (trials that pause and resume), but the file '
+                    f"now names {config.pruner.name!r}"
+                    if value
+                    else 'without paused trials, but the file now gives [pruner] name = "pause"'
+                )
+                + "; a study's trials are handed out one way for all its workers: to run the "
+                "changed file, give it a new [study] name"
+            )
         if value != new.get(field, _MISSING):
             grows = (
                 " (but for [training] epochs, which may grow with the pruner `pause`)"

@@ -155,17 +155,20 @@ def duration(seconds: float | None) -> str:
 def summary(shot: Snapshot) -> str:
     c = shot.counts
     going = c.finished < shot.n_trials
+    # With paused trials, a model's resumptions are trials of their own: counted apart.
+    resumed = f" and {c.resumed} resumed" if c.resumed else ""
     line = (
-        f"trials {c.finished}/{shot.n_trials}: {c.complete} complete, {c.pruned} pruned, "
-        f"{c.failed - c.retried} failed, {len(shot.running)} running{shot.best}"
+        f"trials {c.finished}/{shot.n_trials}{resumed}: {c.complete} complete, {c.pruned} "
+        f"pruned{' or paused' if resumed else ''}, {c.failed - c.retried} failed, "
+        f"{len(shot.running)} running{shot.best}"
     )
     if shot.epochs is not None:
         used, limit = shot.epochs
         going = used < limit
         line = (
-            f"epochs {used}/{limit}, trials {c.finished}: {c.complete} complete, {c.pruned} "
-            f"pruned or paused, {c.failed - c.retried} failed, {len(shot.running)} running"
-            f"{shot.best}"
+            f"epochs {used}/{limit}, trials {c.finished}{resumed}: {c.complete} complete, "
+            f"{c.pruned} pruned or paused, {c.failed - c.retried} failed, "
+            f"{len(shot.running)} running{shot.best}"
         )
     if going and shot.left_s is not None:
         line += f"; about {duration(shot.left_s)} left"

@@ -25,6 +25,9 @@ from optuna.trial import TrialState
 from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storage, trial_id
 
 BUDGET_ATTR = "n_trials"
+# The user attribute of a paused trial's continuation (tuner.search.schedule): the number of the
+# trial it continues. Its model was counted once, with its first trial.
+CONTINUES = "continues"
 # Queued trials kept ahead of the workers: at least this many, and two per running trial.
 AHEAD = 8
 # The claims' own generator, seeded by the operating system: every trial reseeds Python's
@@ -35,7 +38,8 @@ _CLAIMS = random.Random(os.urandom(16))
 
 @dataclass(frozen=True)
 class Counts:
-    """Where a study's trials stand; `retried` counts failed trials queued again."""
+    """Where a study's trials stand; `retried` counts failed trials queued again, `resumed` the
+    finished continuations of paused trials (tuner.search.schedule)."""
 
     complete: int = 0
     pruned: int = 0
@@ -43,10 +47,13 @@ class Counts:
     retried: int = 0
     running: int = 0
     waiting: int = 0
+    resumed: int = 0
 
     @property
     def finished(self) -> int:
-        return self.complete + self.pruned + self.failed - self.retried
+        """Trials that count towards `n_trials` and have finished: a retry in place of the trial
+        it repeats, and a paused model once however many times it resumed."""
+        return self.complete + self.pruned + self.failed - self.retried - self.resumed
 
     @property
     def budgeted(self) -> int:
@@ -66,6 +73,11 @@ def count(study: optuna.Study) -> Counts:
         retried=sum(1 for t in trials if is_retry(t)),
         running=n[TrialState.RUNNING],
         waiting=n[TrialState.WAITING],
+        resumed=sum(
+            1
+            for t in trials
+            if t.state.is_finished() and CONTINUES in t.user_attrs and not is_retry(t)
+        ),
     )
 
 

@@ -44,7 +44,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
-from tuner.search.queue import budget
+from tuner.search.queue import CONTINUES, budget
 from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.schedule")
@@ -52,7 +52,6 @@ logger = logging.getLogger("tuner.search.schedule")
 MODEL = "model"
 CHECKPOINT = "checkpoint"
 PAUSED_AT = "paused_at"
-CONTINUES = "continues"
 RESUMED_AT = "resumed_at"
 RESUMED_VALUE = "resumed_value"
 START_EPOCH = "start_epoch"
