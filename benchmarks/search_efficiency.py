@@ -57,6 +57,8 @@ METHODS = (
     "kerastuner-random",
     "kerastuner-hyperband",
     "kerastuner-bayesian",
+    "synetune-bohb",
+    "synetune-asha",
 )
 SEED_BUDGETS = {"gru": 20, "gru-dropout": 40, "stacked-gru": 40, "bidirectional-lstm": 40}
 
@@ -326,6 +328,120 @@ def run_screen(seed: int, budget: int) -> dict[str, Any]:
     return {"curve": curve, "times": times, "trials": []}
 
 
+def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
+    """Syne Tune's BOHB (asynchronous successive halving with a kernel-density model, stopping
+    type, one bracket, rungs at 1, 3 and 9 epochs as tuner's Hyperband) or ASHA (the same with
+    random configurations), driven epoch by epoch in this process: the same space as KerasTuner's
+    runs above, the same models, data and early stopping. A benchmark-only dependency, outside
+    the lock (BENCHMARKS.md says how to install it)."""
+    import datetime
+
+    from syne_tune.backend.trial_status import Trial
+    from syne_tune.config_space import choice, lograndint, loguniform, randint, uniform
+    from syne_tune.optimizer.baselines import ASHA, BOHB
+    from syne_tune.optimizer.scheduler import SchedulerDecision
+
+    from tuner.training.model import build_model
+    from tuner.training.spec import ModelSpec
+
+    config, data, (train, validation), keras = _setup()
+    t = config.training
+    curve: list[float] = []
+    times: list[float] = []
+    started = time.monotonic()
+    space = {
+        "layers": randint(1, 2),
+        "units_1": lograndint(16, 64),
+        "units_2": lograndint(16, 64),
+        "cell": choice(["gru", "lstm"]),
+        "dropout": uniform(0.0, 0.5),
+        "recurrent_dropout": uniform(0.0, 0.5),
+        "bidirectional": choice([False, True]),
+        "activation": choice(["tanh", "relu"]),
+        "learning_rate": loguniform(3e-4, 1e-2),
+    }
+    kind = BOHB if method == "synetune-bohb" else ASHA
+    scheduler = kind(
+        space,
+        metric="val_mae",
+        time_attr="epoch",
+        max_t=t.epochs,
+        do_minimize=True,
+        random_seed=seed,
+        grace_period=1,
+        reduction_factor=3,
+    )
+
+    class Report(keras.callbacks.Callback):
+        def __init__(self, trial: Any) -> None:
+            super().__init__()
+            self.trial, self.stopped = trial, False
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            if len(curve) >= budget:
+                self.model.stop_training = True
+                raise _Spent
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            value = float(logs["val_mae"])
+            curve.append(value)
+            times.append(time.monotonic() - started)
+            self.last = {"val_mae": value, "epoch": epoch + 1}
+            decision = scheduler.on_trial_result(self.trial, self.last)
+            if decision == SchedulerDecision.STOP:
+                self.model.stop_training, self.stopped = True, True
+
+    number = 0
+    try:
+        while len(curve) < budget:
+            suggestion = scheduler.suggest()
+            trial = Trial(
+                trial_id=number, config=suggestion.config, creation_time=datetime.datetime.now()
+            )
+            scheduler.on_trial_add(trial)
+            c = suggestion.config
+            spec = ModelSpec(
+                cell=c["cell"],
+                units=(int(c["units_1"]), int(c["units_2"]))[: int(c["layers"])],
+                dropout=float(c["dropout"]),
+                recurrent_dropout=float(c["recurrent_dropout"]),
+                bidirectional=bool(c["bidirectional"]),
+                activation=c["activation"],
+                learning_rate=float(c["learning_rate"]),
+            )
+            keras.utils.set_random_seed(seed * 10_000 + number)
+            model = build_model(
+                spec,
+                data.inputs,
+                data.head,
+                optimizer=t.optimizer,
+                loss=t.loss,
+                metrics=data.metrics,
+            )
+            report = Report(trial)
+            model.fit(
+                train,
+                validation_data=validation,
+                epochs=t.epochs,
+                steps_per_epoch=t.steps_per_epoch,
+                callbacks=[
+                    keras.callbacks.EarlyStopping(monitor="val_mae", patience=t.patience),
+                    report,
+                ],
+                verbose=0,
+            )
+            # As Syne Tune's own loop: a trial it stopped is removed; one that ended by itself
+            # (early stopping) is complete, with its last result.
+            if report.stopped:
+                scheduler.on_trial_remove(trial)
+            else:
+                scheduler.on_trial_complete(trial, report.last)
+            number += 1
+    except _Spent:
+        pass
+    return {"curve": curve, "times": times, "trials": []}
+
+
 class _Spent(Exception):
     """The epoch budget is spent."""
 
@@ -338,6 +454,8 @@ def one(method: str, seed: int, budget: int) -> None:
             result = run_kerastuner(method, seed, budget, Path(tmp))
         elif method == "one-epoch-screen":
             result = run_screen(seed, budget)
+        elif method.startswith("synetune"):
+            result = run_synetune(method, seed, budget)
         else:
             result = run_tuner(method, seed, budget, Path(tmp))
     print(json.dumps(result))
