@@ -85,21 +85,13 @@ def reference(seed: int = 0) -> dict[str, Any]:
     `seed`: one training run of them moves the value to beat by about 0.2 °F, so the report
     takes the median over every reference seed it has)."""
     from tuner.search.space import SEED_CONFIGS
-    from tuner.training.model import build_model
     from tuner.training.spec import spec_from_params
 
     config, data, (train, validation), keras = _setup()
     values = {}
     for config_seed in SEED_CONFIGS:
         keras.utils.set_random_seed(seed)
-        model = build_model(
-            spec_from_params(config_seed.params),
-            data.inputs,
-            data.head,
-            optimizer=config.training.optimizer,
-            loss=config.training.loss,
-            metrics=data.metrics,
-        )
+        model = _build(config, data, spec_from_params(config_seed.params))
         history = model.fit(
             train,
             validation_data=validation,
@@ -109,6 +101,16 @@ def reference(seed: int = 0) -> dict[str, Any]:
         )
         values[config_seed.name] = min(history.history["val_mae"])
     return {"values": values, "best": min(values.values()), "epochs": sum(SEED_BUDGETS.values())}
+
+
+def _build(config: Any, data: Any, spec: Any) -> Any:
+    """The study's model for `spec`, compiled as a trial's is."""
+    from tuner.training.model import build_model
+
+    t = config.training
+    return build_model(
+        spec, data.inputs, data.head, optimizer=t.optimizer, loss=t.loss, metrics=data.metrics
+    )
 
 
 def run_tuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, Any]:
@@ -208,7 +210,6 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
     """KerasTuner on the same space, models and data."""
     import keras_tuner as kt
 
-    from tuner.training.model import build_model
     from tuner.training.spec import ModelSpec
 
     config, data, (train, validation), keras = _setup()
@@ -237,14 +238,7 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
             activation=hp.Choice("activation", ["tanh", "relu"]),
             learning_rate=hp.Float("learning_rate", 3e-4, 1e-2, sampling="log"),
         )
-        return build_model(
-            spec,
-            data.inputs,
-            data.head,
-            optimizer=config.training.optimizer,
-            loss=config.training.loss,
-            metrics=data.metrics,
-        )
+        return _build(config, data, spec)
 
     t = config.training
     common = dict(
@@ -290,7 +284,6 @@ def run_screen(seed: int, budget: int) -> dict[str, Any]:
     import optuna
 
     from tuner.search.space import suggest
-    from tuner.training.model import build_model
 
     config, data, (train, validation), keras = _setup()
     t = config.training
@@ -315,14 +308,7 @@ def run_screen(seed: int, budget: int) -> dict[str, Any]:
         for i in range(budget // 3):
             spec = suggest(study.ask(), config.space)
             keras.utils.set_random_seed(seed * 10_000 + i)
-            model = build_model(
-                spec,
-                data.inputs,
-                data.head,
-                optimizer=t.optimizer,
-                loss=t.loss,
-                metrics=data.metrics,
-            )
+            model = _build(config, data, spec)
             model.fit(
                 train,
                 validation_data=validation,
@@ -363,7 +349,6 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
     from syne_tune.optimizer.baselines import ASHA, BOHB
     from syne_tune.optimizer.scheduler import SchedulerDecision
 
-    from tuner.training.model import build_model
     from tuner.training.spec import ModelSpec
 
     config, data, (train, validation), keras = _setup()
@@ -432,14 +417,7 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
                 learning_rate=float(c["learning_rate"]),
             )
             keras.utils.set_random_seed(seed * 10_000 + number)
-            model = build_model(
-                spec,
-                data.inputs,
-                data.head,
-                optimizer=t.optimizer,
-                loss=t.loss,
-                metrics=data.metrics,
-            )
+            model = _build(config, data, spec)
             report = Report(trial)
             model.fit(
                 train,
