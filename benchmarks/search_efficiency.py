@@ -10,7 +10,13 @@ the same budget in training epochs, against what a user would pick instead:
 - the one-epoch screen: random configurations trained one epoch each, the best then trained on
   to the study's epochs (budget // 3 screened, the rest on the best, in order),
 - KerasTuner's RandomSearch, Hyperband and BayesianOptimization (a benchmark-only dependency:
-  keras-tuner).
+  keras-tuner),
+- Syne Tune's BOHB and ASHA (stopping type, rungs at 1, 3 and 9 epochs), driven epoch by epoch
+  in the run's own process. Syne Tune is not in the lock (it requires xgboost, about 400 MB
+  with its CUDA libraries): install it beside the venv, outside it, and put it on the path:
+
+      .venv/bin/pip install --target /tmp/st --no-deps syne-tune==0.16.0 dill sortedcontainers
+      PYTHONPATH=/tmp/st python benchmarks/search_efficiency.py --methods synetune-bohb
 
 Every method trains the same models (tuner.training.model) on the same windows (tuner.data) and
 stops when its epochs are spent. Every epoch's validation MAE is recorded in order, so "best value
@@ -23,6 +29,8 @@ is the value to beat.
 
     python benchmarks/search_efficiency.py --seeds 3 --budget 140 --jobs 2
 
+The value to beat is the median, over the reference's runs (`reference` with seeds 0, 1, ...,
+as `--one reference SEED` runs them), of each run's best seed configuration.
 `--save FILE` keeps every run's curve, and `--load FILE` prints the tables from it again
 (`--budget` there may be smaller than the runs': each curve is cut). `--seeds` takes a count or
 `method=count,...` for fewer seeds on some methods. Each difference to `tuner-default` gets the
