@@ -95,6 +95,48 @@ def test_a_spent_budget_is_seen_without_waiting_for_the_lock(tmp_path) -> None:
     assert count(study).waiting == 1
 
 
+def _counted_afresh(study: optuna.Study) -> tuple[int, ...]:
+    trials = study.get_trials(deepcopy=False)
+    return tuple(sum(t.state == s for t in trials) for s in TrialState)
+
+
+def _counted(study: optuna.Study) -> tuple[int, ...]:
+    c = count(study)
+    by_state = {
+        TrialState.COMPLETE: c.complete,
+        TrialState.PRUNED: c.pruned,
+        TrialState.FAIL: c.failed,
+        TrialState.RUNNING: c.running,
+        TrialState.WAITING: c.waiting,
+    }
+    return tuple(by_state[s] for s in TrialState)
+
+
+def test_counting_keeps_what_is_finished_and_still_sees_every_change(tmp_path) -> None:
+    # Counts are kept for the finished trials up to the first unfinished one; trials that end
+    # out of order, new ones, and a study made again under its name must all still be seen.
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = _study(url)
+    set_budget(study, 12)
+    running = [claim(study) for _ in range(3)]
+    assert _counted(study) == _counted_afresh(study)
+    study.tell(running[2], 1.0)  # ends before the first two
+    assert _counted(study) == _counted_afresh(study)
+    study.tell(running[0], state=TrialState.PRUNED)
+    study.tell(running[1], state=TrialState.FAIL)
+    assert _counted(study) == _counted_afresh(study)
+    assert count(study).finished == 3
+    while (trial := claim(study)) is not None:
+        study.tell(trial, 0.0)
+        assert _counted(study) == _counted_afresh(study)
+    assert count(study).complete == 10 and count(study).finished == 12
+    storage = study_storage(study)
+    optuna.delete_study(study_name="q", storage=storage)
+    again = optuna.create_study(study_name="q", storage=storage)
+    set_budget(again, 2)
+    assert count(again).finished == 0 and count(again).waiting == 2
+
+
 def _worker(url: str, results: mp.Queue) -> None:
     study = _study(url)
     ran = 0
