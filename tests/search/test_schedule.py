@@ -316,8 +316,10 @@ def test_a_killed_workers_resumed_trial_resumes_from_its_last_checkpoint(
     assert retry.user_attrs["resumed_value"] == pytest.approx(saved["values"][-1], rel=1e-5)
     assert retry.params == victim.params
     assert retry.user_attrs["training_seed"] == victim.user_attrs["training_seed"]
+    # The epochs since its last checkpoint, at most a rung's worth: none when the kill came
+    # just after it saved one at a rung (CI once caught it there).
     lost = max(victim.intermediate_values) - saved["epoch"]
-    assert 0 < lost <= 5  # the epochs since its last checkpoint, at most a rung's worth
+    assert 0 <= lost <= 5
     assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
 
 
