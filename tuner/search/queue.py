@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import os
 import random
+import weakref
 from dataclasses import astuple, dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storage, trial_id
+from tuner.storage import (
+    is_retry,
+    live_trial,
+    locked,
+    locked_if_free,
+    queue_lock,
+    study_storage,
+    trial_id,
+)
 
 BUDGET_ATTR = "n_trials"
 # The user attribute of a paused trial's continuation (tuner.search.schedule): the number of the
@@ -68,16 +77,19 @@ class Counts:
 # counted once and kept here: a count then costs the trials after them (about as many as are
 # running), not the whole study. Every worker counts before it refills the queue, so at 5,000
 # trials counting them all cost the workers of the load test more CPU than the storage did
-# (BENCHMARKS.md). Keyed by storage object and study name; the last trial counted (its id,
-# number and end) is checked on each use, so a study made again under its name, or a trial
-# committed late into the counted stretch, starts the count afresh.
-_COUNTED: dict[tuple[int, str], tuple[int, tuple[object, ...], Counts]] = {}
+# (BENCHMARKS.md). Kept per storage object (weakly: a storage no longer used takes its counts
+# with it) and study name; the last trial counted (its id, number and end) is checked on each
+# use, so a study made again under its name, or a trial committed late into the counted stretch,
+# starts the count afresh.
+_COUNTED: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, tuple[object, ...], Counts]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def count(study: optuna.Study) -> Counts:
     trials = study.get_trials(deepcopy=False)
-    key = (id(study_storage(study)), study.study_name)
-    done, mark, counted = _COUNTED.get(key, (0, (), Counts()))
+    kept = _COUNTED.setdefault(study_storage(study), {})
+    done, mark, counted = kept.get(study.study_name, (0, (), Counts()))
     if done and (len(trials) < done or _mark(trials[done - 1]) != mark):
         done, counted = 0, Counts()
     end = done
@@ -85,7 +97,7 @@ def count(study: optuna.Study) -> Counts:
         end += 1
     if end > done:
         counted = counted + _tally(trials[done:end])
-        _COUNTED[key] = (end, _mark(trials[end - 1]), counted)
+        kept[study.study_name] = (end, _mark(trials[end - 1]), counted)
     return counted + _tally(trials[end:])
 
 
@@ -112,6 +124,13 @@ def _tally(trials: list[FrozenTrial]) -> Counts:
     )
 
 
+def models(trials: list[FrozenTrial]) -> int:
+    """The models among `trials`, what `n_trials` counts: every trial but a retry (which takes
+    the place of the trial it repeats) and a paused trial's continuation (its model was counted
+    with its first trial)."""
+    return sum(1 for t in trials if CONTINUES not in t.user_attrs and not is_retry(t))
+
+
 def budget(study: optuna.Study) -> int:
     return int(study.user_attrs.get(BUDGET_ATTR, 0))
 
@@ -122,9 +141,10 @@ def set_budget(study: optuna.Study, n_trials: int) -> None:
     refill(study)
 
 
-def refill(study: optuna.Study) -> int:
+def refill(study: optuna.Study, wait: bool = True) -> int:
     """Queue empty trials up to the stretch kept ahead of the workers, within the budget;
-    returns how many were queued."""
+    returns how many were queued. With `wait=False`, queue nothing (0) if another process is
+    refilling now, rather than wait for it to finish."""
     storage: Any = study_storage(study)  # its own caching view, which must see new trials
 
     def missing() -> int:
@@ -145,7 +165,9 @@ def refill(study: optuna.Study) -> int:
     # spent under it; the lock is still what keeps two refills from both adding.
     if missing() <= 0:
         return 0
-    return locked(storage, queue_lock(study.study_name), once)
+    if wait:
+        return locked(storage, queue_lock(study.study_name), once)
+    return locked_if_free(storage, queue_lock(study.study_name), once) or 0
 
 
 def claim(study: optuna.Study) -> optuna.Trial | None:
@@ -162,8 +184,11 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     queue = [t for t in unfinished if t.state == TrialState.WAITING]
     # Refilling takes the lock and counts every trial: worth it only once the stretch ahead
     # has run half down, not before every claim (BENCHMARKS.md, idle workers).
+    # While trials are still queued, a worker that finds another refilling takes one of them
+    # instead of waiting for the lock: with hundreds of workers, those that waited piled up
+    # behind each refill, each to count again and, mostly, add nothing (BENCHMARKS.md).
     if len(queue) < max(AHEAD, 2 * (len(unfinished) - len(queue))) // 2:
-        refill(study)
+        refill(study, wait=not queue)
         unfinished = study.get_trials(deepcopy=False, states=states)
         queue = [t for t in unfinished if t.state == TrialState.WAITING]
     # Start at a random one of the first few queued trials, about one per worker at work: workers

@@ -44,8 +44,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
-from tuner.search.queue import CONTINUES, budget
-from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storage, trial_id
+from tuner.search.queue import CONTINUES, budget, models
+from tuner.storage import live_trial, locked, queue_lock, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.schedule")
 
@@ -188,9 +188,8 @@ def work_left(study: optuna.Study, config: StudyConfig) -> int:
     limit = epoch_budget(study)
     if limit is not None:
         return max(0, limit - epochs_used(trials, config))
-    models = sum(1 for t in trials if CONTINUES not in t.user_attrs and not is_retry(t))
     promote = config.pruner.name == "pause" and promotable(study, trials, config) is not None
-    return max(0, budget(study) - models) + promote
+    return max(0, budget(study) - models(trials)) + promote
 
 
 class Scheduler:
@@ -257,8 +256,7 @@ class Scheduler:
     def _models_left(self, study: optuna.Study, trials: list[FrozenTrial]) -> bool:
         if epoch_budget(study) is not None:
             return True
-        models = sum(1 for t in trials if CONTINUES not in t.user_attrs and not is_retry(t))
-        return models < budget(study)
+        return models(trials) < budget(study)
 
     def at_rung(self, trial: optuna.Trial, model: Any, epoch: int, values: list[float]) -> None:
         """Save a checkpoint of `trial` at `epoch`, and pause it (raise `Paused`) unless its model
