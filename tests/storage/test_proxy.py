@@ -101,6 +101,7 @@ def test_a_taken_port_gets_one_line(tmp_path: Path) -> None:
         f"Error: cannot listen on 127.0.0.1:{port}: the port is taken (another proxy?) or the "
         "host is not an address of this machine"
     ]
+    assert not (tmp_path / "t.db").exists()  # refused before anything was written
 
 
 # --- leases ------------------------------------------------------------------------------------

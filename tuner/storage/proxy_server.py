@@ -10,6 +10,7 @@ protocol and its reasons are in `tuner.storage.proxy_client`'s docstring.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -128,21 +129,29 @@ def serve(
         raise StorageError(
             "tuner storage-proxy needs grpcio and protobuf (pip install 'tuner[grpc]')"
         ) from None
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cannot_listen = StorageError(
+        f"cannot listen on {address}: the port is taken (another proxy?) or the host is "
+        "not an address of this machine"
+    )
+    # Tried before the storage is opened, which makes a SQLite file that is not there yet.
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise cannot_listen from None
     storage = open_storage(url, pool_size=THREADS)
     # Optuna's caching view, as `run_grpc_proxy_server` asks: finished trials read once.
     cached = optuna.storages.get_storage(storage)
     server = proxy_server(cached, THREADS)
     server.add_generic_rpc_handlers((tuner_service(storage, Leases(LEASE_S)),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:
         bound = 0
     if not bound:
-        raise StorageError(
-            f"cannot listen on {address}: the port is taken (another proxy?) or the host is "
-            "not an address of this machine"
-        )
+        raise cannot_listen
     stop = threading.Event()
     signalled: list[str] = []
 
