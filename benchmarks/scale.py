@@ -22,7 +22,9 @@ number once, as many complete trials as the budget, as many objective calls as t
     .venv/bin/python benchmarks/scale.py --tpe --sizes 100,1000,5000,10000
 
 A fresh database is made on $TUNER_TEST_POSTGRES_URL (default: the local server) for each run
-and dropped afterwards; the proxy is `python -m tuner storage-proxy` on a free port.
+and dropped afterwards; the proxy is `python -m tuner storage-proxy` on a free port. Every
+`--progress` seconds a line gives the complete trials and the rate, so that a run stopped early
+still shows its curve; client processes exit when the run's process does, however it ends.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import dataclasses
 import multiprocessing as mp
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -168,6 +171,14 @@ def client(url: str, index: int, args: argparse.Namespace, ready: Any, go: Any) 
 def process(url: str, indices: list[int], args: argparse.Namespace, *sync: Any) -> None:
     """Runs `indices`' clients as threads of one process; puts their results on `out`."""
     ready, go, out = sync
+    parent = os.getppid()
+
+    def orphaned() -> None:  # a killed run leaves no client behind
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     results: list[dict] = []
@@ -187,6 +198,35 @@ def process(url: str, indices: list[int], args: argparse.Namespace, *sync: Any) 
             "errors": [e for r in results for e in r["errors"]],
         }
     )
+
+
+class Progress:
+    """Prints the complete trials and the rate since the last line every `every` seconds, on a
+    thread of its own, so that a run stopped early still shows how far it got and how fast."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        self.every, self._stop = every, threading.Event()
+        self._thread = threading.Thread(target=self._print, daemon=True)
+        self._thread.start()
+
+    def _print(self) -> None:
+        query = sqlalchemy.text("SELECT count(*) FROM trials WHERE state = 'COMPLETE'")
+        started, before = time.monotonic(), 0
+        while not self._stop.wait(self.every):
+            with self.engine.connect() as connection:
+                done = int(connection.execute(query).scalar() or 0)
+            print(
+                f"  {time.monotonic() - started:6.0f} s: {done} trials complete, "
+                f"{(done - before) / self.every:.1f}/s in the last {self.every:g} s",
+                flush=True,
+            )
+            before = done
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
 
 
 class Connections:
@@ -211,6 +251,13 @@ class Connections:
         return int(statistics.median(self.samples)), max(self.samples)
 
 
+def _ends_with_parent() -> None:
+    """In a child before it runs: the kernel sends it SIGTERM when this process dies (Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def start_proxy(url: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -222,6 +269,7 @@ def start_proxy(url: str) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=_ends_with_parent,
     )
     assert proxy.stdout is not None
     line = proxy.stdout.readline()
@@ -232,7 +280,8 @@ def start_proxy(url: str) -> tuple[subprocess.Popen, str]:
 
 def run(server: str, kind: str, n_clients: int, args: argparse.Namespace) -> dict[str, Any]:
     url, admin, name = postgres_database(server)
-    proxy = None
+    proxy = progress = None
+    processes: list[Any] = []
     try:
         study = optuna.create_study(study_name=STUDY, storage=open_storage(url))
         set_budget(study, args.trials)
@@ -258,12 +307,18 @@ def run(server: str, kind: str, n_clients: int, args: argparse.Namespace) -> dic
         time.sleep(max(0.0, opens - time.monotonic()))
         started = time.perf_counter()
         go.set()
+        progress = Progress(name_url(server, name), args.progress) if args.progress else None
         reports = [out.get() for _ in processes]
         seconds = time.perf_counter() - started
         for p in processes:
             p.join()
         held = connections.stop()
     finally:
+        if progress is not None:
+            progress.stop()
+        for p in processes:  # still running only if the run failed or was interrupted
+            if p.is_alive():
+                p.terminate()
         if proxy is not None:
             proxy.terminate()
             proxy.wait()
@@ -451,6 +506,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,5000,10000", help="with --tpe")
     parser.add_argument("--repeats", type=int, default=5, help="with --tpe")
     parser.add_argument("--keep", action="store_true", help="keep the last run's database")
+    parser.add_argument(
+        "--progress", type=float, default=60.0, help="seconds between progress lines (0: none)"
+    )
     parser.add_argument("--calls", metavar="URL", help="instead: time each storage call")
     parser.add_argument("--grow", default="5000,10000", help="with --calls: trials to add to")
     args = parser.parse_args()
