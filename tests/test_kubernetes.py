@@ -398,9 +398,45 @@ def test_only_cluster_internal_services(rendered: dict[str, list[Resource]]) -> 
             "Secret",
             "ConfigMap",
             "PersistentVolumeClaim",
+            "NetworkPolicy",
         }
         for service in (r for r in resources if r["kind"] == "Service"):
             assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "everything"])
+def test_only_tuners_own_pods_may_reach_the_proxy_and_postgres(
+    rendered: dict[str, list[Resource]], overlay: str
+) -> None:
+    # The proxy has no login, and PostgreSQL's password is in every tuner pod: a policy must
+    # select each of their pods and let in only tuner's pods of this namespace, on their ports.
+    resources = rendered[overlay]
+    workloads = [r for r in resources if pod_spec(r) is not None]
+    policies = [r for r in resources if r["kind"] == "NetworkPolicy"]
+
+    def labels(w: Resource) -> dict[str, str]:
+        return dict(w["spec"]["template"]["metadata"]["labels"])
+
+    def selected(policy: Resource) -> list[Resource]:
+        wanted = policy["spec"]["podSelector"]["matchLabels"].items()
+        return [w for w in workloads if wanted <= labels(w).items()]
+
+    for policy in policies:
+        pods = selected(policy)
+        assert pods, f"{overlay}: NetworkPolicy {policy['metadata']['name']} selects no pod"
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"]["ingress"]:
+            for source in rule["from"]:
+                assert source.keys() == {"podSelector"}  # this namespace only, no ipBlock
+                assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "tuner"}
+            named = {p["name"] for w in pods for c in containers(w) for p in c.get("ports", [])}
+            assert {port["port"] for port in rule["ports"]} <= named
+    guarded = {"storage-proxy", "postgres"}
+    for w in workloads:
+        if labels(w)["app.kubernetes.io/component"] in guarded:
+            assert any(w in selected(p) for p in policies), f"{overlay}: {w['metadata']['name']}"
+        # Every pod that talks to them is one of tuner's (else the policies shut it out).
+        assert labels(w)["app.kubernetes.io/name"] == "tuner"
 
 
 def test_passwords_come_from_a_file_the_user_makes_and_never_commits() -> None:
