@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import re
 import signal
 import socket
 import subprocess
@@ -374,10 +375,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_proxy(storage_url: str, port: int, cwd: Path) -> subprocess.Popen[str]:
+def _start_proxy(storage_url: str, port: int, cwd: Path, *options: str) -> subprocess.Popen[str]:
     proxy = subprocess.Popen(
         [sys.executable, "-m", "tuner", "storage-proxy", "--storage", storage_url]
-        + ["--host", "127.0.0.1", "--port", str(port)],
+        + ["--host", "127.0.0.1", "--port", str(port), *options],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -390,6 +391,44 @@ def _start_proxy(storage_url: str, port: int, cwd: Path) -> subprocess.Popen[str
     address = f"grpc://127.0.0.1:{port}"
     assert line == f"serving storage {shown} at {address} (workers: --storage {address})\n"
     return proxy
+
+
+def test_the_proxy_says_which_calls_it_served_when_asked(tmp_path: Path) -> None:
+    port = _free_port()
+    proxy = _start_proxy(f"sqlite:///{tmp_path / 't.db'}", port, tmp_path, "--stats", "1")
+    try:
+        storage = _client(f"grpc://127.0.0.1:{port}")
+        study = optuna.create_study(storage=storage, study_name="s")
+        for i in range(5):
+            study.set_user_attr(f"a{i}", i)
+        assert proxy.stdout is not None
+        lines = [proxy.stdout.readline() for _ in range(2)]
+    finally:
+        _stop(proxy)
+    said = next(line for line in lines if "SetStudyUserAttribute" in line)
+    found = re.fullmatch(
+        r"calls: (\d+) calls in 1 s \(\d+/s\), \d+% of the wall time in calls: (.*)\n", said
+    )
+    assert found, said
+    assert int(found.group(1)) >= 6  # the study's creation, its 5 attributes
+    assert re.search(r"SetStudyUserAttribute 5 x [\d.]+ ms", found.group(2))
+
+
+def test_call_stats_count_time_and_reset() -> None:
+    from tuner.storage.proxy_stats import CallStats
+
+    now = [0.0]
+    stats = CallStats(clock=lambda: now[0])
+    stats.add("GetTrials", 0.5)
+    stats.add("GetTrials", 1.5)
+    stats.add("Renew", 0.1)
+    now[0] = 4.0
+    assert stats.line() == (
+        "3 calls in 4 s (1/s), 52% of the wall time in calls: GetTrials 2 x 1000.0 ms, "
+        "Renew 1 x 100.0 ms"
+    )
+    now[0] = 6.0
+    assert stats.line() == "0 calls in 2 s (0/s), 0% of the wall time in calls"
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

@@ -25,7 +25,15 @@ from tuner.storage import DEFAULT_PROXY_PORT
     show_default=True,
     help="Port to listen on (0: any free one, shown at start).",
 )
-def storage_proxy(storage: str, host: str, port: int) -> None:
+@click.option(
+    "--stats",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Every SECONDS, print the calls served since the last such line: how many, the time "
+    "spent in them, and the methods that took most of it (0: never).  [default: 0]",
+)
+def storage_proxy(storage: str, host: str, port: int, stats: float) -> None:
     """Serve the storage to workers through Optuna's gRPC proxy, with tuner's locks and
     heartbeats: hundreds of workers (--storage grpc://HOST:PORT) share its few database
     connections. Runs until Ctrl-C or SIGTERM.
@@ -37,4 +45,4 @@ def storage_proxy(storage: str, host: str, port: int) -> None:
     """
     from tuner.storage.proxy_server import serve
 
-    serve(storage, host, port, say=lambda line: click.echo(line))
+    serve(storage, host, port, say=lambda line: click.echo(line), stats_every=stats)

@@ -243,9 +243,12 @@ SERVER_OPTIONS = [
 ]
 
 
-def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
+def proxy_server(
+    storage: optuna.storages.BaseStorage, threads: int, interceptors: Sequence[Any] = ()
+) -> Any:
     """A `grpc.Server` (not yet bound or started) serving `storage` through Optuna's proxy
-    service, as `optuna.storages.run_grpc_proxy_server` makes one, with `SERVER_OPTIONS`."""
+    service, as `optuna.storages.run_grpc_proxy_server` makes one, with `SERVER_OPTIONS` (and
+    `interceptors`, `grpc.ServerInterceptor`s)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
@@ -286,7 +289,11 @@ def proxy_server(storage: optuna.storages.BaseStorage, threads: int) -> Any:
                     return self.direct.SetTrialParameter(request, context)
             return super().SetTrialParameter(request, context)
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=threads),
+        options=SERVER_OPTIONS,
+        interceptors=list(interceptors),
+    )
     servicer = ProxyService(storage)
     api_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return server

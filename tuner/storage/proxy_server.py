@@ -23,6 +23,7 @@ from tuner.errors import StorageError
 from tuner.storage.engine import open_storage
 from tuner.storage.optuna_internals import proxy_server, stale_trial_ids
 from tuner.storage.proxy_client import LEASE_S, SERVICE, decode, encode
+from tuner.storage.proxy_stats import CallStats
 from tuner.storage.urls import DEFAULT_PROXY_PORT, is_grpc, mask
 
 # Calls served at once, and the database connections they share.
@@ -116,8 +117,10 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PROXY_PORT,
     say: Callable[[str], None] = print,
+    stats_every: float = 0.0,
 ) -> None:
-    """Serve the storage at `url` on `host:port` until SIGINT or SIGTERM."""
+    """Serve the storage at `url` on `host:port` until SIGINT or SIGTERM; every `stats_every`
+    seconds (if not 0), say what calls it served (`tuner.storage.proxy_stats`)."""
     if is_grpc(url):
         raise StorageError(
             f"storage {mask(url)}: a proxy serves a database (sqlite:// or postgresql://), "
@@ -144,7 +147,8 @@ def serve(
     storage = open_storage(url, pool_size=THREADS)
     # Optuna's caching view, as `run_grpc_proxy_server` asks: finished trials read once.
     cached = optuna.storages.get_storage(storage)
-    server = proxy_server(cached, THREADS)
+    stats = CallStats() if stats_every > 0 else None
+    server = proxy_server(cached, THREADS, [stats.interceptor()] if stats else [])
     server.add_generic_rpc_handlers((tuner_service(storage, Leases(LEASE_S)),))
     try:
         bound = server.add_insecure_port(address)
@@ -164,8 +168,11 @@ def serve(
     try:
         shown = f"grpc://{host if ':' not in host else f'[{host}]'}:{bound}"
         say(f"serving storage {mask(url)} at {shown} (workers: --storage {shown})")
+        reported = time.monotonic()
         while not stop.wait(0.5):
-            pass
+            if stats is not None and time.monotonic() - reported >= stats_every:
+                say(f"calls: {stats.line()}")
+                reported = time.monotonic()
     finally:
         server.stop(grace=2).wait()
         for s, handler in previous.items():
