@@ -24,7 +24,8 @@ number once, as many complete trials as the budget, as many objective calls as t
 A fresh database is made on $TUNER_TEST_POSTGRES_URL (default: the local server) for each run
 and dropped afterwards; the proxy is `python -m tuner storage-proxy` on a free port. Every
 `--progress` seconds a line gives the complete trials and the rate, so that a run stopped early
-still shows its curve; client processes exit when the run's process does, however it ends.
+still shows its curve, and the proxy says what calls it served (`tuner storage-proxy --stats`);
+client processes and the proxy exit when the run's process does, however it ends.
 """
 
 from __future__ import annotations
@@ -258,13 +259,13 @@ def _ends_with_parent() -> None:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def start_proxy(url: str) -> tuple[subprocess.Popen, str]:
+def start_proxy(url: str, stats: float = 0.0) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proxy = subprocess.Popen(
         [sys.executable, "-m", "tuner", "storage-proxy", "--storage", url]
-        + ["--host", "127.0.0.1", "--port", str(port)],
+        + ["--host", "127.0.0.1", "--port", str(port), "--stats", str(stats)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -275,6 +276,13 @@ def start_proxy(url: str) -> tuple[subprocess.Popen, str]:
     line = proxy.stdout.readline()
     if "serving" not in line:
         raise RuntimeError(f"the proxy did not start: {line}{proxy.stdout.read()}")
+
+    def relay() -> None:  # its --stats lines, and the pipe kept from filling up
+        assert proxy.stdout is not None
+        for said in proxy.stdout:
+            print(f"  proxy {said.rstrip()}", flush=True)
+
+    threading.Thread(target=relay, daemon=True).start()
     return proxy, f"grpc://127.0.0.1:{port}"
 
 
@@ -287,7 +295,7 @@ def run(server: str, kind: str, n_clients: int, args: argparse.Namespace) -> dic
         set_budget(study, args.trials)
         opens = 0.0
         if kind == "proxy":
-            proxy, url = start_proxy(url)
+            proxy, url = start_proxy(url, args.progress)
             opens = time.monotonic() + LEASE_S  # a fresh proxy grants no lock before
         connections = Connections(admin, name)
         context = mp.get_context("spawn")
