@@ -188,9 +188,11 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     # instead of waiting for the lock: with hundreds of workers, those that waited piled up
     # behind each refill, each to count again and, mostly, add nothing (BENCHMARKS.md).
     if len(queue) < max(AHEAD, 2 * (len(unfinished) - len(queue))) // 2:
-        refill(study, wait=not queue)
-        unfinished = study.get_trials(deepcopy=False, states=states)
-        queue = [t for t in unfinished if t.state == TrialState.WAITING]
+        # Read again only what could have changed: the trials this worker queued, or those
+        # another queued while this one waited for the lock.
+        if refill(study, wait=not queue) or not queue:
+            unfinished = study.get_trials(deepcopy=False, states=states)
+            queue = [t for t in unfinished if t.state == TrialState.WAITING]
     # Start at a random one of the first few queued trials, about one per worker at work: workers
     # that all tried the first one would queue on its lock, and all but one would lose, trial
     # after trial. The queue is still taken about in order (seed configurations first).
