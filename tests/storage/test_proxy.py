@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import re
 import signal
 import socket
@@ -50,7 +51,7 @@ def test_a_grpc_url_names_a_host_and_a_port() -> None:
         ("grpc://host:port", r": the port is not a number 0-65535 \(it should look like"),
         ("grpc://host:70000", r": the port is not a number 0-65535"),
         ("grpc://host:0", r"grpc://host:0: port 0 is no port to reach"),
-        ("grpc://host:14000/tuner", r"a gRPC proxy URL holds a host and a port, nothing more"),
+        ("grpc://host:14000/tuner", r"a gRPC proxy URL holds a host and a port, and a token"),
         ("grpc://tuner:secret@host:14000", r"grpc://tuner:\*\*\*@host:14000: a gRPC proxy URL"),
     ],
 )
@@ -82,7 +83,8 @@ def test_a_proxy_that_does_not_answer_gets_one_line_not_minutes_of_retries() -> 
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         f"Error: storage grpc://127.0.0.1:{port}: no storage proxy answers at 127.0.0.1:{port} "
-        "within 10 s (start one there with `tuner storage-proxy`)"
+        "within 10 s (start one there with `tuner storage-proxy`; one started with --tls-cert "
+        "is reached on grpcs://)"
     ]
     assert time.monotonic() - started < 60  # not the 300 s of reconnect_timeout
 
@@ -540,3 +542,145 @@ def test_workers_ride_out_a_proxy_restart(write_study, study_dir: Path) -> None:
     assert 1 <= len(went) == len(back) <= 3, err
     assert all(f"storage grpc://127.0.0.1:{port} " in line for line in went + back), err
     _assert_budget_spent_exactly(storage_url, "restart", 6)
+
+
+# --- TLS and the token ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tuner test proxy")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "proxy.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "proxy.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return folder / "proxy.crt", folder / "proxy.key"
+
+
+def test_a_proxy_on_tls_with_a_token_serves_only_clients_that_give_it(
+    tmp_path: Path, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    port = _free_port()
+    db = tmp_path / "t.db"
+    token = "s3cret-token-2f9a"
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "storage-proxy", "--storage", f"sqlite:///{db}"]
+        + ["--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert)]
+        + ["--tls-key", str(key)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TUNER_PROXY_TOKEN": token},
+    )
+    try:
+        assert proxy.stdout is not None
+        address = f"grpcs://127.0.0.1:{port}"
+        assert proxy.stdout.readline() == (
+            f"serving storage sqlite:///{db} at {address} "
+            f"(workers: --storage {address}, giving $TUNER_PROXY_TOKEN)\n"
+        )
+        monkeypatch.delenv("TUNER_PROXY_TOKEN", raising=False)
+        monkeypatch.setenv("TUNER_PROXY_CA", str(cert))
+        # The token in the URL, over TLS: Optuna's service and tuner's (a lock) both answer.
+        storage = _client(f"grpcs://:{token}@127.0.0.1:{port}")
+        study = optuna.create_study(storage=storage, study_name="s")
+        assert locked(storage, "queue:s", lambda: 7) == 7
+        study.enqueue_trial({})
+        assert len(study.trials) == 1
+        # The token from the environment instead.
+        monkeypatch.setenv("TUNER_PROXY_TOKEN", token)
+        assert len(optuna.load_study(study_name="s", storage=_client(address)).trials) == 1
+        monkeypatch.delenv("TUNER_PROXY_TOKEN")
+
+        def studies(url: str) -> list[str]:
+            result = CliRunner().invoke(cli, ["studies", "--storage", url])
+            assert result.exit_code == 2, result.output
+            return result.output.splitlines()
+
+        refused = f"Error: storage {{}}: the proxy at 127.0.0.1:{port} asks for a token and was "
+        [wrong] = studies(f"grpcs://:not-{token}@127.0.0.1:{port}")
+        assert wrong.startswith(refused.format(f"grpcs://:***@127.0.0.1:{port}") + "given a token")
+        [none] = studies(address)
+        assert none.startswith(refused.format(address) + "given no token")
+        # Optuna's own service refuses a client without the token too, not only tuner's.
+        bare = ProxyStorage(
+            address, "127.0.0.1", port, reconnect_timeout=5, tls=True,
+            root_certificates=cert.read_bytes(),
+        )  # fmt: skip
+        with pytest.raises(StorageError, match="asks for a token and was given no token"):
+            bare.get_all_studies()
+        bare.close()
+        # Without TLS, a TLS proxy does not answer at all.
+        [plain] = studies(f"grpc://:{token}@127.0.0.1:{port}")
+        assert plain == (
+            f"Error: storage grpc://:***@127.0.0.1:{port}: no storage proxy answers at "
+            f"127.0.0.1:{port} within 10 s (start one there with `tuner storage-proxy`; one "
+            "started with --tls-cert is reached on grpcs://)"
+        )
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        out, err = proxy.communicate(timeout=30)
+    assert token not in out + err
+
+
+def test_tls_files_that_are_not_a_certificate_and_its_key_get_one_line(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    db = tmp_path / "t.db"
+
+    def proxy(*options: str) -> list[str]:
+        result = CliRunner().invoke(
+            cli, ["storage-proxy", "--storage", f"sqlite:///{db}", "--port", "0", *options]
+        )
+        assert result.exit_code == 2
+        return result.output.splitlines()
+
+    assert proxy("--tls-cert", str(cert)) == [
+        "Error: --tls-cert and --tls-key go together: give both, or neither"
+    ]
+    assert proxy("--tls-cert", str(key), "--tls-key", str(key)) == [
+        f"Error: {key}: not a PEM file holding a certificate"
+    ]
+    assert proxy("--tls-cert", str(cert), "--tls-key", str(cert)) == [
+        f"Error: {cert}: not a PEM file holding a private key"
+    ]
+    assert proxy("--tls-cert", str(tmp_path / "none.crt"), "--tls-key", str(key)) == [
+        f"Error: {tmp_path / 'none.crt'}: cannot read it (No such file or directory)"
+    ]
+    assert not db.exists()  # refused before the storage was opened

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from tuner.cli.group import cli
 from tuner.cli.options import storage_option
+from tuner.errors import TunerError
 from tuner.storage import DEFAULT_PROXY_PORT
 
 
@@ -33,10 +36,27 @@ from tuner.storage import DEFAULT_PROXY_PORT
     help="Every SECONDS, print the calls served since the last such line: how many, the time "
     "spent in them, and the methods that took most of it (0: never).  [default: 0]",
 )
-def storage_proxy(storage: str, host: str, port: int, stats: float) -> None:
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The server's certificate chain (PEM): serve over TLS, for workers on grpcs://. "
+    "Needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The private key of --tls-cert (PEM).",
+)
+def storage_proxy(
+    storage: str, host: str, port: int, stats: float, tls_cert: Path | None, tls_key: Path | None
+) -> None:
     """Serve the storage to workers through Optuna's gRPC proxy, with tuner's locks and
     heartbeats: hundreds of workers (--storage grpc://HOST:PORT) share its few database
     connections. Runs until Ctrl-C or SIGTERM.
+
+    With TUNER_PROXY_TOKEN set, every client must give that token (grpc://:TOKEN@host:port, or
+    its own TUNER_PROXY_TOKEN); with --tls-cert and --tls-key, clients reach it on grpcs://
+    (trusting the system's certificates, or those in the PEM file TUNER_PROXY_CA).
 
     \b
     Example:
@@ -45,4 +65,14 @@ def storage_proxy(storage: str, host: str, port: int, stats: float) -> None:
     """
     from tuner.storage.proxy_server import serve
 
-    serve(storage, host, port, say=lambda line: click.echo(line), stats_every=stats)
+    if (tls_cert is None) != (tls_key is None):
+        raise TunerError("--tls-cert and --tls-key go together: give both, or neither")
+
+    serve(
+        storage,
+        host,
+        port,
+        say=lambda line: click.echo(line),
+        stats_every=stats,
+        tls=(tls_cert, tls_key) if tls_cert and tls_key else None,
+    )

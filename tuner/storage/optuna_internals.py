@@ -384,11 +384,31 @@ class ProxyClient(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
 
         from tuner.storage.proxy_cache import TrialCache
 
-        self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", CHANNEL_OPTIONS)
+        target = f"{self._host}:{self._port}"
+        if getattr(self, "tls", False):
+            credentials = grpc.ssl_channel_credentials(getattr(self, "root_certificates", None))
+            self._channel = grpc.secure_channel(target, credentials, CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(target, CHANNEL_OPTIONS)
+        self._connection = self._channel  # below any interceptor: its state can be watched
+        token = getattr(self, "token", None)
+        if token:
+            from tuner.storage.proxy_auth import bearer
+
+            self._channel = grpc.intercept_channel(self._channel, bearer(token))
         self._stub = api_pb2_grpc.StorageServiceStub(self._channel)  # type: ignore[no-untyped-call]
         # In place of Optuna's `GrpcClientCache`, which sorts every trial on every read; the
         # two calls the client makes of it are held to their signatures by the contract tests.
         self._cache = TrialCache(functools.partial(request_trials, self._stub))  # type: ignore[assignment]
+
+    def wait_server_ready(self, timeout: float | None = None) -> None:
+        """As Optuna's, on this client's own channel (TLS where it has it), not a plain one."""
+        import grpc
+
+        try:
+            grpc.channel_ready_future(self._connection).result(timeout=timeout)
+        except grpc.FutureTimeoutError as e:
+            raise ConnectionError("GRPC connection timeout") from e
 
     @property
     def channel(self) -> Any:

@@ -32,12 +32,14 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import random
 import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
@@ -50,7 +52,7 @@ from tuner.storage.locks import Busy
 from tuner.storage.optuna_internals import CREATE_TOKEN, ProxyClient, set_state_again, trial_id
 from tuner.storage.reconnect import Reconnect
 from tuner.storage.retry import heartbeat_settings
-from tuner.storage.urls import mask, parse_grpc
+from tuner.storage.urls import CA_ENV, TOKEN_ENV, mask, proxy_address
 
 logger = logging.getLogger("tuner.storage")
 
@@ -95,22 +97,48 @@ def open_proxy(url: str, workers: WorkersConfig | None = None) -> ProxyStorage:
             f"storage {mask(url)}: the gRPC proxy needs grpcio and protobuf "
             "(pip install 'tuner[grpc]')"
         ) from None
-    host, port = parse_grpc(url)
+    address = proxy_address(url)
+    host, port = address.host, address.port
+    roots = None
+    if address.tls and os.environ.get(CA_ENV):
+        try:
+            roots = Path(os.environ[CA_ENV]).read_bytes()
+        except OSError as e:
+            raise StorageError(
+                f"{CA_ENV}={os.environ[CA_ENV]}: cannot read the certificates to trust "
+                f"({e.strerror})"
+            ) from None
     settings = workers or WorkersConfig()
     heartbeat = heartbeat_settings(workers)
     storage = ProxyStorage(
-        url, host, port, reconnect_timeout=settings.reconnect_timeout, **heartbeat
+        url,
+        host,
+        port,
+        reconnect_timeout=settings.reconnect_timeout,
+        tls=address.tls,
+        root_certificates=roots,
+        token=address.token,
+        **heartbeat,
     )
     # As PostgreSQL's first connection: a proxy that never answered is a wrong URL or a proxy
     # not started, one line now; outages later are ridden out (`reconnect_timeout`).
     try:
         storage.wait_server_ready(timeout=FIRST_CONTACT_S)
+        storage.check_token()
     except ConnectionError:
         storage.close()
+        other = (
+            "one started without --tls-cert is reached on grpc://"
+            if address.tls
+            else "one started with --tls-cert is reached on grpcs://"
+        )
         raise StorageError(
             f"storage {mask(url)}: no storage proxy answers at {host}:{port} within "
-            f"{FIRST_CONTACT_S} s (start one there with `tuner storage-proxy`)"
+            f"{FIRST_CONTACT_S} s (start one there with `tuner storage-proxy`; {other})"
         ) from None
+    except BaseException:
+        storage.close()
+        raise
     return storage
 
 
@@ -129,6 +157,9 @@ class ProxyStorage(ProxyClient):
         port: int,
         *,
         reconnect_timeout: float,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        token: str | None = None,
         heartbeat_interval: int | None = None,
         grace_period: int | None = None,
         heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
@@ -141,6 +172,7 @@ class ProxyStorage(ProxyClient):
         self.grace_period = grace_period
         self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
         self._leases = threading.local()  # the leases this thread holds, innermost last
+        self.tls, self.root_certificates, self.token = tls, root_certificates, token
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             super().__init__(host=host, port=port)
@@ -168,6 +200,8 @@ class ProxyStorage(ProxyClient):
             # CANCELLED: the proxy stopped with the call in flight (tuner cancels none).
             if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.CANCELLED):
                 raise ProxyUnavailable(f"proxy {self.address}: {e.details()}") from e
+            if code == self._grpc.StatusCode.UNAUTHENTICATED:
+                raise self._refused() from None
             if code == self._grpc.StatusCode.UNIMPLEMENTED:
                 raise StorageError(
                     f"storage {mask(self.url)}: the proxy at {self.address} serves no locks or "
@@ -179,6 +213,25 @@ class ProxyStorage(ProxyClient):
             if lease.lost:
                 raise LeaseLost(f"proxy {self.address}: the lock {lease.name!r} was lost")
         return result
+
+    def check_token(self) -> None:
+        """Raise `StorageError` if the proxy refuses this client's token (or its lack of one),
+        with one cheap call of tuner's service; a proxy without it (Optuna's own) is refused
+        only at the first lock or heartbeat."""
+        try:
+            self._methods["Renew"]({"name": "", "token": ""}, timeout=FIRST_CONTACT_S)
+        except self._grpc.RpcError as e:
+            code = e.code() if isinstance(e, self._grpc.Call) else None
+            if code == self._grpc.StatusCode.UNAUTHENTICATED:
+                raise self._refused() from None
+
+    def _refused(self) -> StorageError:
+        given = "a token it refused" if self.token else "no token"
+        return StorageError(
+            f"storage {mask(self.url)}: the proxy at {self.address} asks for a token and was "
+            f"given {given} (give its {TOKEN_ENV} as the URL's password, grpc://:TOKEN@host:port,"
+            f" or in ${TOKEN_ENV})"
+        )
 
     def _call(self, method: str, **request: Any) -> dict[str, Any]:
         """One call of tuner's own service, made once."""

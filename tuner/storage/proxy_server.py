@@ -9,11 +9,13 @@ protocol and its reasons are in `tuner.storage.proxy_client`'s docstring.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -22,9 +24,10 @@ import optuna
 from tuner.errors import StorageError
 from tuner.storage.engine import open_storage
 from tuner.storage.optuna_internals import proxy_server, stale_trial_ids
+from tuner.storage.proxy_auth import token_check
 from tuner.storage.proxy_client import LEASE_S, SERVICE, decode, encode
 from tuner.storage.proxy_stats import CallStats
-from tuner.storage.urls import DEFAULT_PROXY_PORT, is_grpc, mask
+from tuner.storage.urls import DEFAULT_PROXY_PORT, TOKEN_ENV, is_grpc, mask
 
 # Calls served at once, and the database connections they share.
 THREADS = 16
@@ -118,20 +121,35 @@ def serve(
     port: int = DEFAULT_PROXY_PORT,
     say: Callable[[str], None] = print,
     stats_every: float = 0.0,
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
     """Serve the storage at `url` on `host:port` until SIGINT or SIGTERM; every `stats_every`
-    seconds (if not 0), say what calls it served (`tuner.storage.proxy_stats`)."""
+    seconds (if not 0), say what calls it served (`tuner.storage.proxy_stats`). `tls`: the
+    server's certificate chain and private key (PEM files), for clients on grpcs://. With
+    $TUNER_PROXY_TOKEN set, every call must give that token (`tuner.storage.proxy_auth`)."""
     if is_grpc(url):
         raise StorageError(
             f"storage {mask(url)}: a proxy serves a database (sqlite:// or postgresql://), "
             "not another proxy"
         )
     try:
-        import grpc  # noqa: F401
+        import grpc
     except ImportError:
         raise StorageError(
             "tuner storage-proxy needs grpcio and protobuf (pip install 'tuner[grpc]')"
         ) from None
+    credentials = None
+    if tls is not None:
+        try:
+            chain, key = (path.read_bytes() for path in tls)
+        except OSError as e:
+            raise StorageError(f"{e.filename}: cannot read it ({e.strerror})") from None
+        for name, pem, marker in ((tls[0], chain, b"CERTIFICATE"), (tls[1], key, b"PRIVATE KEY")):
+            if b"-----BEGIN " not in pem or marker not in pem:
+                raise StorageError(f"{name}: not a PEM file holding a {marker.decode().lower()}")
+        credentials = grpc.ssl_server_credentials([(key, chain)])
+    token = os.environ.get(TOKEN_ENV) or None
+    interceptors = [token_check(token)] if token else []
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cannot_listen = StorageError(
         f"cannot listen on {address}: the port is taken (another proxy?) or the host is "
@@ -148,10 +166,14 @@ def serve(
     # Optuna's caching view, as `run_grpc_proxy_server` asks: finished trials read once.
     cached = optuna.storages.get_storage(storage)
     stats = CallStats() if stats_every > 0 else None
-    server = proxy_server(cached, THREADS, [stats.interceptor()] if stats else [])
+    interceptors += [stats.interceptor()] if stats else []
+    server = proxy_server(cached, THREADS, interceptors)
     server.add_generic_rpc_handlers((tuner_service(storage, Leases(LEASE_S)),))
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError:
         bound = 0
     if not bound:
@@ -166,8 +188,10 @@ def serve(
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     server.start()
     try:
-        shown = f"grpc://{host if ':' not in host else f'[{host}]'}:{bound}"
-        say(f"serving storage {mask(url)} at {shown} (workers: --storage {shown})")
+        scheme = "grpc" if credentials is None else "grpcs"
+        shown = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound}"
+        asks = f", giving ${TOKEN_ENV}" if token else ""
+        say(f"serving storage {mask(url)} at {shown} (workers: --storage {shown}{asks})")
         reported = time.monotonic()
         while not stop.wait(0.5):
             if stats is not None and time.monotonic() - reported >= stats_every:

@@ -1,13 +1,16 @@
 """Storage URLs: choosing one, and hiding its password in everything printed or logged.
 
 A storage URL is a SQLAlchemy URL (`sqlite:///tuner.db`, `postgresql://user@host/db`), or
-`grpc://host:port`: a `tuner storage-proxy` serving one (`tuner.storage.proxy_server`).
+`grpc://host:port`: a `tuner storage-proxy` serving one (`tuner.storage.proxy_server`);
+`grpcs://host:port` reaches it over TLS, and `grpc(s)://:TOKEN@host:port` (or $TUNER_PROXY_TOKEN)
+gives the token a proxy that asks for one wants.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
@@ -17,6 +20,12 @@ from tuner.errors import StorageError
 DEFAULT_URL = "sqlite:///tuner.db"
 ENV_VAR = "TUNER_STORAGE"
 GRPC_SCHEME = "grpc://"
+GRPCS_SCHEME = "grpcs://"  # the proxy over TLS
+# The token a proxy asks of its clients (`tuner storage-proxy` reads it from here), and the one a
+# client gives when its URL has none.
+TOKEN_ENV = "TUNER_PROXY_TOKEN"
+# A PEM file of the certificates a grpcs:// client trusts (default: the system's).
+CA_ENV = "TUNER_PROXY_CA"
 DEFAULT_PROXY_PORT = 13000  # Optuna's default for its gRPC proxy
 
 
@@ -64,13 +73,30 @@ def parse(url: str) -> URL:
 
 def is_grpc(url: str) -> bool:
     """Whether `url` names a gRPC storage proxy rather than a database."""
-    return url.strip().lower().startswith(GRPC_SCHEME)
+    return url.strip().lower().startswith((GRPC_SCHEME, GRPCS_SCHEME))
+
+
+@dataclass(frozen=True)
+class ProxyAddress:
+    """Where a storage proxy is, whether over TLS, and the token to give it (never shown)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    token: str | None = field(default=None, repr=False)
 
 
 def parse_grpc(url: str) -> tuple[str, int]:
-    """The host and port of a `grpc://host:port` URL (port 13000 if left out); else one line
-    saying what is wrong."""
-    form = "it should look like grpc://host:13000"
+    """The host and port of a `grpc://host:port` URL (see `proxy_address`)."""
+    address = proxy_address(url)
+    return address.host, address.port
+
+
+def proxy_address(url: str) -> ProxyAddress:
+    """What a `grpc://host:port` or `grpcs://host:port` URL names (port 13000 if left out), with
+    the token from its password (`grpc://:TOKEN@host`) or else from $TUNER_PROXY_TOKEN; else one
+    line saying what is wrong."""
+    form = "it should look like grpc://host:13000, grpcs:// over TLS"
     try:
         split = urlsplit(url.strip())
         port = split.port
@@ -80,15 +106,21 @@ def parse_grpc(url: str) -> tuple[str, int]:
         ) from None
     if not split.hostname:
         raise StorageError(f"storage URL {mask(url)}: no host ({form})")
-    extra = split.username or split.password or split.path.strip("/") or split.query
+    extra = split.username or split.path.strip("/") or split.query
     if extra or split.fragment:
         raise StorageError(
-            f"storage URL {mask(url)}: a gRPC proxy URL holds a host and a port, nothing more "
-            f"(no user, password, database or options: the proxy has them); {form}"
+            f"storage URL {mask(url)}: a gRPC proxy URL holds a host and a port, and a token as "
+            f"its password (grpc://:TOKEN@host), nothing more (no user, database or options: "
+            f"the proxy has them); {form}"
         )
     if port == 0:
         raise StorageError(f"storage URL {mask(url)}: port 0 is no port to reach ({form})")
-    return split.hostname, DEFAULT_PROXY_PORT if port is None else port
+    return ProxyAddress(
+        split.hostname,
+        DEFAULT_PROXY_PORT if port is None else port,
+        tls=split.scheme.lower() == "grpcs",
+        token=split.password or os.environ.get(TOKEN_ENV) or None,
+    )
 
 
 class _HidePassword(logging.Filter):
