@@ -68,6 +68,10 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (local / "kustomization.yaml").write_text(yaml.safe_dump(k))
     for example in tree.glob("overlays/*/tuner.env.example"):
         shutil.copy(example, example.with_suffix(""))
+    if PROXY:  # with the proxy, the token its overlay's tuner.env holds
+        token = read_env_file(tree / "overlays" / "storage-proxy" / "tuner.env")
+        with (local / "tuner.env").open("a") as env:
+            env.write(f"TUNER_PROXY_TOKEN={token['TUNER_PROXY_TOKEN']}\n")
     return tree
 
 
@@ -450,7 +454,7 @@ def test_passwords_come_from_a_file_the_user_makes_and_never_commits() -> None:
         assert k["secretGenerator"] == [{"name": "tuner", "envs": ["tuner.env"]}]
         example = read_env_file(DEPLOY / "overlays" / overlay / "tuner.env.example")
         for key, value in example.items():
-            if key.endswith(("PASSWORD", "SECRET_ACCESS_KEY")):
+            if key.endswith(("PASSWORD", "SECRET_ACCESS_KEY", "TOKEN")):
                 assert value == "change-me"
         # No password in any committed manifest: every one comes from the Secret.
         for f in (DEPLOY / "overlays" / overlay).parent.parent.rglob("*.yaml"):
@@ -649,6 +653,12 @@ def test_the_manifests_containers_run_a_study_to_its_budget_and_a_killed_pod_res
         dashboard = pod("Deployment", "tuner-dashboard")
         pods.append(dashboard)
         dashboard.start()
+
+        if PROXY:  # the proxy asks for the token the workers give
+            deadline = time.monotonic() + 60
+            while "serving storage" not in proxy.log() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert "giving $TUNER_PROXY_TOKEN)" in proxy.log(), proxy.log()
 
         # Kill worker 0 in the middle of a trial, once another trial has finished.
         storage = optuna.storages.RDBStorage(postgres_url)
