@@ -467,21 +467,36 @@ def _study(write_study, name: str, budget: int) -> Path:  # type: ignore[no-unty
 
 @pytest.mark.slow
 def test_two_workers_through_the_proxy_spend_the_budget_exactly(
-    write_study, study_dir: Path, postgres_url: str
+    write_study, study_dir: Path, postgres_url: str, certificate: tuple[Path, Path]
 ) -> None:
+    # Over TLS, with the token: the launcher's worker processes give it and trust the proxy.
     path = _study(write_study, "proxied", 6)
     port = _free_port()
+    cert, key = certificate
+    token = "tok-83b1c0"
     # The server trusts local connections: any password reaches it, to be hidden.
     with_password = make_url(postgres_url).set(password="secret-pw")
-    proxy = _start_proxy(with_password.render_as_string(hide_password=False), port, study_dir)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "storage-proxy", "--storage"]
+        + [with_password.render_as_string(hide_password=False), "--host", "127.0.0.1"]
+        + ["--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)],
+        cwd=study_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TUNER_PROXY_TOKEN": token},
+    )
     try:
+        assert proxy.stdout is not None
+        assert "giving $TUNER_PROXY_TOKEN" in proxy.stdout.readline()
         run = subprocess.run(
             [sys.executable, "-m", "tuner", "run", str(path), "--workers", "2"]
-            + ["--storage", f"grpc://127.0.0.1:{port}"],
+            + ["--storage", f"grpcs://:{token}@127.0.0.1:{port}"],
             cwd=study_dir,
             capture_output=True,
             text=True,
             timeout=600,
+            env={**os.environ, "TUNER_PROXY_CA": str(cert)},
         )
         assert run.returncode == 0, run.stderr
         proxy.send_signal(signal.SIGTERM)
@@ -490,7 +505,8 @@ def test_two_workers_through_the_proxy_spend_the_budget_exactly(
         _stop(proxy)
     assert proxy.returncode == 0, err
     assert out.splitlines()[-1] == "stopped (SIGTERM)"
-    assert "secret-pw" not in out + err + run.stdout + run.stderr
+    for secret in ("secret-pw", token):
+        assert secret not in out + err + run.stdout + run.stderr
     _assert_budget_spent_exactly(postgres_url, "proxied", 6)
 
 
