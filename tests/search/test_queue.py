@@ -96,42 +96,6 @@ def test_a_spent_budget_is_seen_without_waiting_for_the_lock(tmp_path) -> None:
     assert count(study).waiting == 1
 
 
-def test_a_worker_that_finds_another_refilling_takes_a_queued_trial_meanwhile(tmp_path) -> None:
-    # With hundreds of workers, those that found the queue short all waited for the refill's
-    # lock, each to count again under it and mostly add nothing. While trials are queued, a
-    # claim does not wait: it takes one; only a worker that finds the queue empty waits.
-    study = _study(f"sqlite:///{tmp_path / 'q.db'}")
-    set_budget(study, 3 * AHEAD)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with exclusive(study_storage(study), queue_lock(study.study_name)):
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    claimed: list[object] = []
-    try:
-        assert held.wait(10)
-        claimer = threading.Thread(
-            target=lambda: claimed.extend(claim(study) for _ in range(AHEAD))
-        )
-        claimer.start()
-        claimer.join(10)
-        assert not claimer.is_alive(), "a claim waited for the lock with trials still queued"
-        assert all(t is not None for t in claimed) and count(study).waiting == 0
-        last = threading.Thread(target=lambda: claimed.append(claim(study)))
-        last.start()
-        last.join(1)
-        assert last.is_alive(), "with nothing queued, a claim must wait for the refill"
-    finally:
-        release.set()
-        holder.join()
-    last.join(10)
-    assert claimed[-1] is not None and len({t.number for t in claimed}) == AHEAD + 1  # type: ignore[attr-defined]
-
-
 def _counted_afresh(study: optuna.Study) -> tuple[int, ...]:
     trials = study.get_trials(deepcopy=False)
     return tuple(sum(t.state == s for t in trials) for s in TrialState)

@@ -234,13 +234,6 @@ def test_locks_through_the_proxy_exclude_other_clients(tmp_path: Path) -> None:
     assert inside in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
-def test_a_lock_held_through_the_proxy_is_not_waited_for_when_asked(tmp_path: Path) -> None:
-    from test_storage import held_elsewhere_then_free
-
-    with served(tmp_path) as url:
-        held_elsewhere_then_free(_client(url), _client(url))
-
-
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_heartbeats_through_the_proxy_fail_a_stale_trial_and_queue_its_retry(
     tmp_path: Path,

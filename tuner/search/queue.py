@@ -23,15 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.storage import (
-    is_retry,
-    live_trial,
-    locked,
-    locked_if_free,
-    queue_lock,
-    study_storage,
-    trial_id,
-)
+from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storage, trial_id
 
 BUDGET_ATTR = "n_trials"
 # The user attribute of a paused trial's continuation (tuner.search.schedule): the number of the
@@ -141,10 +133,9 @@ def set_budget(study: optuna.Study, n_trials: int) -> None:
     refill(study)
 
 
-def refill(study: optuna.Study, wait: bool = True) -> int:
+def refill(study: optuna.Study) -> int:
     """Queue empty trials up to the stretch kept ahead of the workers, within the budget;
-    returns how many were queued. With `wait=False`, queue nothing (0) if another process is
-    refilling now, rather than wait for it to finish."""
+    returns how many were queued."""
     storage: Any = study_storage(study)  # its own caching view, which must see new trials
 
     def missing() -> int:
@@ -165,9 +156,7 @@ def refill(study: optuna.Study, wait: bool = True) -> int:
     # spent under it; the lock is still what keeps two refills from both adding.
     if missing() <= 0:
         return 0
-    if wait:
-        return locked(storage, queue_lock(study.study_name), once)
-    return locked_if_free(storage, queue_lock(study.study_name), once) or 0
+    return locked(storage, queue_lock(study.study_name), once)
 
 
 def claim(study: optuna.Study) -> optuna.Trial | None:
@@ -184,15 +173,10 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     queue = [t for t in unfinished if t.state == TrialState.WAITING]
     # Refilling takes the lock and counts every trial: worth it only once the stretch ahead
     # has run half down, not before every claim (BENCHMARKS.md, idle workers).
-    # While trials are still queued, a worker that finds another refilling takes one of them
-    # instead of waiting for the lock: with hundreds of workers, those that waited piled up
-    # behind each refill, each to count again and, mostly, add nothing (BENCHMARKS.md).
     if len(queue) < max(AHEAD, 2 * (len(unfinished) - len(queue))) // 2:
-        # Read again only what could have changed: the trials this worker queued, or those
-        # another queued while this one waited for the lock.
-        if refill(study, wait=not queue) or not queue:
-            unfinished = study.get_trials(deepcopy=False, states=states)
-            queue = [t for t in unfinished if t.state == TrialState.WAITING]
+        refill(study)
+        unfinished = study.get_trials(deepcopy=False, states=states)
+        queue = [t for t in unfinished if t.state == TrialState.WAITING]
     # Start at a random one of the first few queued trials, about one per worker at work: workers
     # that all tried the first one would queue on its lock, and all but one would lose, trial
     # after trial. The queue is still taken about in order (seed configurations first).
