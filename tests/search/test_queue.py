@@ -13,7 +13,14 @@ from optuna.trial import TrialState
 
 from tuner.config import WorkersConfig
 from tuner.search.queue import AHEAD, budget, claim, count, set_budget
-from tuner.storage import exclusive, open_storage, queue_lock, study_storage
+from tuner.storage import (
+    exclusive,
+    open_storage,
+    queue_lock,
+    queued_trials,
+    study_storage,
+    trial_id,
+)
 
 WORKERS = WorkersConfig(heartbeat_interval=5, grace_period=30)
 
@@ -94,6 +101,22 @@ def test_a_spent_budget_is_seen_without_waiting_for_the_lock(tmp_path) -> None:
         holder.join()
     set_budget_thread.join(10)
     assert count(study).waiting == 1
+
+
+def test_the_queue_is_read_without_the_trials(storage_url: str) -> None:
+    # What a claim reads, one query of the trials' rows, against the trials read whole.
+    study = _study(storage_url)
+    set_budget(study, 20)
+    running = [claim(study) for _ in range(3)]
+    study.tell(running[0], 1.0)
+    assert queued_trials(study) == _queue_of_whole_trials(study)
+    assert queued_trials(study)[1] == 2 and len(queued_trials(study)[0]) >= AHEAD - 3
+
+
+def _queue_of_whole_trials(study: optuna.Study) -> tuple[list[int], int]:
+    unfinished = study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+    waiting = [trial_id(t) for t in unfinished if t.state == TrialState.WAITING]
+    return waiting, len(unfinished) - len(waiting)
 
 
 def _counted_afresh(study: optuna.Study) -> tuple[int, ...]:

@@ -234,6 +234,23 @@ def test_locks_through_the_proxy_exclude_other_clients(tmp_path: Path) -> None:
     assert inside in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
+def test_the_queue_read_through_the_proxy_is_the_databases(tmp_path: Path) -> None:
+    from tuner.search.queue import claim, set_budget
+    from tuner.storage import queued_trials
+
+    with served(tmp_path) as url:
+        study = optuna.create_study(storage=_client(url), study_name="s")
+        set_budget(study, 12)
+        first, second = claim(study), claim(study)
+        assert first is not None and second is not None
+        study.tell(first, 0.0)
+        direct = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'served.db'}")
+        assert queued_trials(study) == queued_trials(direct)
+        waiting, running = queued_trials(study)
+        assert running == 1 and len(waiting) >= 6
+        assert all(study.trials[n].state == TrialState.WAITING for n in range(2, 8))
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_heartbeats_through_the_proxy_fail_a_stale_trial_and_queue_its_retry(
     tmp_path: Path,

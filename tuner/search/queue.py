@@ -23,7 +23,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.storage import is_retry, live_trial, locked, queue_lock, study_storage, trial_id
+from tuner.storage import (
+    is_retry,
+    live_trial,
+    locked,
+    queue_lock,
+    queued_trials,
+    study_storage,
+    trial_id,
+)
 
 BUDGET_ATTR = "n_trials"
 # The user attribute of a paused trial's continuation (tuner.search.schedule): the number of the
@@ -168,29 +176,36 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     """
     storage: Any = study_storage(study)
     beats = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
-    states = (TrialState.WAITING, TrialState.RUNNING)
-    unfinished = study.get_trials(deepcopy=False, states=states)
-    queue = [t for t in unfinished if t.state == TrialState.WAITING]
+    queue, running = _queue(study)
     # Refilling takes the lock and counts every trial: worth it only once the stretch ahead
     # has run half down, not before every claim (BENCHMARKS.md, idle workers).
-    if len(queue) < max(AHEAD, 2 * (len(unfinished) - len(queue))) // 2:
+    if len(queue) < max(AHEAD, 2 * running) // 2:
         refill(study)
-        unfinished = study.get_trials(deepcopy=False, states=states)
-        queue = [t for t in unfinished if t.state == TrialState.WAITING]
+        queue, running = _queue(study)
     # Start at a random one of the first few queued trials, about one per worker at work: workers
     # that all tried the first one would queue on its lock, and all but one would lose, trial
     # after trial. The queue is still taken about in order (seed configurations first).
-    start = _CLAIMS.randrange(min(len(queue), len(unfinished) - len(queue) + 1) or 1)
+    start = _CLAIMS.randrange(min(len(queue), running + 1) or 1)
     for waiting in queue[start:] + queue[:start]:
         if beats:
             # Before the claim, not after: a worker that dies between the two, or a claim lost
             # with a dropped connection, then leaves a trial that goes stale and is retried,
             # rather than one that stays RUNNING for ever.
-            storage.record_heartbeat(trial_id(waiting))
+            storage.record_heartbeat(waiting)
         try:
             # Succeeds for exactly one worker: the storage checks the trial is still WAITING.
-            if storage.set_trial_state_values(trial_id(waiting), state=TrialState.RUNNING):
-                return live_trial(study, trial_id(waiting))
+            if storage.set_trial_state_values(waiting, state=TrialState.RUNNING):
+                return live_trial(study, waiting)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker claimed it, and has finished it since this one looked
     return None
+
+
+def _queue(study: optuna.Study) -> tuple[list[int], int]:
+    """The ids of the queued (WAITING) trials, by number, and the number of RUNNING trials."""
+    found = queued_trials(study)  # without the trials' parameters and attributes
+    if found is not None:
+        return found
+    unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    queue = [trial_id(t) for t in unfinished if t.state == TrialState.WAITING]
+    return queue, len(unfinished) - len(queue)

@@ -350,6 +350,53 @@ def request_trials(
     return [(trial_id(t), t) for t in trials]
 
 
+def queued_trials(study: optuna.Study) -> tuple[list[int], int] | None:
+    """The ids of the study's WAITING trials, by number, and how many trials are RUNNING, read
+    without the trials themselves: on a database, one query of the trials' own rows; through
+    the proxy, one call of tuner's service (`queued_trials` of the client). None for a storage
+    that has neither (in memory, a journal file): read the trials instead.
+
+    Reading the study's unfinished trials, as `get_trials(states=...)` does, brings every
+    running trial's parameters, attributes and reports with it, and a claim needs none of them:
+    with 256 workers that was about 770 trials a read, the proxy's costliest call
+    (BENCHMARKS.md)."""
+    return queued_in(study_storage(study), study._study_id)
+
+
+def queued_in(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[list[int], int] | None:
+    """`queued_trials` of the study `study_id` in `storage`."""
+    backend = backend_of(storage)
+    ask = getattr(backend, "queued_trials", None)
+    if callable(ask):
+        found: tuple[list[int], int] = ask(study_id)
+        return found
+    if not isinstance(backend, _RDB):
+        return None
+
+    def read() -> tuple[list[int], int]:
+        session = backend.scoped_session()
+        try:
+            rows = (
+                session.query(models.TrialModel.trial_id, models.TrialModel.state)
+                .filter(
+                    models.TrialModel.study_id == study_id,
+                    models.TrialModel.state.in_([TrialState.WAITING, TrialState.RUNNING]),
+                )
+                .order_by(models.TrialModel.number)
+                .all()
+            )
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        waiting = [int(i) for i, state in rows if state == TrialState.WAITING]
+        return waiting, len(rows) - len(waiting)
+
+    return retrying(backend, read)
+
+
 def stale_trial_ids(
     storage: optuna.storages.BaseStorage, study_id: int, grace_period: float
 ) -> list[int]:

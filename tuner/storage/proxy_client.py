@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 # tuner's service beside Optuna's on the proxy: JSON objects as bytes, no compiled protobuf.
 SERVICE = "tuner.StorageProxy"
-METHODS = ("Acquire", "Renew", "Release", "RecordHeartbeat", "StaleTrials")
+METHODS = ("Acquire", "Renew", "Release", "RecordHeartbeat", "StaleTrials", "Queue")
 LEASE_S = 6.0
 RENEW_S = 1.5
 
@@ -278,6 +278,14 @@ class ProxyStorage(ProxyClient):
         grace = self.grace_period if self.grace_period is not None else 2 * interval
         found = self.made(lambda: self._call("StaleTrials", study_id=study_id, grace_period=grace))
         return [int(i) for i in found["trial_ids"]]
+
+    # --- the queue -----------------------------------------------------------------------------
+
+    def queued_trials(self, study_id: int) -> tuple[list[int], int]:
+        """The ids of the study's WAITING trials, by number, and the number RUNNING, read by
+        the proxy without the trials themselves (`optuna_internals.queued_trials`)."""
+        found = self.made(lambda: self._call("Queue", study_id=study_id))
+        return [int(i) for i in found["waiting"]], int(found["running"])
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval

@@ -23,7 +23,7 @@ import optuna
 
 from tuner.errors import StorageError
 from tuner.storage.engine import open_storage
-from tuner.storage.optuna_internals import proxy_server, stale_trial_ids
+from tuner.storage.optuna_internals import proxy_server, queued_in, stale_trial_ids
 from tuner.storage.proxy_auth import token_check
 from tuner.storage.proxy_client import LEASE_S, SERVICE, decode, encode
 from tuner.storage.proxy_stats import CallStats
@@ -100,6 +100,11 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
         study_id, grace = int(request["study_id"]), float(request["grace_period"])
         return {"trial_ids": stale_trial_ids(storage, study_id, grace)}
 
+    def queue(request: dict[str, Any], context: Any) -> dict[str, Any]:
+        found = queued_in(storage, int(request["study_id"]))
+        assert found is not None  # a proxy serves a database
+        return {"waiting": found[0], "running": found[1]}
+
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
             handler, request_deserializer=decode, response_serializer=encode
@@ -110,6 +115,7 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
             ("Release", release),
             ("RecordHeartbeat", record_heartbeat),
             ("StaleTrials", stale_trials),
+            ("Queue", queue),
         ]
     }
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
