@@ -104,13 +104,19 @@ def test_a_spent_budget_is_seen_without_waiting_for_the_lock(tmp_path) -> None:
 
 
 def test_the_queue_is_read_without_the_trials(storage_url: str) -> None:
-    # What a claim reads, one query of the trials' rows, against the trials read whole.
+    # What the proxy answers a claim with, one query of the trials' rows, against the trials
+    # read whole; a worker on the database itself reads the trials.
+    from tuner.storage.optuna_internals import queued_in
+
     study = _study(storage_url)
     set_budget(study, 20)
     running = [claim(study) for _ in range(3)]
     study.tell(running[0], 1.0)
-    assert queued_trials(study) == _queue_of_whole_trials(study)
-    assert queued_trials(study)[1] == 2 and len(queued_trials(study)[0]) >= AHEAD - 3
+    storage = study_storage(study)
+    found = queued_in(storage, storage.get_study_id_from_name("q"))
+    assert found == _queue_of_whole_trials(study)
+    assert found[1] == 2 and len(found[0]) >= AHEAD - 3
+    assert queued_trials(study) is None
 
 
 def _queue_of_whole_trials(study: optuna.Study) -> tuple[list[int], int]:

@@ -352,26 +352,30 @@ def request_trials(
 
 def queued_trials(study: optuna.Study) -> tuple[list[int], int] | None:
     """The ids of the study's WAITING trials, by number, and how many trials are RUNNING, read
-    without the trials themselves: on a database, one query of the trials' own rows; through
-    the proxy, one call of tuner's service (`queued_trials` of the client). None for a storage
-    that has neither (in memory, a journal file): read the trials instead.
+    without the trials themselves, where the storage answers that: through the proxy, one call
+    of tuner's service (`queued_trials` of the client), which the proxy answers with
+    `queued_in`. None elsewhere: read the trials instead. A worker on the database itself must
+    read them anyway, as its caching storage writes only to trials it has read
+    (`set_trial_param` looks the trial up); the proxy's own caching storage learns of a trial
+    when a client first writes to it (`proxy_server`).
 
     Reading the study's unfinished trials, as `get_trials(states=...)` does, brings every
     running trial's parameters, attributes and reports with it, and a claim needs none of them:
     with 256 workers that was about 770 trials a read, the proxy's costliest call
     (BENCHMARKS.md)."""
-    return queued_in(study_storage(study), study._study_id)
-
-
-def queued_in(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[list[int], int] | None:
-    """`queued_trials` of the study `study_id` in `storage`."""
-    backend = backend_of(storage)
-    ask = getattr(backend, "queued_trials", None)
-    if callable(ask):
-        found: tuple[list[int], int] = ask(study_id)
-        return found
-    if not isinstance(backend, _RDB):
+    ask = getattr(backend_of(study_storage(study)), "queued_trials", None)
+    if not callable(ask):
         return None
+    found: tuple[list[int], int] = ask(study._study_id)
+    return found
+
+
+def queued_in(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[list[int], int]:
+    """`queued_trials` of the study `study_id` in the database of `storage`: one query of the
+    trials' own rows."""
+    backend = backend_of(storage)
+    if not isinstance(backend, _RDB):
+        raise TypeError(f"the queue is read from an RDB storage, not {type(backend).__name__}")
 
     def read() -> tuple[list[int], int]:
         session = backend.scoped_session()

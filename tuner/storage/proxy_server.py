@@ -101,9 +101,8 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
         return {"trial_ids": stale_trial_ids(storage, study_id, grace)}
 
     def queue(request: dict[str, Any], context: Any) -> dict[str, Any]:
-        found = queued_in(storage, int(request["study_id"]))
-        assert found is not None  # a proxy serves a database
-        return {"waiting": found[0], "running": found[1]}
+        waiting, running = queued_in(storage, int(request["study_id"]))
+        return {"waiting": waiting, "running": running}
 
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
