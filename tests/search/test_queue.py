@@ -17,7 +17,6 @@ from tuner.storage import (
     exclusive,
     open_storage,
     queue_lock,
-    queued_trials,
     study_storage,
     trial_id,
 )
@@ -103,26 +102,35 @@ def test_a_spent_budget_is_seen_without_waiting_for_the_lock(tmp_path) -> None:
     assert count(study).waiting == 1
 
 
-def test_the_queue_is_read_without_the_trials(storage_url: str) -> None:
-    # What the proxy answers a claim with, one query of the trials' rows, against the trials
-    # read whole; a worker on the database itself reads the trials.
-    from tuner.storage.optuna_internals import queued_in
+def test_a_trial_claimed_in_one_call_is_left_as_a_claim_and_a_heartbeat_leave_it(
+    storage_url: str,
+) -> None:
+    # What the proxy answers a claim with (`claimed_in`, one transaction), against Optuna's
+    # own calls on the database: the same state, start time and heartbeat; the queue's first
+    # trial taken first; None once nothing is queued.
+    from tuner.storage.optuna_internals import claimed_in, stale_trial_ids
 
     study = _study(storage_url)
-    set_budget(study, 20)
-    running = [claim(study) for _ in range(3)]
-    study.tell(running[0], 1.0)
+    for x in range(3):
+        study.enqueue_trial({"x": x})
     storage = study_storage(study)
-    found = queued_in(storage, storage.get_study_id_from_name("q"))
-    assert found == _queue_of_whole_trials(study)
-    assert found[1] == 2 and len(found[0]) >= AHEAD - 3
-    assert queued_trials(study) is None
-
-
-def _queue_of_whole_trials(study: optuna.Study) -> tuple[list[int], int]:
-    unfinished = study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
-    waiting = [trial_id(t) for t in unfinished if t.state == TrialState.WAITING]
-    return waiting, len(unfinished) - len(waiting)
+    study_id = storage.get_study_id_from_name("q")
+    first, second, third = (trial_id(t) for t in study.get_trials())
+    assert storage.get_trial(first).datetime_start is None
+    assert claimed_in(storage, study_id, heartbeat=True) == (first, 2, 1)
+    storage.record_heartbeat(second)  # Optuna's way, for the other
+    assert storage.set_trial_state_values(second, TrialState.RUNNING)
+    ours, theirs = storage.get_trial(first), storage.get_trial(second)
+    assert ours.state == theirs.state == TrialState.RUNNING
+    assert ours.datetime_start is not None and theirs.datetime_start is not None
+    assert abs((theirs.datetime_start - ours.datetime_start).total_seconds()) < 60
+    assert stale_trial_ids(storage, study_id, 3600) == []  # both beat: neither is stale
+    time.sleep(2.2)  # SQLite's clock counts whole seconds
+    assert set(stale_trial_ids(storage, study_id, 1)) == {first, second}
+    assert claimed_in(storage, study_id, heartbeat=False) == (third, 0, 3)
+    assert set(stale_trial_ids(storage, study_id, 1)) == {first, second}  # the third: no beat
+    assert claimed_in(storage, study_id, heartbeat=True) == (None, 0, 3)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 3
 
 
 def _counted_afresh(study: optuna.Study) -> tuple[int, ...]:

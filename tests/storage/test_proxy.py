@@ -234,26 +234,48 @@ def test_locks_through_the_proxy_exclude_other_clients(tmp_path: Path) -> None:
     assert inside in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
-def test_the_queue_read_through_the_proxy_is_the_databases(tmp_path: Path) -> None:
-    from tuner.search.queue import claim, set_budget
-    from tuner.storage import queued_trials
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_claims_through_the_proxy_at_once_take_different_trials(
+    tmp_path: Path, storage_url: str
+) -> None:
+    # Each claim is one call, answered in one transaction that skips the trials other claims
+    # hold: 8 clients claiming at once from a queue of 8 each get one, none twice, and the
+    # queue refills as it runs down; once the budget is spent, a claim gets None.
+    from tuner.search.queue import claim, count, set_budget
 
-    with served(tmp_path) as url:
-        study = optuna.create_study(storage=_client(url), study_name="s")
+    with served(tmp_path, storage_url=storage_url) as url:
+        clients = [_client(url, heartbeat_interval=5, grace_period=30) for _ in range(8)]
+        study = optuna.create_study(storage=clients[0], study_name="s")
+        studies = [study] + [optuna.load_study(study_name="s", storage=c) for c in clients[1:]]
         set_budget(study, 12)
-        first, second = claim(study), claim(study)
-        assert first is not None and second is not None
-        study.tell(first, 0.0)
-        direct = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'served.db'}")
-        whole = direct.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
-        found = queued_trials(study)
-        assert found == (
-            [trial_id(t) for t in whole if t.state == TrialState.WAITING],
-            sum(t.state == TrialState.RUNNING for t in whole),
+        assert count(study).waiting == 8
+        start = threading.Barrier(8)
+        got: list[optuna.Trial | None] = [None] * 8
+
+        def take(i: int) -> None:
+            start.wait()
+            got[i] = claim(studies[i])
+
+        threads = [threading.Thread(target=take, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        taken = [t.number for t in got if t is not None]
+        assert sorted(taken) == list(range(8))
+        database = optuna.load_study(study_name="s", storage=storage_url)
+        assert [t.number for t in database.get_trials(states=(TrialState.RUNNING,))] == list(
+            range(8)
         )
-        waiting, running = found
-        assert running == 1 and len(waiting) >= 6
-        assert all(study.trials[n].state == TrialState.WAITING for n in range(2, 8))
+        assert count(study).waiting == 4  # refilled to the rest of the budget
+        rest = [claim(study) for _ in range(4)]
+        assert [t.number for t in rest if t is not None] == [8, 9, 10, 11]
+        assert claim(study) is None
+        for trial in got + rest:
+            assert trial is not None
+            study.tell(trial, 0.0)
+        assert len(database.get_trials(states=(TrialState.COMPLETE,))) == 12
+        assert claim(study) is None
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -24,11 +24,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.storage import (
+    claimed_trial,
     is_retry,
     live_trial,
     locked,
     queue_lock,
-    queued_trials,
     study_storage,
     trial_id,
 )
@@ -176,6 +176,9 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     """
     storage: Any = study_storage(study)
     beats = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
+    served = claimed_trial(study, beats)
+    if served is not None:
+        return _claimed_in_one_call(study, served, beats)
     queue, running = _queue(study)
     # Refilling takes the lock and counts every trial: worth it only once the stretch ahead
     # has run half down, not before every claim (BENCHMARKS.md, idle workers).
@@ -201,11 +204,28 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     return None
 
 
+def _claimed_in_one_call(
+    study: optuna.Study, served: tuple[int | None, int, int], beats: bool
+) -> optuna.Trial | None:
+    """`claim` where the storage claims a queued trial in one call (through the proxy): no
+    read of the queue first, and no race for one trial lost by all but one worker. `served`:
+    the first call's answer."""
+    chosen, waiting, running = served
+    if waiting < max(AHEAD, 2 * running) // 2:
+        refill(study)
+    if chosen is None:  # none was queued, or all were held by other claims: once more
+        chosen = claimed(study, beats)
+    return None if chosen is None else live_trial(study, chosen)
+
+
+def claimed(study: optuna.Study, beats: bool) -> int | None:
+    """The id of a queued trial claimed in one call (`claimed_trial`), or None."""
+    found = claimed_trial(study, beats)
+    return None if found is None else found[0]
+
+
 def _queue(study: optuna.Study) -> tuple[list[int], int]:
     """The ids of the queued (WAITING) trials, by number, and the number of RUNNING trials."""
-    found = queued_trials(study)  # without the trials' parameters and attributes
-    if found is not None:
-        return found
     unfinished = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     queue = [trial_id(t) for t in unfinished if t.state == TrialState.WAITING]
     return queue, len(unfinished) - len(queue)

@@ -4,8 +4,8 @@ storage and a trial's id, the live `optuna.Trial` made for a claimed trial, the 
 attribute Optuna's retry callback writes, and the pieces of Optuna's gRPC proxy that
 `tuner storage-proxy` builds on: its server's service, its client's channel and cache, the
 `GetTrials` call that reads a study's trials (answered and cached so that a read costs what
-changed, not the whole study), and the stale-trial query run with a grace period of the
-client's (`tuner.storage.proxy_client` says why).
+changed, not the whole study), the stale-trial query run with a grace period of the client's
+(`tuner.storage.proxy_client` says why), and the claim of a queued trial in one transaction.
 
 `tests/storage/test_optuna_contract.py` fails loudly when Optuna changes under them;
 `pyproject.toml` pins Optuna to the minor series they were written for (5.0).
@@ -19,9 +19,11 @@ are made so that the second run finds the first:
   unique token, and an attempt after a failed one looks for it before creating anything;
 - finishing a trial (`tell`): finding the trial already in the state and with the values asked
   for means the first attempt landed;
-- claiming a waiting trial: a claim that may have landed is reported as lost. The trial then
-  runs nowhere, but the claimant recorded its heartbeat first (`tuner.search.queue.claim`), so it
-  goes stale and is failed and queued again, like the trial of a worker that died.
+- claiming a waiting trial: a claim that may have landed is reported as lost (or, made in one
+  call through the proxy, `claimed_in`, another trial is claimed). The trial then runs
+  nowhere, but the claimant recorded its heartbeat first (`tuner.search.queue.claim`) or with
+  the claim, so it goes stale and is failed and queued again, like the trial of a worker that
+  died.
 
 Everything else reads, or writes a value that is the same however often it is written.
 """
@@ -29,6 +31,7 @@ Everything else reads, or writes a value that is the same however often it is wr
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
 import json
 import uuid
@@ -36,9 +39,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.storage.reconnect import Reconnect
@@ -350,55 +355,83 @@ def request_trials(
     return [(trial_id(t), t) for t in trials]
 
 
-def queued_trials(study: optuna.Study) -> tuple[list[int], int] | None:
-    """The ids of the study's WAITING trials, by number, and how many trials are RUNNING, read
-    without the trials themselves, where the storage answers that: through the proxy, one call
-    of tuner's service (`queued_trials` of the client), which the proxy answers with
-    `queued_in`. None elsewhere: read the trials instead. A worker on the database itself must
-    read them anyway, as its caching storage writes only to trials it has read
-    (`set_trial_param` looks the trial up); the proxy's own caching storage learns of a trial
-    when a client first writes to it (`proxy_server`).
+def claimed_in(
+    storage: optuna.storages.BaseStorage, study_id: int, heartbeat: bool
+) -> tuple[int | None, int, int]:
+    """Claim the first queued (WAITING) trial of the study `study_id` in the database of
+    `storage` that no other claim holds: set it RUNNING, as `set_trial_state_values` does, and
+    (`heartbeat`) record its heartbeat, in one transaction. Returns its id (None if there was
+    none to claim), and how many trials were left WAITING and were RUNNING after it.
 
-    Reading the study's unfinished trials, as `get_trials(states=...)` does, brings every
-    running trial's parameters, attributes and reports with it, and a claim needs none of them:
-    with 256 workers that was about 770 trials a read, the proxy's costliest call
-    (BENCHMARKS.md)."""
-    ask = getattr(backend_of(study_storage(study)), "queued_trials", None)
-    if not callable(ask):
-        return None
-    found: tuple[list[int], int] = ask(study._study_id)
-    return found
+    On PostgreSQL (and MySQL) a claim skips the rows that other claims hold (`FOR UPDATE SKIP
+    LOCKED`), so that claims made at once take different trials. Claims that each read the
+    queue and then raced for the same trial lost most races with hundreds of workers, and each
+    lost race cost a heartbeat and a state call: about 45 calls per claimed trial at the start
+    of a 256-client study (BENCHMARKS.md). On SQLite a transaction holds the whole database
+    (`BEGIN IMMEDIATE`, `tuner.storage.engine`): claims take turns.
 
+    A claim whose answer was lost is not found again (nothing marks whose it was): made again,
+    it claims another trial, and the first, RUNNING nowhere with the heartbeat it was given,
+    goes stale and is queued again like the trial of a worker that died."""
+    backend = _rdb_of(storage, "trials are claimed")
 
-def queued_in(storage: optuna.storages.BaseStorage, study_id: int) -> tuple[list[int], int]:
-    """`queued_trials` of the study `study_id` in the database of `storage`: one query of the
-    trials' own rows."""
-    backend = backend_of(storage)
-    if not isinstance(backend, _RDB):
-        raise TypeError(f"the queue is read from an RDB storage, not {type(backend).__name__}")
-
-    def read() -> tuple[list[int], int]:
-        session = backend.scoped_session()
-        try:
-            rows = (
-                session.query(models.TrialModel.trial_id, models.TrialModel.state)
+    def claim() -> tuple[int | None, int, int]:
+        chosen = None
+        with _create_scoped_session(backend.scoped_session) as session:
+            trial = (
+                session.query(models.TrialModel)
+                .filter(
+                    models.TrialModel.study_id == study_id,
+                    models.TrialModel.state == TrialState.WAITING,
+                )
+                .order_by(models.TrialModel.number)
+                .with_for_update(skip_locked=True)
+                .first()
+            )
+            if trial is not None:
+                chosen = int(trial.trial_id)
+                trial.state = TrialState.RUNNING
+                trial.datetime_start = datetime.datetime.now()
+                if heartbeat:
+                    beat = models.TrialHeartbeatModel.where_trial_id(chosen, session, True)
+                    if beat is None:
+                        session.add(models.TrialHeartbeatModel(trial_id=chosen))
+                    else:
+                        beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar()
+                session.flush()
+            counts = dict(
+                session.query(models.TrialModel.state, sqlalchemy.func.count())
                 .filter(
                     models.TrialModel.study_id == study_id,
                     models.TrialModel.state.in_([TrialState.WAITING, TrialState.RUNNING]),
                 )
-                .order_by(models.TrialModel.number)
+                .group_by(models.TrialModel.state)
                 .all()
             )
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-        waiting = [int(i) for i, state in rows if state == TrialState.WAITING]
-        return waiting, len(rows) - len(waiting)
+        return chosen, counts.get(TrialState.WAITING, 0), counts.get(TrialState.RUNNING, 0)
 
-    return retrying(backend, read)
+    return retrying(backend, claim)
+
+
+def claimed_trial(study: optuna.Study, heartbeat: bool) -> tuple[int | None, int, int] | None:
+    """A queued trial of the study claimed in one call (`claimed_in`), where the storage
+    answers that: through the proxy (`claim_queued` of the client). None elsewhere: claim it
+    as `tuner.search.queue.claim` does, reading the queue first (a worker on the database
+    itself must read the trials anyway: its caching storage writes only to trials it has read,
+    as `set_trial_param` looks the trial up; the proxy's own caching storage learns of a trial
+    when a client first writes to it, `proxy_server`)."""
+    ask = getattr(backend_of(study_storage(study)), "claim_queued", None)
+    if not callable(ask):
+        return None
+    found: tuple[int | None, int, int] = ask(study._study_id, heartbeat)
+    return found
+
+
+def _rdb_of(storage: optuna.storages.BaseStorage, what: str) -> _RDB:
+    backend = backend_of(storage)
+    if not isinstance(backend, _RDB):
+        raise TypeError(f"{what} in an RDB storage, not {type(backend).__name__}")
+    return backend
 
 
 def stale_trial_ids(

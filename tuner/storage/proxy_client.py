@@ -16,14 +16,18 @@ A worker on the proxy has no database connection, so:
   grace period the client sends (the proxy serves studies with settings of their own); the
   client declares Optuna's `BaseHeartbeat`, so `optuna.storages.fail_stale_trials` works, and
   keeps the retry callback (`RetryOnce`) itself.
+- **Claims**: a worker takes a queued trial in one call, which the proxy answers in one
+  transaction that sets it RUNNING and records its heartbeat, skipping the trials other claims
+  hold (`claim_queued`). Read-then-claim, with hundreds of workers racing for the same trial,
+  cost a heartbeat and a state call per lost race.
 - **Retries**: every call is made again while the proxy is unreachable (restarted, its host
   down), with the same backoff and deadline (`reconnect_timeout`) as a database
   (`tuner.storage.reconnect`). A call whose answer was lost is found rather than repeated, as
   `ReconnectingStorage` does behind the proxy: a new trial carries a token the client looks
   for, and a `tell` finds its state already recorded.
 
-A proxy that is Optuna's own (`run_grpc_proxy_server`) serves no locks or heartbeats: refused
-with one line at the first lock or heartbeat.
+A proxy that is Optuna's own (`run_grpc_proxy_server`) serves no locks, heartbeats or claims:
+refused with one line at the first of them.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ T = TypeVar("T")
 
 # tuner's service beside Optuna's on the proxy: JSON objects as bytes, no compiled protobuf.
 SERVICE = "tuner.StorageProxy"
-METHODS = ("Acquire", "Renew", "Release", "RecordHeartbeat", "StaleTrials", "Queue")
+METHODS = ("Acquire", "Renew", "Release", "RecordHeartbeat", "StaleTrials", "Claim")
 LEASE_S = 6.0
 RENEW_S = 1.5
 
@@ -281,11 +285,17 @@ class ProxyStorage(ProxyClient):
 
     # --- the queue -----------------------------------------------------------------------------
 
-    def queued_trials(self, study_id: int) -> tuple[list[int], int]:
-        """The ids of the study's WAITING trials, by number, and the number RUNNING, read by
-        the proxy without the trials themselves (`optuna_internals.queued_trials`)."""
-        found = self.made(lambda: self._call("Queue", study_id=study_id))
-        return [int(i) for i in found["waiting"]], int(found["running"])
+    def claim_queued(self, study_id: int, heartbeat: bool) -> tuple[int | None, int, int]:
+        """Claim one of the study's WAITING trials in one call, which the proxy answers in one
+        transaction (`optuna_internals.claimed_in`): its id (None if none was left), and how
+        many were left WAITING and were RUNNING."""
+        found = self.made(lambda: self._call("Claim", study_id=study_id, heartbeat=heartbeat))
+        chosen = found["trial_id"]
+        return (
+            None if chosen is None else int(chosen),
+            int(found["waiting"]),
+            int(found["running"]),
+        )
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval

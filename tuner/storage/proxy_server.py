@@ -23,7 +23,11 @@ import optuna
 
 from tuner.errors import StorageError
 from tuner.storage.engine import open_storage
-from tuner.storage.optuna_internals import proxy_server, queued_in, stale_trial_ids
+from tuner.storage.optuna_internals import (
+    claimed_in,
+    proxy_server,
+    stale_trial_ids,
+)
 from tuner.storage.proxy_auth import token_check
 from tuner.storage.proxy_client import LEASE_S, SERVICE, decode, encode
 from tuner.storage.proxy_stats import CallStats
@@ -100,9 +104,10 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
         study_id, grace = int(request["study_id"]), float(request["grace_period"])
         return {"trial_ids": stale_trial_ids(storage, study_id, grace)}
 
-    def queue(request: dict[str, Any], context: Any) -> dict[str, Any]:
-        waiting, running = queued_in(storage, int(request["study_id"]))
-        return {"waiting": waiting, "running": running}
+    def claim(request: dict[str, Any], context: Any) -> dict[str, Any]:
+        study_id, heartbeat = int(request["study_id"]), bool(request["heartbeat"])
+        chosen, waiting, running = claimed_in(storage, study_id, heartbeat)
+        return {"trial_id": chosen, "waiting": waiting, "running": running}
 
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
@@ -114,7 +119,7 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
             ("Release", release),
             ("RecordHeartbeat", record_heartbeat),
             ("StaleTrials", stale_trials),
-            ("Queue", queue),
+            ("Claim", claim),
         ]
     }
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
