@@ -1,6 +1,13 @@
 """What `tuner run` shows while its workers run: every running trial's number, epoch and latest
 metric, the study's counts and best value, and an estimate of the time left.
 
+The time left comes with a 90% range (`LEVEL`) once `MIN_FINISHED` trials have finished: a
+prediction interval for the total time of the trials (or epochs) still to run, were they to last
+as those finished so far did, each drawn independently (`estimate`; its coverage is tested by
+simulation in tests/search/test_progress.py). It says nothing of a search whose later trials
+last longer or shorter than its first ones, as TPE's may once it finds a region of long,
+unpruned trials, so it is shown as a range with that condition, not as a bound.
+
 Workers write each trial's latest epoch to the storage (the trial's user attribute `progress`,
 set by the objective after every epoch); this reads it back. On a terminal the display is a
 live table redrawn in place (rich); elsewhere (a log file, a pipe, CI) it is plain lines, one
@@ -18,12 +25,17 @@ from typing import Any, TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 from tuner.errors import TunerError
 from tuner.search.queue import Counts, count
 from tuner.search.schedule import EPOCH_BUDGET_ATTR, epochs_used, trained
 
 PROGRESS_ATTR = "progress"  # as `tuner.search.objective.PROGRESS_ATTR`
+# The share of cases in which the time left falls in its range (under `estimate`'s assumption),
+# and the trials that must have finished before a range is given.
+LEVEL = 0.9
+MIN_FINISHED = 5
 
 
 @dataclass(frozen=True)
@@ -43,12 +55,22 @@ class Running:
 
 
 @dataclass(frozen=True)
+class Left:
+    """An estimate of the seconds left, and its `LEVEL` range (None before `MIN_FINISHED`
+    trials have finished, or while the estimate comes from running trials alone)."""
+
+    seconds: float
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     counts: Counts
     n_trials: int
     running: tuple[Running, ...]
     best: str  # "; best val_mae 3.2 (trial 4)", or ""
-    left_s: float | None  # estimated seconds until the budget is spent
+    left: Left | None  # estimated seconds until the budget is spent
     epochs: tuple[int, int] | None = None  # with a budget in epochs: (trained, budget)
 
 
@@ -79,11 +101,7 @@ def snapshot(study: optuna.Study, n_trials: int, n_workers: int, best: bool = Tr
             and t.datetime_complete
             and trained(t)
         ]
-        left = (
-            max(0, int(limit) - used) * statistics.fmean(per_epoch) / max(1, n_workers)
-            if per_epoch
-            else None
-        )
+        left = estimate(per_epoch, max(0, int(limit) - used), max(1, n_workers))
         return Snapshot(
             counts, n_trials, running, _best(study) if best else "", left, (used, int(limit))
         )
@@ -102,19 +120,42 @@ def time_left(
     n_workers: int,
     finished_s: list[float],
     running: tuple[Running, ...],
-) -> float | None:
+) -> Left | None:
     """Seconds until the budget is spent: the trials still to run, less what the running
-    ones have done, times the mean trial, shared by the workers. None until a trial finished or
-    a running one has reported an epoch."""
-    if finished_s:
-        per_trial = statistics.fmean(finished_s)
-    else:
-        started = [r.seconds / r.done for r in running if r.done > 0]
-        if not started:
-            return None
-        per_trial = statistics.fmean(started)
+    ones have done, times the mean trial, shared by the workers (`estimate`). None until a trial
+    finished or a running one has reported an epoch; with no range while only running trials
+    give the pace."""
     to_run = max(0, n_trials - counts.finished) - sum(r.done for r in running)
-    return max(0.0, to_run) * per_trial / max(1, min(n_workers, n_trials - counts.finished))
+    share = max(1, min(n_workers, n_trials - counts.finished))
+    if finished_s:
+        return estimate(finished_s, to_run, share)
+    started = [r.seconds / r.done for r in running if r.done > 0]
+    if not started:
+        return None
+    return Left(max(0.0, to_run) * statistics.fmean(started) / share)
+
+
+def estimate(durations: list[float], to_run: float, share: int) -> Left | None:
+    """The seconds that `to_run` more trials (or epochs) take, `share` at a time, if each
+    lasts as a draw from the distribution that the `durations` seen so far were drawn from;
+    with a `LEVEL` prediction interval once `MIN_FINISHED` durations are known (None if none
+    is).
+
+    The total of n new draws, with the mean and variance both estimated from k seen, has mean
+    n·m and, about, variance s²·(n + n²/k) (the draws' own spread and the mean's error); the
+    range is Student's t of k - 1 degrees of freedom on it, cut at 0. It covers the total in
+    about `LEVEL` of cases when the draws are alike and independent; with few, skewed
+    durations it covers somewhat fewer (the test's simulation says how many)."""
+    if not durations:
+        return None
+    n, k = max(0.0, to_run), len(durations)
+    mean = statistics.fmean(durations)
+    seconds = n * mean / share
+    if k < MIN_FINISHED or n == 0:
+        return Left(seconds)
+    spread = statistics.stdev(durations) * math.sqrt(n + n * n / k)
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, k - 1)) * spread / share
+    return Left(seconds, max(0.0, seconds - half), seconds + half)
 
 
 def _running(trial: FrozenTrial, now: datetime.datetime) -> Running:
@@ -170,8 +211,13 @@ def summary(shot: Snapshot) -> str:
             f"{c.pruned} pruned or paused, {c.failed - c.retried} failed, "
             f"{len(shot.running)} running{shot.best}"
         )
-    if going and shot.left_s is not None:
-        line += f"; about {duration(shot.left_s)} left"
+    if going and shot.left is not None:
+        left = shot.left
+        line += f"; about {duration(left.seconds)} left"
+        if left.low is not None and left.high is not None:
+            line += f" ({duration(left.low)} to {duration(left.high)}, {LEVEL:.0%} range)"
+        else:
+            line += f" (no range before {MIN_FINISHED} trials have finished)"
     return line
 
 
