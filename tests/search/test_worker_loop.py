@@ -152,3 +152,23 @@ def test_a_second_signal_lets_an_interrupted_trial_be_queued_again(
     assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "interrupted by SIGTERM"
     [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == failed[0].number]
     assert retry.state == TrialState.WAITING and retry.params == failed[0].params
+
+
+def test_an_idle_worker_looks_again_less_often_up_to_a_quarter_of_the_grace_period() -> None:
+    from tuner.config import WorkersConfig
+    from tuner.search.worker import IDLE_POLL_S, idle_wait
+
+    workers = WorkersConfig(heartbeat_interval=20, grace_period=60)
+    waits = [[idle_wait(workers, looks) for looks in range(8)] for _ in range(200)]
+    first = [w[0] for w in waits]
+    # The first look after IDLE_POLL_S at most, jittered down to half of it.
+    assert IDLE_POLL_S / 2 <= min(first) and max(first) <= IDLE_POLL_S
+    assert max(first) - min(first) > IDLE_POLL_S / 4
+    # Doubling (on average), then held at a quarter of the grace period.
+    means = [sum(w[i] for w in waits) / len(waits) for i in range(8)]
+    assert means[1] > 1.6 * means[0] and means[2] > 1.6 * means[1]
+    assert max(max(w) for w in waits) <= 60 / 4
+    assert means[7] > 0.6 * 60 / 4
+    # A heartbeat shorter than IDLE_POLL_S sets the first wait; a short grace period, the last.
+    quick = WorkersConfig(heartbeat_interval=1, grace_period=2)
+    assert all(0.5 <= idle_wait(quick, looks) <= 1.0 for looks in range(6))

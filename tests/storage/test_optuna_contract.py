@@ -327,14 +327,16 @@ def test_get_trials_reads_what_optunas_servicer_reads(tmp_path: Path) -> None:
     assert "self._trial_id_to_study_id_and_number[trial_id]" in inspect.getsource(
         _CachedStorage.set_trial_param
     )
-    # `ProxyService.SetTrialParameter` asks which trials the caching storage knows, and sets
-    # a parameter of one it does not know through Optuna's service on its backend.
+    # `ProxyService.SetTrialParameter` sets parameters through Optuna's service on the caching
+    # storage's backend: the caching storage holds its lock for the whole database call.
     cached = optuna.storages.get_storage(f"sqlite:///{tmp_path / 'c.db'}")
     assert isinstance(cached, _CachedStorage)
     assert isinstance(cached._backend, RDB) and cached._trial_id_to_study_id_and_number == {}
     assert "self._backend.set_trial_param(" in inspect.getsource(
         OptunaStorageProxyService.SetTrialParameter
     )
+    held = inspect.getsource(_CachedStorage.set_trial_param)
+    assert held.index("with self._lock:") < held.index("self._backend._set_trial_param(")
     assert list(inspect.signature(_CachedStorage._add_trials_to_cache).parameters) == [
         "self",
         "study_id",

@@ -414,7 +414,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_proxy(storage_url: str, port: int, cwd: Path, *options: str) -> subprocess.Popen[str]:
+def _start_proxy(
+    storage_url: str,
+    port: int,
+    cwd: Path,
+    *options: str,
+    tls: tuple[Path, Path] | None = None,
+    token: str | None = None,
+) -> subprocess.Popen[str]:
+    """`tuner storage-proxy` on `storage_url` at 127.0.0.1:`port`, once it listens, checking the
+    line it starts with; `tls`: its certificate and key; `token`: its $TUNER_PROXY_TOKEN."""
+    if tls is not None:
+        options += ("--tls-cert", str(tls[0]), "--tls-key", str(tls[1]))
+    env = {k: v for k, v in os.environ.items() if k != "TUNER_PROXY_TOKEN"}
     proxy = subprocess.Popen(
         [sys.executable, "-m", "tuner", "storage-proxy", "--storage", storage_url]
         + ["--host", "127.0.0.1", "--port", str(port), *options],
@@ -422,13 +434,15 @@ def _start_proxy(storage_url: str, port: int, cwd: Path, *options: str) -> subpr
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env if token is None else {**env, "TUNER_PROXY_TOKEN": token},
     )
     assert proxy.stdout is not None
     line = proxy.stdout.readline()  # the line at start, once it listens
     assert line.startswith("serving storage "), line + proxy.stderr.read()  # type: ignore[union-attr]
     shown = make_url(storage_url).render_as_string(hide_password=True)
-    address = f"grpc://127.0.0.1:{port}"
-    assert line == f"serving storage {shown} at {address} (workers: --storage {address})\n"
+    address = f"{'grpc' if tls is None else 'grpcs'}://127.0.0.1:{port}"
+    giving = "" if token is None else ", giving $TUNER_PROXY_TOKEN"
+    assert line == f"serving storage {shown} at {address} (workers: --storage {address}{giving})\n"
     return proxy
 
 
@@ -513,19 +527,14 @@ def test_two_workers_through_the_proxy_spend_the_budget_exactly(
     token = "tok-83b1c0"
     # The server trusts local connections: any password reaches it, to be hidden.
     with_password = make_url(postgres_url).set(password="secret-pw")
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "storage-proxy", "--storage"]
-        + [with_password.render_as_string(hide_password=False), "--host", "127.0.0.1"]
-        + ["--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)],
-        cwd=study_dir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TUNER_PROXY_TOKEN": token},
+    proxy = _start_proxy(
+        with_password.render_as_string(hide_password=False),
+        port,
+        study_dir,
+        tls=(cert, key),
+        token=token,
     )
     try:
-        assert proxy.stdout is not None
-        assert "giving $TUNER_PROXY_TOKEN" in proxy.stdout.readline()
         run = subprocess.run(
             [sys.executable, "-m", "tuner", "run", str(path), "--workers", "2"]
             + ["--storage", f"grpcs://:{token}@127.0.0.1:{port}"],
@@ -650,23 +659,9 @@ def test_a_proxy_on_tls_with_a_token_serves_only_clients_that_give_it(
     port = _free_port()
     db = tmp_path / "t.db"
     token = "s3cret-token-2f9a"
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "storage-proxy", "--storage", f"sqlite:///{db}"]
-        + ["--host", "127.0.0.1", "--port", str(port), "--tls-cert", str(cert)]
-        + ["--tls-key", str(key)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TUNER_PROXY_TOKEN": token},
-    )
+    proxy = _start_proxy(f"sqlite:///{db}", port, tmp_path, tls=(cert, key), token=token)
+    address = f"grpcs://127.0.0.1:{port}"
     try:
-        assert proxy.stdout is not None
-        address = f"grpcs://127.0.0.1:{port}"
-        assert proxy.stdout.readline() == (
-            f"serving storage sqlite:///{db} at {address} "
-            f"(workers: --storage {address}, giving $TUNER_PROXY_TOKEN)\n"
-        )
         monkeypatch.delenv("TUNER_PROXY_TOKEN", raising=False)
         monkeypatch.setenv("TUNER_PROXY_CA", str(cert))
         # The token in the URL, over TLS: Optuna's service and tuner's (a lock) both answer.

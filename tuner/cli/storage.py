@@ -18,8 +18,9 @@ from tuner.storage import DEFAULT_PROXY_PORT
     "--host",
     default="localhost",
     show_default=True,
-    help="Address to listen on; 0.0.0.0 for every network of this machine (a trusted one: "
-    "the proxy asks no password).",
+    help="Address to listen on; 0.0.0.0 for every network of this machine (a trusted one, "
+    "unless TUNER_PROXY_TOKEN and --tls-cert are set: without them the proxy asks no token and "
+    "its calls travel in the clear).",
 )
 @click.option(
     "--port",
@@ -59,9 +60,14 @@ def storage_proxy(
     (trusting the system's certificates, or those in the PEM file TUNER_PROXY_CA).
 
     \b
-    Example:
+    Example, on a trusted network:
       tuner storage-proxy --storage postgresql://tuner@db-host/tuner --host 0.0.0.0 --port 13000
       tuner run studies/nyc-weather.toml --workers 8 --storage grpc://proxy-host:13000
+    \b
+    Elsewhere, over TLS with a token:
+      TUNER_PROXY_TOKEN=s3cret tuner storage-proxy --storage postgresql://tuner@db-host/tuner \\
+          --host 0.0.0.0 --port 13000 --tls-cert proxy.pem --tls-key proxy.key
+      tuner run studies/nyc-weather.toml --workers 8 --storage grpcs://:s3cret@proxy-host:13000
     """
     from tuner.storage.proxy_server import serve
 

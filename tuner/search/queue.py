@@ -37,7 +37,8 @@ BUDGET_ATTR = "n_trials"
 # The user attribute of a paused trial's continuation (tuner.search.schedule): the number of the
 # trial it continues. Its model was counted once, with its first trial.
 CONTINUES = "continues"
-# Queued trials kept ahead of the workers: at least this many, and two per running trial.
+# Queued trials kept ahead of the workers: at least this many, and one per running trial
+# (`ahead`).
 AHEAD = 8
 # The claims' own generator, seeded by the operating system: every trial reseeds Python's
 # `random` (keras.utils.set_random_seed), so workers training the same seed (an ablation's)
@@ -131,6 +132,14 @@ def models(trials: list[FrozenTrial]) -> int:
     return sum(1 for t in trials if CONTINUES not in t.user_attrs and not is_retry(t))
 
 
+def ahead(running: int) -> int:
+    """The queued trials kept ahead of `running` workers: refilled when half have been claimed.
+    Each refill holds the queue's lock while it adds them, and every read of the queue's trials
+    (a count before a refill) brings them all: with 256 workers, two per running trial made the
+    refills of the load test hold the lock long enough for leases to lapse (BENCHMARKS.md)."""
+    return max(AHEAD, running)
+
+
 def budget(study: optuna.Study) -> int:
     return int(study.user_attrs.get(BUDGET_ATTR, 0))
 
@@ -148,8 +157,7 @@ def refill(study: optuna.Study) -> int:
 
     def missing() -> int:
         c = count(study)
-        ahead = max(AHEAD, 2 * c.running)
-        return min(budget(study) - c.budgeted, ahead - c.waiting)
+        return min(budget(study) - c.budgeted, ahead(c.running) - c.waiting)
 
     def once() -> int:
         n = missing()
@@ -182,7 +190,7 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     queue, running = _queue(study)
     # Refilling takes the lock and counts every trial: worth it only once the stretch ahead
     # has run half down, not before every claim (BENCHMARKS.md, idle workers).
-    if len(queue) < max(AHEAD, 2 * running) // 2:
+    if len(queue) < ahead(running) // 2:
         refill(study)
         queue, running = _queue(study)
     # Start at a random one of the first few queued trials, about one per worker at work: workers
@@ -211,7 +219,7 @@ def _claimed_in_one_call(
     read of the queue first, and no race for one trial lost by all but one worker. `served`:
     the first call's answer."""
     chosen, waiting, running = served
-    if waiting < max(AHEAD, 2 * running) // 2:
+    if waiting < ahead(running) // 2:
         refill(study)
     if chosen is None:  # none was queued, or all were held by other claims: once more
         chosen = claimed(study, beats)

@@ -18,6 +18,7 @@ import inspect
 import logging
 import math
 import os
+import random
 import signal
 import threading
 import time
@@ -40,6 +41,9 @@ from tuner.storage import in_storage_call, queue_again, study_storage, trial_id
 logger = logging.getLogger("tuner.search.worker")
 
 IDLE_POLL_S = 2.0
+# The jitter of idle polls: its own generator, seeded by the operating system (every trial
+# reseeds Python's `random`).
+_IDLE = random.Random(os.urandom(16))
 
 
 class WorkerError(TunerError):
@@ -272,6 +276,7 @@ def run_worker(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         checked = -math.inf
+        idle = 0  # looks in a row that found nothing to claim
         while not stop and (max_trials is None or _ran(result) < max_trials):
             # A trial goes stale only a grace period after its last heartbeat: looking once a
             # heartbeat interval finds it in time, and spares the storage a read every trial.
@@ -282,9 +287,11 @@ def run_worker(
             if trial is None:
                 if beats and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     # A trial running elsewhere may yet go stale and be queued again.
-                    _sleep(min(IDLE_POLL_S, config.workers.heartbeat_interval), stop)
+                    _sleep(idle_wait(config.workers, idle), stop)
+                    idle += 1
                     continue
                 break
+            idle = 0
             trial.set_user_attr("worker_restarts", result.restarts)
             trial.set_user_attr("worker_rss_mb", round(resident_mb()))
             try:
@@ -358,6 +365,19 @@ def _run(
 def _ran(result: WorkerResult) -> int:
     """The trials this worker ran to their end: what `max_trials` counts."""
     return result.complete + result.pruned + result.failed
+
+
+def idle_wait(workers: WorkersConfig, looks: int) -> float:
+    """Seconds before a worker that found nothing to claim `looks` times in a row looks again:
+    `IDLE_POLL_S` (or the heartbeat interval, if shorter), doubling with each look up to a
+    quarter of the grace period, and jittered. A trial that runs elsewhere can go stale only a
+    grace period after its last heartbeat, so a quarter of it adds little to the wait for its
+    retry; and the hundreds of workers left idle at a study's end, each reading the running
+    trials every 2 s, loaded the storage proxy more than the trials still running did
+    (BENCHMARKS.md, the load test)."""
+    first = min(IDLE_POLL_S, float(workers.heartbeat_interval))
+    longest = max(first, workers.grace_period / 4)
+    return min(longest, first * 2.0 ** min(looks, 16)) * _IDLE.uniform(0.5, 1.0)
 
 
 def _sleep(seconds: float, stop: StopRequest) -> None:
