@@ -234,6 +234,13 @@ def test_locks_through_the_proxy_exclude_other_clients(tmp_path: Path) -> None:
     assert inside in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
+def test_a_lock_held_through_the_proxy_is_not_waited_for_when_asked(tmp_path: Path) -> None:
+    from test_storage import held_elsewhere_then_free
+
+    with served(tmp_path) as url:
+        held_elsewhere_then_free(_client(url), _client(url))
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_claims_through_the_proxy_at_once_take_different_trials(
     tmp_path: Path, storage_url: str
@@ -276,6 +283,44 @@ def test_claims_through_the_proxy_at_once_take_different_trials(
             study.tell(trial, 0.0)
         assert len(database.get_trials(states=(TrialState.COMPLETE,))) == 12
         assert claim(study) is None
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_claim_that_got_a_trial_does_not_wait_for_another_workers_refill(
+    tmp_path: Path,
+) -> None:
+    # Its trial's heartbeats start only once the claim returns: waiting for the queue's lock
+    # there let claimed trials go stale under load. With nothing queued, a claim does wait.
+    from tuner.search.queue import claim, count, set_budget
+
+    with served(tmp_path) as url:
+        study = optuna.create_study(storage=_client(url, heartbeat_interval=5), study_name="s")
+        set_budget(study, 20)
+        assert count(study).waiting == 8
+        other = _client(url)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with other.exclusive("queue:s"):
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(10)
+        started = time.monotonic()
+        claimed = [claim(study) for _ in range(8)]  # under half queued from the 5th on
+        assert all(t is not None for t in claimed)
+        assert time.monotonic() - started < 5  # not the 30 s the lock is held
+        assert count(study).waiting == 0
+        waiting = threading.Thread(target=lambda: claimed.append(claim(study)))
+        waiting.start()
+        waiting.join(2)
+        assert waiting.is_alive()  # nothing queued: it waits for the lock to refill
+        release.set()
+        holder.join(10)
+        waiting.join(20)
+        assert claimed[-1] is not None and count(study).waiting > 0
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -383,3 +383,38 @@ def test_reading_commands_leave_nothing_beside_the_file(
         gc.collect()  # the storage's connections closed, as when the command's process ends
         assert sorted(tmp_path.iterdir()) == files, args
     assert path.read_bytes() == before
+
+
+def held_elsewhere_then_free(holder: optuna.storages.BaseStorage, other: object) -> None:
+    """While a thread holds the lock through `holder`, `locked_if_free` through `other` (another
+    client of the same storage) answers None at once without running its block; once the lock
+    is released, it runs it."""
+    import threading
+    import time
+
+    from tuner.storage import exclusive, locked_if_free
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with exclusive(holder, "queue:x"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    ran: list[int] = []
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        assert locked_if_free(other, "queue:x", lambda: ran.append(1) or 1) is None  # type: ignore[arg-type]
+        assert time.monotonic() - started < 5 and not ran
+    finally:
+        release.set()
+        thread.join()
+    assert locked_if_free(other, "queue:x", lambda: ran.append(2) or 2) == 2  # type: ignore[arg-type]
+    assert ran == [2]
+
+
+def test_a_lock_held_elsewhere_is_not_waited_for_when_asked(storage_url: str) -> None:
+    held_elsewhere_then_free(open_storage(storage_url), open_storage(storage_url))

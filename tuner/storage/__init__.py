@@ -23,7 +23,7 @@ from tuner.storage.engine import (
     study_names,
 )
 from tuner.storage.errors import is_transient, reason
-from tuner.storage.locks import exclusive, locked
+from tuner.storage.locks import exclusive, locked, locked_if_free
 from tuner.storage.optuna_internals import (
     CREATE_TOKEN,
     ReconnectingStorage,
@@ -79,6 +79,7 @@ __all__ = [
     "trial_id",
     "exclusive",
     "locked",
+    "locked_if_free",
     "hide_password_in_logs",
     "in_storage_call",
     "is_grpc",

@@ -52,6 +52,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import WorkersConfig
 from tuner.errors import StorageError
 from tuner.storage.errors import chain
+from tuner.storage.locks import Busy
 from tuner.storage.optuna_internals import CREATE_TOKEN, ProxyClient, set_state_again, trial_id
 from tuner.storage.reconnect import Reconnect
 from tuner.storage.retry import heartbeat_settings
@@ -308,12 +309,15 @@ class ProxyStorage(ProxyClient):
     # --- locks ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def exclusive(self, name: str) -> Iterator[None]:
-        """Hold the lock called `name` for every process that uses this proxy. Made once: an
-        unreachable proxy raises `ProxyUnavailable`, for the caller to make its block again."""
+    def exclusive(self, name: str, wait: bool = True) -> Iterator[None]:
+        """Hold the lock called `name` for every process that uses this proxy; with
+        `wait=False`, raise `Busy` at once while another holds it. Made once: an unreachable
+        proxy raises `ProxyUnavailable`, for the caller to make its block again."""
         token = uuid.uuid4().hex
         delay = 0.02
         while not self._call("Acquire", name=name, token=token)["held"]:
+            if not wait:
+                raise Busy(name)
             time.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(0.5, delay * 2)
         lease = _Lease(self, name, token)
