@@ -525,8 +525,16 @@ def test_call_stats_count_time_and_reset() -> None:
         "3 calls in 4 s (1/s), 52% of the wall time in calls: GetTrials 2 x 1000.0 ms, "
         "Renew 1 x 100.0 ms"
     )
+    for _ in range(5):
+        stats.add("Acquire", 0.0)
+    stats.add("Renew", 0.2)
+    now[0] = 5.0
+    assert stats.line(top=1) == (
+        "6 calls in 1 s (6/s), 20% of the wall time in calls: Renew 1 x 200.0 ms; most "
+        "called of the rest: Acquire 5"
+    )
     now[0] = 6.0
-    assert stats.line() == "0 calls in 2 s (0/s), 0% of the wall time in calls"
+    assert stats.line() == "0 calls in 1 s (0/s), 0% of the wall time in calls"
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

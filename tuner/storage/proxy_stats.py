@@ -28,7 +28,9 @@ class CallStats:
 
     def line(self, top: int = 6) -> str:
         """The calls since the last line: their number, the time in them as a share of the
-        wall time (above 100%: several at once), and the `top` methods by time."""
+        wall time (above 100%: several at once), the `top` methods by time, and the methods
+        called most that these leave out (cheap calls made often cost the proxy's process too,
+        which the time in them does not show)."""
         with self._lock:
             calls, self._calls = self._calls, {}
             now = self.clock()
@@ -39,9 +41,16 @@ class CallStats:
         parts = ", ".join(
             f"{name} {int(c)} x {1000 * s / c:.1f} ms" for name, (c, s) in ranked if c
         )
+        shown = {name for name, _ in ranked}
+        often = sorted(
+            ((name, int(c)) for name, (c, _) in calls.items() if name not in shown),
+            key=lambda nc: nc[1],
+            reverse=True,
+        )[:3]
+        also = "; most called of the rest: " + ", ".join(f"{m} {c}" for m, c in often)
         return (
             f"{n} calls in {wall:.0f} s ({n / wall:.0f}/s), {100 * busy / wall:.0f}% of the "
-            f"wall time in calls" + (f": {parts}" if parts else "")
+            f"wall time in calls" + (f": {parts}" if parts else "") + (also if often else "")
         )
 
     def interceptor(self) -> Any:
