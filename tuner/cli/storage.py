@@ -60,11 +60,11 @@ def storage_proxy(
     (trusting the system's certificates, or those in the PEM file TUNER_PROXY_CA).
 
     \b
-    Example, on a trusted network:
+    Example:
       tuner storage-proxy --storage postgresql://tuner@db-host/tuner --host 0.0.0.0 --port 13000
       tuner run studies/nyc-weather.toml --workers 8 --storage grpc://proxy-host:13000
     \b
-    Elsewhere, over TLS with a token:
+    Off a trusted network, over TLS with a token:
       TUNER_PROXY_TOKEN=s3cret tuner storage-proxy --storage postgresql://tuner@db-host/tuner \\
           --host 0.0.0.0 --port 13000 --tls-cert proxy.pem --tls-key proxy.key
       tuner run studies/nyc-weather.toml --workers 8 --storage grpcs://:s3cret@proxy-host:13000
