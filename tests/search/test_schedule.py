@@ -112,8 +112,27 @@ def test_workers_that_pause_and_workers_that_stop_cannot_share_a_study(write_stu
     with pytest.raises(DefinitionError, match=r"created without paused trials"):
         check(stopped, load_study_config(_study(write_study, "p")))
     check(stopped, load_study_config(_study(write_study, "p", pruner='name = "median"')))
-    # A study stored before `pauses` was part of the definition takes the file's choice.
-    check({k: v for k, v in paused.items() if k != "pauses"}, load_study_config(hyperband))
+    # A study stored before `pauses` (and `rungs`) was part of the definition takes the file's
+    # choice.
+    older = {k: v for k, v in paused.items() if k not in ("pauses", "rungs")}
+    check(older, load_study_config(hyperband))
+
+
+def test_workers_of_a_paused_study_pause_at_the_same_rungs(write_study) -> None:
+    # Where trials pause and which resume: workers that disagreed would pause at other epochs
+    # and promote by another share of the models.
+    paused = definition(load_study_config(_study(write_study, "r")))
+    assert paused["rungs"] == {"min_resource": 1, "reduction_factor": 2}
+    other = _study(
+        write_study, "r", pruner='name = "pause"\nmin_resource = 1\nreduction_factor = 3'
+    )
+    with pytest.raises(
+        DefinitionError, match=r"rungs\.reduction_factor = 2, but the file now gives 3"
+    ):
+        check(paused, load_study_config(other))
+    # Optuna's pruners stop trials for good: their settings may change between runs.
+    hyperband = _study(write_study, "h", pruner='name = "hyperband"\nreduction_factor = 3')
+    assert "rungs" not in definition(load_study_config(hyperband))
 
 
 def test_a_checkpoint_restores_weights_and_optimizer_state(tmp_path: Path) -> None:

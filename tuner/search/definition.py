@@ -7,8 +7,9 @@ refused (`tuner run`, `tuner worker`, `tuner retrain`), naming the field, the st
 new one: trials of different data, metrics or spaces would be compared as if alike.
 
 How a study is run may change between runs and is not part of it: the budget (`n_trials`, or
-`[budget] epochs`), [workers], [sampler], [pruner] (but whether it is `pause`: `pauses`),
-[ablation], and the execution details of [training] listed in `EXECUTION_DETAILS`.
+`[budget] epochs`), [workers], [sampler], [pruner] (but whether it is `pause`, `pauses`, and
+with `pause` its rungs, `rungs`: where trials pause and which resume), [ablation], and the
+execution details of [training] listed in `EXECUTION_DETAILS`.
 
 One change of the definition is allowed, with the pruner `pause` only: raising `[training]
 epochs` (`GROWABLE`). The study goes on: its best trials resume from the checkpoints they saved
@@ -59,6 +60,13 @@ def definition(config: StudyConfig) -> dict[str, Any]:
         # trials counted, one way or the other, so workers of both kinds cannot share it.
         "pauses": config.pruner.name == "pause",
     }
+    if config.pruner.name == "pause":
+        # Where trials pause, and which are promoted (ASHA's rungs and its rule): workers that
+        # disagreed would pause at other epochs and promote by another share of the models.
+        made["rungs"] = {
+            "min_resource": config.pruner.min_resource,
+            "reduction_factor": config.pruner.reduction_factor,
+        }
     return dict(json.loads(json.dumps(made, default=str)))
 
 

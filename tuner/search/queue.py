@@ -136,8 +136,8 @@ def models(trials: list[FrozenTrial]) -> int:
 def ahead(running: int) -> int:
     """The queued trials kept ahead of `running` workers: refilled when half have been claimed.
     Each refill holds the queue's lock while it adds them, and every read of the queue's trials
-    (a count before a refill) brings them all: with 256 workers, two per running trial made the
-    refills of the load test hold the lock long enough for leases to lapse (BENCHMARKS.md)."""
+    (a count before a refill) brings them all: with 256 workers, two per running trial made a
+    refill add hundreds of trials under the lock (BENCHMARKS.md, the load test)."""
     return max(AHEAD, running)
 
 
