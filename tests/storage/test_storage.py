@@ -110,6 +110,23 @@ def test_a_password_is_hidden_in_every_log_line_once_asked() -> None:
     assert logged.getvalue().count("postgresql://tuner:***@db-host/tuner") == 3
 
 
+def test_a_password_that_holds_another_is_hidden_whole() -> None:
+    import io
+    import logging
+
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    logging.getLogger().addHandler(handler)
+    try:
+        # The shorter first: its filter must not leave the longer one's end showing.
+        hide_password_in_logs("postgresql://a:pass@db-host/a")
+        hide_password_in_logs("postgresql://b:pass-word-2@db-host/b")
+        logging.getLogger("tuner").error("at postgresql://b:pass-word-2@db-host/b, a:pass")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert logged.getvalue() == "at postgresql://b:***@db-host/b, a:***\n"
+
+
 def test_the_queue_lock_of_a_file_storage_lies_beside_its_file(
     tmp_path: Path, monkeypatch
 ) -> None:

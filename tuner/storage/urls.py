@@ -123,20 +123,33 @@ def proxy_address(url: str) -> ProxyAddress:
     )
 
 
-class _HidePassword(logging.Filter):
-    def __init__(self, url: str) -> None:
+class _HidePasswords(logging.Filter):
+    """The passwords to hide in a handler's lines, one filter a handler, the longest hidden
+    first: a log record is shared by every handler, and a password that holds another (s3cret,
+    s3cret-pw) hidden by the shorter one's filter first would leave the rest of it showing."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.url = url
+        self.passwords: list[str] = []
+
+    def add(self, password: str) -> None:
+        if password not in self.passwords:
+            self.passwords = sorted([*self.passwords, password], key=len, reverse=True)
+
+    def hide(self, text: str) -> str:
+        for password in self.passwords:
+            text = text.replace(password, "***")
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if scrub(message, self.url) != message:
-            record.msg, record.args = scrub(message, self.url), None
+        if self.hide(message) != message:
+            record.msg, record.args = self.hide(message), None
         if record.exc_info and not record.exc_text:
             # Formatted here, once: handlers reuse `exc_text` rather than format it again.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = scrub(record.exc_text, self.url)
+            record.exc_text = self.hide(record.exc_text)
         return True
 
 
@@ -144,9 +157,14 @@ def hide_password_in_logs(url: str) -> None:
     """Hide `url`'s password in every log line from now on, whoever logs it (the root logger's
     handlers and Optuna's own)."""
     try:
-        if not make_url(url).password:
-            return
+        password = make_url(url).password
     except Exception:
         return
+    if not password:
+        return
     for handler in logging.getLogger().handlers + logging.getLogger("optuna").handlers:
-        handler.addFilter(_HidePassword(url))
+        hiding = next((f for f in handler.filters if isinstance(f, _HidePasswords)), None)
+        if hiding is None:
+            hiding = _HidePasswords()
+            handler.addFilter(hiding)
+        hiding.add(str(password))
