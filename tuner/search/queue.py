@@ -224,16 +224,17 @@ def _claimed_in_one_call(
     the first call's answer."""
     chosen, waiting, running = served
     if waiting < ahead(running) // 2:
-        # A worker that has its trial leaves the refill to another already at it: every
-        # claim of a run-down queue waited for the lock otherwise, polling for it, and then
-        # counted the trials once more to find nothing missing (BENCHMARKS.md, the load test).
+        # A worker that has its trial leaves the refill to another already at it rather than
+        # wait for the lock: its trial's heartbeats start only once the claim returns, and
+        # claimed trials went stale waiting (BENCHMARKS.md, the load test). Refilling itself,
+        # it adds at most half the stretch ahead.
         refill(study, wait=chosen is None)
     if chosen is None:  # none was queued, or all were held by other claims: once more
-        chosen = claimed(study, beats)
+        chosen = _claimed(study, beats)
     return None if chosen is None else live_trial(study, chosen)
 
 
-def claimed(study: optuna.Study, beats: bool) -> int | None:
+def _claimed(study: optuna.Study, beats: bool) -> int | None:
     """The id of a queued trial claimed in one call (`claimed_trial`), or None."""
     found = claimed_trial(study, beats)
     return None if found is None else found[0]
