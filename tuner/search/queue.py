@@ -227,7 +227,7 @@ def _claimed_in_one_call(
         # A worker that has its trial leaves the refill to another already at it rather than
         # wait for the lock: its trial's heartbeats start only once the claim returns, and
         # claimed trials went stale waiting (BENCHMARKS.md, the load test). Refilling itself,
-        # it adds at most half the stretch ahead.
+        # it adds at most the stretch ahead (one trial per running one).
         refill(study, wait=chosen is None)
     if chosen is None:  # none was queued, or all were held by other claims: once more
         chosen = _claimed(study, beats)
