@@ -235,10 +235,10 @@ def test_locks_through_the_proxy_exclude_other_clients(tmp_path: Path) -> None:
 
 
 def test_a_lock_held_through_the_proxy_is_not_waited_for_when_asked(tmp_path: Path) -> None:
-    from test_storage import held_elsewhere_then_free
+    from test_storage import assert_lock_skipped_while_held
 
     with served(tmp_path) as url:
-        held_elsewhere_then_free(_client(url), _client(url))
+        assert_lock_skipped_while_held(_client(url), _client(url))
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

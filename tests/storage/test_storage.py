@@ -402,7 +402,7 @@ def test_reading_commands_leave_nothing_beside_the_file(
     assert path.read_bytes() == before
 
 
-def held_elsewhere_then_free(holder: optuna.storages.BaseStorage, other: object) -> None:
+def assert_lock_skipped_while_held(holder: optuna.storages.BaseStorage, other: object) -> None:
     """While a thread holds the lock through `holder`, `locked_if_free` through `other` (another
     client of the same storage) answers None at once without running its block; once the lock
     is released, it runs it."""
@@ -434,4 +434,4 @@ def held_elsewhere_then_free(holder: optuna.storages.BaseStorage, other: object)
 
 
 def test_a_lock_held_elsewhere_is_not_waited_for_when_asked(storage_url: str) -> None:
-    held_elsewhere_then_free(open_storage(storage_url), open_storage(storage_url))
+    assert_lock_skipped_while_held(open_storage(storage_url), open_storage(storage_url))
