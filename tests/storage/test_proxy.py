@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from tuner.cli import cli
 from tuner.config import WorkersConfig
 from tuner.errors import StorageError
+from tuner.search.queue import ProxyRefill
 from tuner.storage import CREATE_TOKEN, locked, open_storage, study_storage, trial_id
 from tuner.storage.optuna_internals import proxy_server
 from tuner.storage.proxy_client import LEASE_S, RENEW_S, ProxyStorage, ProxyUnavailable
@@ -137,6 +138,27 @@ def test_a_lease_is_held_by_one_token_until_released_or_expired() -> None:
     assert not leases.renew("q", "b") and leases.acquire("q", "c")
 
 
+def test_the_proxys_own_lock_excludes_clients_and_does_not_expire() -> None:
+    from tuner.storage import Busy
+
+    clock = Clock()
+    leases = Leases(6, clock)
+    with pytest.raises(Busy):  # a proxy just started grants none yet, to itself neither
+        with leases.exclusive("q", wait=False):
+            pass
+    clock.now += 6
+    assert leases.acquire("q", "a")
+    with pytest.raises(Busy):  # a client holds it
+        with leases.exclusive("q", wait=False):
+            pass
+    leases.release("q", "a")
+    with leases.exclusive("q", wait=False):
+        assert not leases.acquire("q", "b")
+        clock.now += 600  # held by the proxy's own process: no renewal to miss
+        assert not leases.acquire("q", "b")
+    assert leases.acquire("q", "b")  # released with the block
+
+
 # --- a real gRPC server in this process --------------------------------------------------------
 
 
@@ -146,10 +168,13 @@ def served(tmp_path: Path, tuners: bool = True, storage_url: str | None = None) 
     one): Optuna's proxy service and (`tuners`) tuner's, which grants leases at once (no restart
     to wait for)."""
     storage = open_storage(storage_url or f"sqlite:///{tmp_path / 'served.db'}")
-    server = proxy_server(optuna.storages.get_storage(storage), 4)
+    cached = optuna.storages.get_storage(storage)
+    server = proxy_server(cached, 4)
     if tuners:
         leases = Leases(LEASE_S, opens_after=0)
-        server.add_generic_rpc_handlers((tuner_service(storage, leases),))
+        server.add_generic_rpc_handlers(
+            (tuner_service(storage, leases, ProxyRefill(cached, leases)),)
+        )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -247,7 +272,7 @@ def test_claims_through_the_proxy_at_once_take_different_trials(
 ) -> None:
     # Each claim is one call, answered in one transaction that skips the trials other claims
     # hold: 8 clients claiming at once from a queue of 8 each get one, none twice, and the
-    # queue refills as it runs down; once the budget is spent, a claim gets None.
+    # proxy refills the queue as it runs down; once the budget is spent, a claim gets None.
     from tuner.search.queue import claim, count, set_budget
 
     with served(tmp_path, storage_url=storage_url) as url:
@@ -274,7 +299,8 @@ def test_claims_through_the_proxy_at_once_take_different_trials(
         assert [t.number for t in database.get_trials(states=(TrialState.RUNNING,))] == list(
             range(8)
         )
-        assert count(study).waiting == 4  # refilled to the rest of the budget
+        # Refilled by the proxy, after the claims were answered, to the rest of the budget.
+        assert _soon(lambda: count(study).waiting == 4)
         rest = [claim(study) for _ in range(4)]
         assert [t.number for t in rest if t is not None] == [8, 9, 10, 11]
         assert claim(study) is None
@@ -285,12 +311,21 @@ def test_claims_through_the_proxy_at_once_take_different_trials(
         assert claim(study) is None
 
 
+def _soon(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Whether `check()` holds within `timeout` seconds (what the proxy does after answering)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_a_claim_that_got_a_trial_does_not_wait_for_another_workers_refill(
-    tmp_path: Path,
-) -> None:
-    # Its trial's heartbeats start only once the claim returns: waiting for the queue's lock
-    # there let claimed trials go stale under load. With nothing queued, a claim does wait.
+def test_claims_through_the_proxy_never_wait_for_the_queues_lock(tmp_path: Path) -> None:
+    # The proxy refills the queue itself, under the lock workers take (a worker refills too
+    # when it sets the budget): while a worker holds it, claims are answered at once, those
+    # that find nothing queued with None, and the queue refills once the lock is free.
     from tuner.search.queue import claim, count, set_budget
 
     with served(tmp_path) as url:
@@ -311,16 +346,14 @@ def test_a_claim_that_got_a_trial_does_not_wait_for_another_workers_refill(
         started = time.monotonic()
         claimed = [claim(study) for _ in range(8)]  # under half queued from the 5th on
         assert all(t is not None for t in claimed)
+        assert claim(study) is None  # nothing queued, and the refill held off
         assert time.monotonic() - started < 5  # not the 30 s the lock is held
         assert count(study).waiting == 0
-        waiting = threading.Thread(target=lambda: claimed.append(claim(study)))
-        waiting.start()
-        waiting.join(2)
-        assert waiting.is_alive()  # nothing queued: it waits for the lock to refill
         release.set()
         holder.join(10)
-        waiting.join(20)
-        assert claimed[-1] is not None and count(study).waiting > 0
+        again = claim(study)  # found nothing: started a refill, waited for it, claimed
+        assert again is not None and again.number == 8
+        assert count(study).waiting > 0
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -364,8 +397,11 @@ def test_a_lock_lost_with_a_restarted_proxy_makes_the_block_again_under_a_fresh_
     storage = open_storage(f"sqlite:///{tmp_path / 'served.db'}")
 
     def start(port: int, leases: Leases) -> Any:
-        server = proxy_server(optuna.storages.get_storage(storage), 4)
-        server.add_generic_rpc_handlers((tuner_service(storage, leases),))
+        cached = optuna.storages.get_storage(storage)
+        server = proxy_server(cached, 4)
+        server.add_generic_rpc_handlers(
+            (tuner_service(storage, leases, ProxyRefill(cached, leases)),)
+        )
         bound = server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
         return server, bound

@@ -69,6 +69,7 @@ def storage_proxy(
           --host 0.0.0.0 --port 13000 --tls-cert proxy.pem --tls-key proxy.key
       tuner run studies/nyc-weather.toml --workers 8 --storage grpcs://:s3cret@proxy-host:13000
     """
+    from tuner.search.queue import ProxyRefill
     from tuner.storage.proxy_server import serve
 
     if (tls_cert is None) != (tls_key is None):
@@ -76,6 +77,7 @@ def storage_proxy(
 
     serve(
         storage,
+        ProxyRefill,
         host,
         port,
         say=lambda line: click.echo(line),

@@ -14,8 +14,12 @@ place: the retry, not the failed trial, counts towards the budget.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import logging
 import os
 import random
+import threading
 import weakref
 from dataclasses import astuple, dataclass
 from typing import Any
@@ -24,6 +28,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.storage import (
+    Busy,
+    HoldsLocks,
     claimed_trial,
     is_retry,
     live_trial,
@@ -33,6 +39,8 @@ from tuner.storage import (
     study_storage,
     trial_id,
 )
+
+logger = logging.getLogger("tuner.search")
 
 BUDGET_ATTR = "n_trials"
 # The user attribute of a paused trial's continuation (tuner.search.schedule): the number of the
@@ -133,12 +141,13 @@ def models(trials: list[FrozenTrial]) -> int:
     return sum(1 for t in trials if CONTINUES not in t.user_attrs and not is_retry(t))
 
 
-def ahead(running: int) -> int:
-    """The queued trials kept ahead of `running` workers: refilled when half have been claimed.
-    Each refill holds the queue's lock while it adds them, and every read of the queue's trials
-    (a count before a refill) brings them all: with 256 workers, two per running trial made a
-    refill add hundreds of trials under the lock (BENCHMARKS.md, the load test)."""
-    return max(AHEAD, running)
+def ahead(demand: int) -> int:
+    """The queued trials kept ahead of `demand` workers (those running a trial, and, where the
+    proxy refills, those that found none): refilled when half have been claimed. Each refill
+    holds the queue's lock while it adds them, and every read of the queue's trials (a count
+    before a refill) brings them all: with 256 workers, two per running trial made a refill add
+    hundreds of trials under the lock (BENCHMARKS.md, the load test)."""
+    return max(AHEAD, demand)
 
 
 def budget(study: optuna.Study) -> int:
@@ -151,15 +160,19 @@ def set_budget(study: optuna.Study, n_trials: int) -> None:
     refill(study)
 
 
-def refill(study: optuna.Study, wait: bool = True) -> int:
-    """Queue empty trials up to the stretch kept ahead of the workers, within the budget;
-    returns how many were queued. With `wait=False`, queue none while another process is
-    refilling, rather than wait for it."""
+def refill(
+    study: optuna.Study, wait: bool = True, demand: int = 0, locks: HoldsLocks | None = None
+) -> int:
+    """Queue empty trials up to the stretch kept ahead of the workers (`ahead`: the running
+    trials, or `demand` if more), within the budget; returns how many were queued. With
+    `wait=False`, queue none while another process is refilling, rather than wait for it.
+    `locks`: where the queue's lock is held, if not through the study's storage (the proxy's
+    own refill holds its workers' lock in its own process, `ProxyRefill`)."""
     storage: Any = study_storage(study)  # its own caching view, which must see new trials
 
     def missing() -> int:
         c = count(study)
-        return min(budget(study) - c.budgeted, ahead(c.running) - c.waiting)
+        return min(budget(study) - c.budgeted, ahead(max(c.running, demand)) - c.waiting)
 
     def once() -> int:
         n = missing()
@@ -174,14 +187,21 @@ def refill(study: optuna.Study, wait: bool = True) -> int:
     # spent under it; the lock is still what keeps two refills from both adding.
     if missing() <= 0:
         return 0
+    if locks is not None:
+        try:
+            with locks.exclusive(queue_lock(study.study_name), wait=wait):
+                return once()
+        except Busy:
+            return 0
     if not wait:
         return locked_if_free(storage, queue_lock(study.study_name), once) or 0
     return locked(storage, queue_lock(study.study_name), once)
 
 
 def claim(study: optuna.Study) -> optuna.Trial | None:
-    """Take one queued trial, refilling the queue when it runs short; None when the budget is
-    spent.
+    """Take one queued trial, refilling the queue when it runs short; None when none is queued
+    now: the budget is spent or, through the proxy, its refill has not landed yet (a worker
+    looks again while trials run, `tuner.search.worker`).
 
     Unlike `Study.ask`, this never creates a trial beyond the budget, which keeps the number of
     trials exact however many workers run.
@@ -219,19 +239,82 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
 def _claimed_in_one_call(
     study: optuna.Study, served: tuple[int | None, int, int], beats: bool
 ) -> optuna.Trial | None:
-    """`claim` where the storage claims a queued trial in one call (through the proxy): no
-    read of the queue first, and no race for one trial lost by all but one worker. `served`:
-    the first call's answer."""
+    """`claim` where the storage claims a queued trial in one call, and refills the queue
+    itself (the proxy, `ProxyRefill`): no read of the queue first, no race for one trial lost
+    by all but one worker, and no wait for the queue's lock. `served`: the call's answer."""
     chosen, waiting, running = served
-    if waiting < ahead(running) // 2:
-        # A worker that has its trial leaves the refill to another already at it rather than
-        # wait for the lock: its trial's heartbeats start only once the claim returns, and
-        # claimed trials went stale waiting (BENCHMARKS.md, the load test). Refilling itself,
-        # it adds at most the stretch ahead (one trial per running one).
-        refill(study, wait=chosen is None)
-    if chosen is None:  # none was queued, or all were held by other claims: once more
+    if chosen is None and waiting == running == 0:
+        # Nothing queued or running: a worker that found nothing would stop, yet at a study's
+        # start the proxy's first refill may still be under way, or held off by the lock: this
+        # worker refills, waiting for the lock, and looks once more.
+        refill(study)
         chosen = _claimed(study, beats)
     return None if chosen is None else live_trial(study, chosen)
+
+
+class ProxyRefill:
+    """The queue's refill done by `tuner storage-proxy` itself, in its own process, as it
+    answers claims (`tuner.storage.proxy_server`); `storage`: its caching storage, `locks`:
+    its leases, the locks of its workers.
+
+    Workers through the proxy that refilled the queue themselves each took the queue's lock
+    through it (a lease, polled while another worker held it) and counted the study first (a
+    read of every trial they had not yet seen): with 256 workers, the polling made 50% to 80%
+    of all calls, and the stretch ahead followed the running trials, so the fewer ran, the
+    fewer were queued (BENCHMARKS.md, the load test). Here one thread of the proxy's own
+    refills, one study at a time, still under the queue's lock (a worker refills too when it
+    sets the budget), and the stretch it keeps ahead follows the demand: the trials running
+    and the claims that found nothing since its last refill. A claim that got a trial is
+    answered at once; one that found nothing waits for the refill it started, if it started
+    one, and claims again.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, locks: HoldsLocks) -> None:
+        self.storage, self.locks = storage, locks
+        self._lock = threading.Lock()
+        self._studies: dict[tuple[int, str], optuna.Study] = {}
+        self._busy: set[int] = set()
+        self._hungry: collections.Counter[int] = collections.Counter()
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="refill")
+
+    def __call__(
+        self, study_id: int, chosen: int | None, waiting: int, running: int
+    ) -> concurrent.futures.Future[int] | None:
+        """After a claim of the study `study_id` that got the trial `chosen` (None: none) and
+        left `waiting` trials queued and `running` running: the refill it started (how many
+        trials it queued), or None if the queue is long enough or another is at it."""
+        with self._lock:
+            if chosen is None:
+                self._hungry[study_id] += 1
+            demand = running + self._hungry[study_id]
+            if waiting >= ahead(demand) // 2 or study_id in self._busy:
+                return None
+            self._busy.add(study_id)
+            self._hungry.pop(study_id, None)
+        return self._thread.submit(self._refill, study_id, demand)
+
+    def _refill(self, study_id: int, demand: int) -> int:
+        try:
+            return refill(self._study(study_id), wait=False, demand=demand, locks=self.locks)
+        except Exception as e:  # the claims go on; the next one that runs short tries again
+            logger.warning("refilling the queue of study %d failed: %s", study_id, e)
+            return 0
+        finally:
+            with self._lock:
+                self._busy.discard(study_id)
+
+    def _study(self, study_id: int) -> optuna.Study:
+        # By name too: a study deleted and made again may get the same id (SQLite).
+        key = (study_id, self.storage.get_study_name_from_id(study_id))
+        study = self._studies.get(key)
+        if study is None:
+            study = optuna.load_study(
+                study_name=key[1],
+                storage=self.storage,
+                sampler=optuna.samplers.RandomSampler(),  # never asked: trials are enqueued
+            )
+            self._studies[key] = study
+        return study
 
 
 def _claimed(study: optuna.Study, beats: bool) -> int | None:

@@ -23,7 +23,7 @@ from tuner.storage.engine import (
     study_names,
 )
 from tuner.storage.errors import is_transient, reason
-from tuner.storage.locks import exclusive, locked, locked_if_free
+from tuner.storage.locks import Busy, HoldsLocks, exclusive, locked, locked_if_free
 from tuner.storage.optuna_internals import (
     CREATE_TOKEN,
     ReconnectingStorage,
@@ -57,6 +57,8 @@ from tuner.storage.urls import (
 )
 
 __all__ = [
+    "Busy",
+    "HoldsLocks",
     "CREATE_TOKEN",
     "DEFAULT_PROXY_PORT",
     "DEFAULT_URL",

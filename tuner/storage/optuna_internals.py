@@ -415,7 +415,8 @@ def claimed_in(
 
 def claimed_trial(study: optuna.Study, heartbeat: bool) -> tuple[int | None, int, int] | None:
     """A queued trial of the study claimed in one call (`claimed_in`), where the storage
-    answers that: through the proxy (`claim_queued` of the client). None elsewhere: claim it
+    answers that: through the proxy (`claim_queued` of the client, the proxy refilling the
+    queue). None elsewhere: claim it
     as `tuner.search.queue.claim` does, reading the queue first (a worker on the database
     itself must read the trials anyway: its caching storage writes only to trials it has read,
     as `set_trial_param` looks the trial up; the proxy's own caching storage learns of a trial

@@ -19,7 +19,9 @@ A worker on the proxy has no database connection, so:
 - **Claims**: a worker takes a queued trial in one call, which the proxy answers in one
   transaction that sets it RUNNING and records its heartbeat, skipping the trials other claims
   hold (`claim_queued`). Read-then-claim, with hundreds of workers racing for the same trial,
-  cost a heartbeat and a state call per lost race.
+  cost a heartbeat and a state call per lost race. The proxy refills the queue itself as
+  claims run it short (`tuner.search.queue.ProxyRefill`), so workers neither count the study
+  nor wait for the queue's lock.
 - **Retries**: every call is made again while the proxy is unreachable (restarted, its host
   down), with the same backoff and deadline (`reconnect_timeout`) as a database
   (`tuner.storage.reconnect`). A call whose answer was lost is found rather than repeated, as
@@ -289,7 +291,9 @@ class ProxyStorage(ProxyClient):
     def claim_queued(self, study_id: int, heartbeat: bool) -> tuple[int | None, int, int]:
         """Claim one of the study's WAITING trials in one call, which the proxy answers in one
         transaction (`optuna_internals.claimed_in`): its id (None if none was left), and how
-        many were left WAITING and were RUNNING."""
+        many were left WAITING and were RUNNING. The proxy refills the queue as claims run it
+        short (`tuner.search.queue.ProxyRefill`); a claim that found nothing waits for the
+        refill it started, if it started one."""
         found = self.made(lambda: self._call("Claim", study_id=study_id, heartbeat=heartbeat))
         chosen = found["trial_id"]
         return (

@@ -9,12 +9,16 @@ protocol and its reasons are in `tuner.storage.proxy_client`'s docstring.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,6 +27,7 @@ import optuna
 
 from tuner.errors import StorageError
 from tuner.storage.engine import open_storage
+from tuner.storage.locks import Busy, HoldsLocks
 from tuner.storage.optuna_internals import (
     claimed_in,
     proxy_server,
@@ -32,6 +37,12 @@ from tuner.storage.proxy_auth import token_check
 from tuner.storage.proxy_client import LEASE_S, SERVICE, decode, encode
 from tuner.storage.proxy_stats import CallStats
 from tuner.storage.urls import DEFAULT_PROXY_PORT, TOKEN_ENV, is_grpc, mask
+
+# What refills a study's queue as claims run it short, made for the proxy's caching storage
+# (`tuner.search.queue.ProxyRefill`): called after each claim with the study's id, the trial
+# claimed (None: none), and the trials left WAITING and RUNNING; returns the refill it started,
+# if it started one.
+Refill = Callable[[int, int | None, int, int], "Future[int] | None"]
 
 # Calls served at once, and the database connections they share.
 THREADS = 16
@@ -81,9 +92,34 @@ class Leases:
             if self._held.get(name, ("",))[0] == token:
                 del self._held[name]
 
+    @contextlib.contextmanager
+    def exclusive(self, name: str, wait: bool = True) -> Iterator[None]:
+        """Hold the lock called `name` in the proxy's own process (its refill of a queue,
+        `tuner.search.queue.ProxyRefill`), as a lease that does not expire until released;
+        with `wait=False`, raise `Busy` at once while a client holds it."""
+        token = f"proxy-{uuid.uuid4()}"
+        while not self._pin(name, token):
+            if not wait:
+                raise Busy(name)
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            self.release(name, token)
 
-def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
-    """tuner's service, as a `grpc.GenericRpcHandler` to add to the proxy's server."""
+    def _pin(self, name: str, token: str) -> bool:
+        with self._lock:
+            now = self.clock()
+            holder = self._held.get(name)
+            if now < self._opens or (holder is not None and holder[1] > now):
+                return False
+            self._held[name] = (token, math.inf)
+            return True
+
+
+def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases, refill: Refill) -> Any:
+    """tuner's service, as a `grpc.GenericRpcHandler` to add to the proxy's server; `refill`:
+    what refills the queue as claims run it short."""
     import grpc
 
     def acquire(request: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -107,6 +143,10 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
     def claim(request: dict[str, Any], context: Any) -> dict[str, Any]:
         study_id, heartbeat = int(request["study_id"]), bool(request["heartbeat"])
         chosen, waiting, running = claimed_in(storage, study_id, heartbeat)
+        started = refill(study_id, chosen, waiting, running)
+        # A claim that got a trial is answered at once: its heartbeats start only then.
+        if chosen is None and started is not None and started.result() > 0:
+            chosen, waiting, running = claimed_in(storage, study_id, heartbeat)
         return {"trial_id": chosen, "waiting": waiting, "running": running}
 
     handlers = {
@@ -127,6 +167,7 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases) -> Any:
 
 def serve(
     url: str,
+    refills: Callable[[optuna.storages.BaseStorage, HoldsLocks], Refill],
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PROXY_PORT,
     say: Callable[[str], None] = print,
@@ -136,7 +177,9 @@ def serve(
     """Serve the storage at `url` on `host:port` until SIGINT or SIGTERM; every `stats_every`
     seconds (if not 0), say what calls it served (`tuner.storage.proxy_stats`). `tls`: the
     server's certificate chain and private key (PEM files), for clients on grpcs://. With
-    $TUNER_PROXY_TOKEN set, every call must give that token (`tuner.storage.proxy_auth`)."""
+    $TUNER_PROXY_TOKEN set, every call must give that token (`tuner.storage.proxy_auth`).
+    `refills`: makes, for the proxy's caching storage and its locks, what refills the queues as
+    claims run them short (`tuner.search.queue.ProxyRefill`)."""
     if is_grpc(url):
         raise StorageError(
             f"storage {mask(url)}: a proxy serves a database (sqlite:// or postgresql://), "
@@ -178,7 +221,8 @@ def serve(
     stats = CallStats() if stats_every > 0 else None
     interceptors += [stats.interceptor()] if stats else []
     server = proxy_server(cached, THREADS, interceptors)
-    server.add_generic_rpc_handlers((tuner_service(storage, Leases(LEASE_S)),))
+    leases = Leases(LEASE_S)
+    server.add_generic_rpc_handlers((tuner_service(storage, leases, refills(cached, leases)),))
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)
