@@ -34,6 +34,7 @@ from tuner.storage import CREATE_TOKEN, locked, open_storage, study_storage, tri
 from tuner.storage.optuna_internals import proxy_server
 from tuner.storage.proxy_client import LEASE_S, RENEW_S, ProxyStorage, ProxyUnavailable
 from tuner.storage.proxy_server import Leases, tuner_service
+from tuner.storage.proxy_stats import CallStats
 from tuner.storage.urls import parse_grpc
 
 # --- URLs --------------------------------------------------------------------------------------
@@ -163,13 +164,18 @@ def test_the_proxys_own_lock_excludes_clients_and_does_not_expire() -> None:
 
 
 @contextlib.contextmanager
-def served(tmp_path: Path, tuners: bool = True, storage_url: str | None = None) -> Iterator[str]:
+def served(
+    tmp_path: Path,
+    tuners: bool = True,
+    storage_url: str | None = None,
+    stats: CallStats | None = None,
+) -> Iterator[str]:
     """The grpc:// URL of a server in this process, on a storage (`storage_url`, or a SQLite
     one): Optuna's proxy service and (`tuners`) tuner's, which grants leases at once (no restart
-    to wait for)."""
+    to wait for); `stats`: what counts the calls it serves."""
     storage = open_storage(storage_url or f"sqlite:///{tmp_path / 'served.db'}")
     cached = optuna.storages.get_storage(storage)
-    server = proxy_server(cached, 4)
+    server = proxy_server(cached, 4, [stats.interceptor()] if stats else [])
     if tuners:
         leases = Leases(LEASE_S, opens_after=0)
         server.add_generic_rpc_handlers(
@@ -354,6 +360,32 @@ def test_claims_through_the_proxy_never_wait_for_the_queues_lock(tmp_path: Path)
         again = claim(study)  # found nothing: started a refill, waited for it, claimed
         assert again is not None and again.number == 8
         assert count(study).waiting > 0
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_worker_that_found_nothing_learns_from_its_claim_whether_trials_run(
+    tmp_path: Path,
+) -> None:
+    # Idle workers asked the study for its running trials, and each such read brought every
+    # trial finished since their last: hundreds each for 256 idle workers, which stalled the
+    # proxy. The claim's answer says how many run.
+    from tuner.search.queue import claim, running_elsewhere, set_budget
+
+    stats = CallStats()
+    with served(tmp_path, stats=stats) as url:
+        study = optuna.create_study(storage=_client(url, heartbeat_interval=5), study_name="s")
+        set_budget(study, 3)
+        trials = [claim(study) for _ in range(3)]
+        assert claim(study) is None
+        stats.line()  # counted afresh from here
+        assert running_elsewhere(study)
+        assert "GetTrials" not in stats.line()
+        for trial in trials:
+            assert trial is not None
+            study.tell(trial, 1.0)
+        assert claim(study) is None
+        assert not running_elsewhere(study)
+        assert not running_elsewhere(study)  # asked again: read from the study
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -248,8 +248,28 @@ def _claimed_in_one_call(
         # start the proxy's first refill may still be under way, or held off by the lock: this
         # worker refills, waiting for the lock, and looks once more.
         refill(study)
-        chosen = _claimed(study, beats)
-    return None if chosen is None else live_trial(study, chosen)
+        chosen, waiting, running = claimed_trial(study, beats) or (None, 0, 0)
+    if chosen is None:
+        # Queued trials held by other claims are as good as running: claimed at this moment.
+        _SEEN_RUNNING[study] = running + waiting
+        return None
+    return live_trial(study, chosen)
+
+
+# What the last claim through the proxy that found nothing saw running, by study object: a
+# worker that finds nothing asks whether trials run elsewhere (`running_elsewhere`), and
+# reading them brought it every trial finished since its last read: hundreds for each of the
+# 256 idle workers of the load test, which stalled the proxy (BENCHMARKS.md).
+_SEEN_RUNNING: weakref.WeakKeyDictionary[optuna.Study, int] = weakref.WeakKeyDictionary()
+
+
+def running_elsewhere(study: optuna.Study) -> bool:
+    """Whether any trial of the study runs, after a claim here found nothing: as that claim's
+    answer said (through the proxy), else as the storage says."""
+    seen = _SEEN_RUNNING.pop(study, None)
+    if seen is not None:
+        return seen > 0
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 class ProxyRefill:
@@ -265,15 +285,17 @@ class ProxyRefill:
     refills, one study at a time, still under the queue's lock (a worker refills too when it
     sets the budget), and the stretch it keeps ahead follows the demand: the trials running
     and the claims that found nothing since its last refill. A claim that got a trial is
-    answered at once; one that found nothing waits for the refill it started, if it started
-    one, and claims again.
+    answered at once; one that found nothing waits for the refill under way (or one it
+    starts), and claims again: a worker that finds nothing backs off for longer and longer
+    (`tuner.search.worker.idle_wait`), which left most of 256 workers starting at once idle
+    for seconds while trials were queued.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, locks: HoldsLocks) -> None:
         self.storage, self.locks = storage, locks
         self._lock = threading.Lock()
         self._studies: dict[tuple[int, str], optuna.Study] = {}
-        self._busy: set[int] = set()
+        self._refills: dict[int, concurrent.futures.Future[int]] = {}  # under way, by study
         self._hungry: collections.Counter[int] = collections.Counter()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="refill")
 
@@ -281,17 +303,23 @@ class ProxyRefill:
         self, study_id: int, chosen: int | None, waiting: int, running: int
     ) -> concurrent.futures.Future[int] | None:
         """After a claim of the study `study_id` that got the trial `chosen` (None: none) and
-        left `waiting` trials queued and `running` running: the refill it started (how many
-        trials it queued), or None if the queue is long enough or another is at it."""
+        left `waiting` trials queued and `running` running: the refill the claim should wait
+        for (how many trials it queues), or None. A claim that found nothing waits for the
+        refill under way, or for one it starts; one that got a trial may start one, and waits
+        for none."""
         with self._lock:
             if chosen is None:
                 self._hungry[study_id] += 1
+            under_way = self._refills.get(study_id)
+            if under_way is not None:
+                return under_way if chosen is None else None
             demand = running + self._hungry[study_id]
-            if waiting >= ahead(demand) // 2 or study_id in self._busy:
+            if waiting >= ahead(demand) // 2:
                 return None
-            self._busy.add(study_id)
             self._hungry.pop(study_id, None)
-        return self._thread.submit(self._refill, study_id, demand)
+            started = self._thread.submit(self._refill, study_id, demand)
+            self._refills[study_id] = started
+        return started if chosen is None else None
 
     def _refill(self, study_id: int, demand: int) -> int:
         try:
@@ -300,8 +328,8 @@ class ProxyRefill:
             logger.warning("refilling the queue of study %d failed: %s", study_id, e)
             return 0
         finally:
-            with self._lock:
-                self._busy.discard(study_id)
+            with self._lock:  # taken by `__call__` until it has recorded this refill
+                del self._refills[study_id]
 
     def _study(self, study_id: int) -> optuna.Study:
         # By name too: a study deleted and made again may get the same id (SQLite).
@@ -315,12 +343,6 @@ class ProxyRefill:
             )
             self._studies[key] = study
         return study
-
-
-def _claimed(study: optuna.Study, beats: bool) -> int | None:
-    """The id of a queued trial claimed in one call (`claimed_trial`), or None."""
-    found = claimed_trial(study, beats)
-    return None if found is None else found[0]
 
 
 def _queue(study: optuna.Study) -> tuple[list[int], int]:

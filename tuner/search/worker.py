@@ -35,7 +35,7 @@ from tuner.config import StudyConfig, WorkersConfig
 from tuner.errors import Interrupted, StorageError, TrialFailed, TunerError
 from tuner.patches.quiet import import_keras, quiet_logs
 from tuner.search.process import resident_mb
-from tuner.search.queue import budget, claim, count
+from tuner.search.queue import budget, claim, count, running_elsewhere
 from tuner.storage import in_storage_call, queue_again, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.worker")
@@ -285,7 +285,7 @@ def run_worker(
                 checked = time.monotonic()
             trial = claim_trial(study)  # refills the queue within the budget when it runs short
             if trial is None:
-                if beats and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if beats and running_elsewhere(study):
                     # A trial running elsewhere may yet go stale and be queued again.
                     _sleep(idle_wait(config.workers, idle), stop)
                     idle += 1

@@ -293,7 +293,7 @@ class ProxyStorage(ProxyClient):
         transaction (`optuna_internals.claimed_in`): its id (None if none was left), and how
         many were left WAITING and were RUNNING. The proxy refills the queue as claims run it
         short (`tuner.search.queue.ProxyRefill`); a claim that found nothing waits for the
-        refill it started, if it started one."""
+        refill under way, if there is one."""
         found = self.made(lambda: self._call("Claim", study_id=study_id, heartbeat=heartbeat))
         chosen = found["trial_id"]
         return (

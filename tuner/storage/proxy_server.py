@@ -40,8 +40,8 @@ from tuner.storage.urls import DEFAULT_PROXY_PORT, TOKEN_ENV, is_grpc, mask
 
 # What refills a study's queue as claims run it short, made for the proxy's caching storage
 # (`tuner.search.queue.ProxyRefill`): called after each claim with the study's id, the trial
-# claimed (None: none), and the trials left WAITING and RUNNING; returns the refill it started,
-# if it started one.
+# claimed (None: none), and the trials left WAITING and RUNNING; returns the refill the claim
+# waits for (how many trials it queued), if any.
 Refill = Callable[[int, int | None, int, int], "Future[int] | None"]
 
 # Calls served at once, and the database connections they share.
