@@ -154,18 +154,20 @@ def test_the_proxys_refill_keeps_ahead_of_the_claims_that_found_nothing(storage_
     for _ in range(12):  # claims that found nothing, while the queue seemed long enough
         assert proxy(study_id, None, 20, 8) is None
     started = proxy(study_id, None, 0, 8)  # one that found it short
-    assert started is not None and started.result() == 21 == ahead(8 + 13)
+    assert started is not None and started.result() == (21, False) and 21 == ahead(8 + 13)
     assert count(study).waiting == 21
     assert proxy(study_id, None, 19, 9) is None  # the demand counted afresh: long enough
     assert leases.acquire(queue_lock("q"), "a worker")
     started = proxy(study_id, None, 0, 30)
-    assert started is not None and started.result() == 0  # held off by the worker's lock
+    assert started is not None and started.result() == (0, False)  # held off by the lock
     leases.release(queue_lock("q"), "a worker")
     assert proxy(study_id, 1, 0, 40) is None  # got a trial: starts a refill, waits for none
     deadline = time.monotonic() + 10
     while count(study).budgeted < 40 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert count(study).budgeted == 40  # the rest of the budget, no more
+    started = proxy(study_id, None, 0, 40)  # (may join the refill still under way)
+    assert started is not None and started.result().spent  # workers may stop
 
 
 def _counted_afresh(study: optuna.Study) -> tuple[int, ...]:

@@ -383,8 +383,10 @@ def test_a_worker_that_found_nothing_learns_from_its_claim_whether_trials_run(
         for trial in trials:
             assert trial is not None
             study.tell(trial, 1.0)
+        stats.line()
         assert claim(study) is None
         assert not running_elsewhere(study)
+        assert "GetTrials" not in stats.line()  # the budget spent: nothing counted
         assert not running_elsewhere(study)  # asked again: read from the study
 
 

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.storage import (
     Busy,
     HoldsLocks,
+    Refilled,
     claimed_trial,
     is_retry,
     live_trial,
@@ -237,18 +238,20 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
 
 
 def _claimed_in_one_call(
-    study: optuna.Study, served: tuple[int | None, int, int], beats: bool
+    study: optuna.Study, served: tuple[int | None, int, int, bool], beats: bool
 ) -> optuna.Trial | None:
     """`claim` where the storage claims a queued trial in one call, and refills the queue
     itself (the proxy, `ProxyRefill`): no read of the queue first, no race for one trial lost
     by all but one worker, and no wait for the queue's lock. `served`: the call's answer."""
-    chosen, waiting, running = served
-    if chosen is None and waiting == running == 0:
-        # Nothing queued or running: a worker that found nothing would stop, yet at a study's
-        # start the proxy's first refill may still be under way, or held off by the lock: this
-        # worker refills, waiting for the lock, and looks once more.
+    chosen, waiting, running, spent = served
+    if chosen is None and waiting == running == 0 and not spent:
+        # Nothing queued or running, and budget left: the proxy's refill was held off by the
+        # lock (a worker setting the budget, or a proxy just started, which grants no lock for
+        # a lease period). A worker that found nothing would stop: this one refills, waiting
+        # for the lock, and looks once more. (Not when the budget is spent: counting the study
+        # here reads every trial the worker has not seen, hundreds of idle workers at once.)
         refill(study)
-        chosen, waiting, running = claimed_trial(study, beats) or (None, 0, 0)
+        chosen, waiting, running, _ = claimed_trial(study, beats) or (None, 0, 0, True)
     if chosen is None:
         # Queued trials held by other claims are as good as running: claimed at this moment.
         _SEEN_RUNNING[study] = running + waiting
@@ -295,13 +298,13 @@ class ProxyRefill:
         self.storage, self.locks = storage, locks
         self._lock = threading.Lock()
         self._studies: dict[tuple[int, str], optuna.Study] = {}
-        self._refills: dict[int, concurrent.futures.Future[int]] = {}  # under way, by study
+        self._refills: dict[int, concurrent.futures.Future[Refilled]] = {}  # under way
         self._hungry: collections.Counter[int] = collections.Counter()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="refill")
 
     def __call__(
         self, study_id: int, chosen: int | None, waiting: int, running: int
-    ) -> concurrent.futures.Future[int] | None:
+    ) -> concurrent.futures.Future[Refilled] | None:
         """After a claim of the study `study_id` that got the trial `chosen` (None: none) and
         left `waiting` trials queued and `running` running: the refill the claim should wait
         for (how many trials it queues), or None. A claim that found nothing waits for the
@@ -321,12 +324,15 @@ class ProxyRefill:
             self._refills[study_id] = started
         return started if chosen is None else None
 
-    def _refill(self, study_id: int, demand: int) -> int:
+    def _refill(self, study_id: int, demand: int) -> Refilled:
         try:
-            return refill(self._study(study_id), wait=False, demand=demand, locks=self.locks)
+            study = self._study(study_id)
+            queued = refill(study, wait=False, demand=demand, locks=self.locks)
+            # Counted again in this process, from the trials its caching storage holds.
+            return Refilled(queued, count(study).budgeted >= budget(study))
         except Exception as e:  # the claims go on; the next one that runs short tries again
             logger.warning("refilling the queue of study %d failed: %s", study_id, e)
-            return 0
+            return Refilled(0, False)
         finally:
             with self._lock:  # taken by `__call__` until it has recorded this refill
                 del self._refills[study_id]

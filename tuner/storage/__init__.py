@@ -35,7 +35,7 @@ from tuner.storage.optuna_internals import (
     study_storage,
     trial_id,
 )
-from tuner.storage.proxy_client import ProxyStorage
+from tuner.storage.proxy_client import ProxyStorage, Refilled
 from tuner.storage.reconnect import in_storage_call
 from tuner.storage.retry import (
     INTERRUPTED_RUNS,
@@ -70,6 +70,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_S",
     "ProxyStorage",
     "ReconnectingStorage",
+    "Refilled",
     "RetryOnce",
     "backend_of",
     "claimed_trial",

@@ -413,7 +413,9 @@ def claimed_in(
     return retrying(backend, claim)
 
 
-def claimed_trial(study: optuna.Study, heartbeat: bool) -> tuple[int | None, int, int] | None:
+def claimed_trial(
+    study: optuna.Study, heartbeat: bool
+) -> tuple[int | None, int, int, bool] | None:
     """A queued trial of the study claimed in one call (`claimed_in`), where the storage
     answers that: through the proxy (`claim_queued` of the client, the proxy refilling the
     queue). None elsewhere: claim it
@@ -424,7 +426,7 @@ def claimed_trial(study: optuna.Study, heartbeat: bool) -> tuple[int | None, int
     ask = getattr(backend_of(study_storage(study)), "claim_queued", None)
     if not callable(ask):
         return None
-    found: tuple[int | None, int, int] = ask(study._study_id, heartbeat)
+    found: tuple[int | None, int, int, bool] = ask(study._study_id, heartbeat)
     return found
 
 

@@ -46,7 +46,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -67,6 +67,16 @@ T = TypeVar("T")
 # tuner's service beside Optuna's on the proxy: JSON objects as bytes, no compiled protobuf.
 SERVICE = "tuner.StorageProxy"
 METHODS = ("Acquire", "Renew", "Release", "RecordHeartbeat", "StaleTrials", "Claim")
+
+
+class Refilled(NamedTuple):
+    """What a refill of a study's queue did: the trials it `queued`, and whether the study's
+    budget is `spent` (nothing left to queue)."""
+
+    queued: int
+    spent: bool
+
+
 LEASE_S = 6.0
 RENEW_S = 1.5
 
@@ -288,18 +298,19 @@ class ProxyStorage(ProxyClient):
 
     # --- the queue -----------------------------------------------------------------------------
 
-    def claim_queued(self, study_id: int, heartbeat: bool) -> tuple[int | None, int, int]:
+    def claim_queued(self, study_id: int, heartbeat: bool) -> tuple[int | None, int, int, bool]:
         """Claim one of the study's WAITING trials in one call, which the proxy answers in one
-        transaction (`optuna_internals.claimed_in`): its id (None if none was left), and how
-        many were left WAITING and were RUNNING. The proxy refills the queue as claims run it
-        short (`tuner.search.queue.ProxyRefill`); a claim that found nothing waits for the
-        refill under way, if there is one."""
+        transaction (`optuna_internals.claimed_in`): its id (None if none was left), how many
+        were left WAITING and were RUNNING, and whether the study's budget is spent (as the
+        refill a claim that found nothing waited for found it). The proxy refills the queue as
+        claims run it short (`tuner.search.queue.ProxyRefill`)."""
         found = self.made(lambda: self._call("Claim", study_id=study_id, heartbeat=heartbeat))
         chosen = found["trial_id"]
         return (
             None if chosen is None else int(chosen),
             int(found["waiting"]),
             int(found["running"]),
+            bool(found["spent"]),
         )
 
     def get_heartbeat_interval(self) -> int | None:

@@ -34,15 +34,15 @@ from tuner.storage.optuna_internals import (
     stale_trial_ids,
 )
 from tuner.storage.proxy_auth import token_check
-from tuner.storage.proxy_client import LEASE_S, SERVICE, decode, encode
+from tuner.storage.proxy_client import LEASE_S, SERVICE, Refilled, decode, encode
 from tuner.storage.proxy_stats import CallStats
 from tuner.storage.urls import DEFAULT_PROXY_PORT, TOKEN_ENV, is_grpc, mask
 
 # What refills a study's queue as claims run it short, made for the proxy's caching storage
 # (`tuner.search.queue.ProxyRefill`): called after each claim with the study's id, the trial
 # claimed (None: none), and the trials left WAITING and RUNNING; returns the refill the claim
-# waits for (how many trials it queued), if any.
-Refill = Callable[[int, int | None, int, int], "Future[int] | None"]
+# waits for, if any.
+Refill = Callable[[int, int | None, int, int], "Future[Refilled] | None"]
 
 # Calls served at once, and the database connections they share.
 THREADS = 16
@@ -145,9 +145,11 @@ def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases, refill: 
         chosen, waiting, running = claimed_in(storage, study_id, heartbeat)
         started = refill(study_id, chosen, waiting, running)
         # A claim that got a trial is answered at once: its heartbeats start only then.
-        if chosen is None and started is not None and started.result() > 0:
+        refilled = started.result() if chosen is None and started is not None else None
+        if refilled is not None and refilled.queued > 0:
             chosen, waiting, running = claimed_in(storage, study_id, heartbeat)
-        return {"trial_id": chosen, "waiting": waiting, "running": running}
+        spent = refilled is not None and refilled.spent
+        return {"trial_id": chosen, "waiting": waiting, "running": running, "spent": spent}
 
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
