@@ -329,8 +329,8 @@ def asked_trials(
     trials.sort(key=lambda t: t.number)
     if isinstance(storage, _CachedStorage):
         # Optuna's caching storage learns of trials made elsewhere (by a proxy before a restart,
-        # say) from these reads, and its writes look trials up in what it learnt
-        # (`set_trial_param`); it answers `GetTrial` for finished ones from it too.
+        # say) from these reads: it answers `GetTrial` for finished ones from what it learnt.
+        # (Parameters go past it, `proxy_server`, so its `set_trial_param` needs none of it.)
         with storage._lock:
             storage._studies.setdefault(study_id, _StudyInfo())
             storage._add_trials_to_cache(study_id, trials)
@@ -444,9 +444,7 @@ def stale_trial_ids(
     `grace_period` seconds, by the database's clock, as `RDBStorage` finds them for
     `fail_stale_trials`, whatever heartbeat settings `storage` was opened with (the proxy
     serves studies with settings of their own)."""
-    rdb = backend_of(storage)
-    if not isinstance(rdb, _RDB):
-        raise TypeError(f"heartbeats need an RDB storage, not {type(rdb).__name__}")
+    rdb = _rdb_of(storage, "heartbeats are kept")
     # Optuna's query reads only these three attributes of the storage.
     settings = _HeartbeatSettings(rdb.scoped_session, grace_period)
     return retrying(rdb, lambda: list(_RDB._get_stale_trial_ids(settings, study_id)))  # type: ignore[arg-type]
