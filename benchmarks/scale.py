@@ -12,10 +12,12 @@ Clients are threads, `--clients` spread over `--processes` processes, each clien
 storage (its own database connections, or its own gRPC channel), as a worker process has.
 
 Reported per run: trials per second, database connections held (sampled every 0.5 s from
-`pg_stat_activity`), the time per trial outside the objective and the sampler (the storage calls
-and the locks, and waiting for the CPU on a small machine) and the sampler's time per trial, in
-windows of 500 trial numbers as the study grows, and lost or duplicated trials (every trial
-number once, as many complete trials as the budget, as many objective calls as trials).
+`pg_stat_activity`), a trial's own storage calls (from the claim that returned it to its end,
+less the objective's sleep and the sampler; waiting for the CPU on a small machine included), the
+wait for a trial to claim (which grows with the clients per trial the storage serves) and the
+sampler's time per trial, in windows of 500 trial numbers as the study grows, and lost or
+duplicated trials (every trial number once, as many complete trials as the budget, as many
+objective calls as trials).
 
     .venv/bin/python benchmarks/scale.py --clients 256 --storages proxy --trials 10000 --keep
     .venv/bin/python benchmarks/scale.py --calls postgresql://postgres@127.0.0.1/tuner_bench_...
@@ -57,7 +59,7 @@ from common import table  # noqa: E402
 from workers_load import postgres_database  # noqa: E402
 
 from tuner.config import WorkersConfig, load_study_config  # noqa: E402
-from tuner.search.queue import set_budget  # noqa: E402
+from tuner.search.queue import claim, set_budget  # noqa: E402
 from tuner.search.space import suggest  # noqa: E402
 from tuner.search.worker import StopRequest, run_worker  # noqa: E402
 from tuner.storage import open_storage  # noqa: E402
@@ -123,7 +125,17 @@ def client(url: str, index: int, args: argparse.Namespace, ready: Any, go: Any) 
     sampler = TimedSampler(optuna.samplers.RandomSampler(seed=index))
     called: list[int] = []
     slept = 0.0
-    rows: list[tuple[int, float, float, float]] = []  # number, storage s, sampler s, finished at
+    # number, between trials s, sampler s, finished at, waited for the trial s, its claim call s
+    rows: list[tuple[int, float, float, float, float, float]] = []
+    last = claimed = claim_s = 0.0
+
+    def timed_claim(study: optuna.Study) -> optuna.Trial | None:
+        nonlocal claimed, claim_s
+        started = time.perf_counter()
+        trial = claim(study)
+        claimed = time.perf_counter()
+        claim_s = claimed - started
+        return trial
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal slept
@@ -141,12 +153,19 @@ def client(url: str, index: int, args: argparse.Namespace, ready: Any, go: Any) 
             trial.set_user_attr(name, 1.0)
         return float(trial.number)
 
-    last = 0.0
-
     def on_trial(frozen: optuna.trial.FrozenTrial) -> None:
         nonlocal last, slept
         now = time.perf_counter()
-        rows.append((frozen.number, now - last - slept - sampler.spent, sampler.spent, now))
+        rows.append(
+            (
+                frozen.number,
+                now - last - slept - sampler.spent,
+                sampler.spent,
+                now,
+                claimed - last,
+                claim_s,
+            )
+        )
         last, slept, sampler.spent = now, 0.0, 0.0
 
     errors: list[str] = []
@@ -160,7 +179,15 @@ def client(url: str, index: int, args: argparse.Namespace, ready: Any, go: Any) 
         waiting = False
         go.wait()
         last = time.perf_counter()
-        run_worker(config, study, storage, objective, StopRequest(), on_trial=on_trial)
+        run_worker(
+            config,
+            study,
+            storage,
+            objective,
+            StopRequest(),
+            on_trial=on_trial,
+            claim_trial=timed_claim,
+        )
     except Exception:
         errors.append(traceback.format_exc(limit=4))
     finally:
@@ -367,19 +394,30 @@ def name_url(server: str, name: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def windows(rows: list[tuple[int, float, float, float]], budget: int) -> list[dict[str, Any]]:
-    """Medians over the `WINDOW` trial numbers before each of `POINTS` within the budget."""
+def windows(rows: list[tuple[float, ...]], budget: int) -> list[dict[str, Any]]:
+    """Medians over the `WINDOW` trial numbers before each of `POINTS` within the budget.
+
+    A trial's time splits in two: the wait for it (from the client's last trial's end until a
+    claim returned it: the claims that found nothing, the pauses between them, and the last
+    claim call), which grows with the clients per trial the storage serves a second; and its own
+    storage calls (from that claim's return to the trial's end, less the objective's sleep and
+    the sampler: its parameters, user attributes, reports and the tell, and waiting for the CPU),
+    which is what a trial costs the storage as the study grows."""
     found = []
     for point in [p for p in POINTS if p <= budget]:
         inside = [r for r in rows if max(0, point - WINDOW) <= r[0] < point]
         if len(inside) < 2:
             continue
         span = max(r[3] for r in inside) - min(r[3] for r in inside)
+        work = [r[1] - r[4] for r in inside]
         found.append(
             {
                 "at": point,
-                "storage_ms": statistics.median(r[1] for r in inside) * 1000,
-                "storage_mean_ms": statistics.fmean(r[1] for r in inside) * 1000,
+                "storage_ms": statistics.median(work) * 1000,
+                "storage_mean_ms": statistics.fmean(work) * 1000,
+                "claim_ms": statistics.median(r[5] for r in inside) * 1000,
+                "wait_ms": statistics.median(r[4] for r in inside) * 1000,
+                "between_ms": statistics.median(r[1] for r in inside) * 1000,
                 "sampler_ms": statistics.median(r[2] for r in inside) * 1000,
                 "per_second": len(inside) / span if span > 0 else float("nan"),
             }
@@ -547,9 +585,10 @@ def main() -> None:
             )
             for w in r["windows"]:
                 print(
-                    f"  at {w['at']}: storage {w['storage_ms']:.0f} ms (mean "
-                    f"{w['storage_mean_ms']:.0f}), sampler {w['sampler_ms']:.1f} ms, "
-                    f"{w['per_second']:.1f} trials/s",
+                    f"  at {w['at']}: a trial's storage calls {w['storage_ms']:.0f} ms (mean "
+                    f"{w['storage_mean_ms']:.0f}), waited for it {w['wait_ms']:.0f} ms (the "
+                    f"claim that got it {w['claim_ms']:.0f} ms), sampler "
+                    f"{w['sampler_ms']:.1f} ms, {w['per_second']:.1f} trials/s",
                     flush=True,
                 )
             if r["errors"]:
@@ -591,7 +630,8 @@ def main() -> None:
                 "storage",
                 "clients",
                 "at trial",
-                "storage ms/trial (median)",
+                "a trial's storage calls, ms (median)",
+                "waited for the trial, ms (its claim)",
                 "sampler ms/trial",
                 "trials/s in window",
             ],
@@ -601,6 +641,7 @@ def main() -> None:
                     r["clients"],
                     w["at"],
                     f"{w['storage_ms']:.0f}",
+                    f"{w['wait_ms']:.0f} ({w['claim_ms']:.0f})",
                     f"{w['sampler_ms']:.1f}",
                     f"{w['per_second']:.1f}",
                 ]
