@@ -55,6 +55,9 @@ def storage_proxy(
     heartbeats: hundreds of workers (--storage grpc://HOST:PORT) share its few database
     connections. Runs until Ctrl-C or SIGTERM.
 
+    The proxy also keeps each study's queue of trials filled within its budget, as claims run it
+    short, so that its workers neither take the queue's lock nor count the study's trials.
+
     With TUNER_PROXY_TOKEN set, every client must give that token (grpc://:TOKEN@host:port, or
     its own TUNER_PROXY_TOKEN); with --tls-cert and --tls-key, clients reach it on grpcs://
     (trusting the system's certificates, or those in the PEM file TUNER_PROXY_CA).

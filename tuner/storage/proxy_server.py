@@ -68,14 +68,17 @@ class Leases:
         self._lock = threading.Lock()
 
     def acquire(self, name: str, token: str) -> bool:
+        return self._take(name, token, self.lease_s)
+
+    def _take(self, name: str, token: str, lease_s: float) -> bool:
+        """Grants `name` to `token` for `lease_s` (math.inf: until released) unless another
+        token holds it or the proxy grants none yet."""
         with self._lock:
             now = self.clock()
-            if now < self._opens:
+            token_held, expires = self._held.get(name, (token, now))
+            if now < self._opens or (token_held != token and expires > now):
                 return False
-            holder = self._held.get(name)
-            if holder is not None and holder[0] != token and holder[1] > now:
-                return False
-            self._held[name] = (token, now + self.lease_s)
+            self._held[name] = (token, now + lease_s)
             return True
 
     def renew(self, name: str, token: str) -> bool:
@@ -98,7 +101,7 @@ class Leases:
         `tuner.search.queue.ProxyRefill`), as a lease that does not expire until released;
         with `wait=False`, raise `Busy` at once while a client holds it."""
         token = f"proxy-{uuid.uuid4()}"
-        while not self._pin(name, token):
+        while not self._take(name, token, math.inf):
             if not wait:
                 raise Busy(name)
             time.sleep(0.05)
@@ -106,15 +109,6 @@ class Leases:
             yield
         finally:
             self.release(name, token)
-
-    def _pin(self, name: str, token: str) -> bool:
-        with self._lock:
-            now = self.clock()
-            holder = self._held.get(name)
-            if now < self._opens or (holder is not None and holder[1] > now):
-                return False
-            self._held[name] = (token, math.inf)
-            return True
 
 
 def tuner_service(storage: optuna.storages.BaseStorage, leases: Leases, refill: Refill) -> Any:
