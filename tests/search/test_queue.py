@@ -133,13 +133,17 @@ def test_a_trial_claimed_in_one_call_is_left_as_a_claim_and_a_heartbeat_leave_it
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 3
 
 
-def test_the_proxys_refill_keeps_ahead_of_the_claims_that_found_nothing(storage_url: str) -> None:
+def test_the_proxys_refill_keeps_ahead_of_the_claims_that_found_nothing(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The stretch the proxy keeps queued follows the demand, not only the running trials:
     # with 8 running and 13 claims that found nothing since its last refill, it queues 21,
     # where one per running trial queued 8 and left most of the workers waiting. Under the
     # lock workers take: held by one, the proxy queues none. A claim that found nothing waits
-    # for the refill; one that got a trial waits for none.
-    from tuner.search.queue import ProxyRefill
+    # for the refill; one that got a trial waits for none. A budget found spent is not counted
+    # again until it is raised.
+    from tuner.search import queue
+    from tuner.search.queue import BUDGET_ATTR, ProxyRefill
     from tuner.storage.optuna_internals import claimed_in
     from tuner.storage.proxy_server import Leases
 
@@ -168,6 +172,16 @@ def test_the_proxys_refill_keeps_ahead_of_the_claims_that_found_nothing(storage_
     assert count(study).budgeted == 40  # the rest of the budget, no more
     started = proxy(study_id, None, 0, 40)  # (may join the refill still under way)
     assert started is not None and started.result().spent  # workers may stop
+    counted: list[optuna.Study] = []
+    monkeypatch.setattr(queue, "count", lambda s: counted.append(s) or count(s))
+    for _ in range(3):  # the claims that found nothing at the study's end
+        started = proxy(study_id, None, 0, 40)
+        assert started is not None and started.result() == (0, True)
+    assert counted == []  # no trial read: the budget is as it was when found spent
+    study.set_user_attr(BUDGET_ATTR, 44)  # raised, as `tuner run` with a larger n_trials does
+    started = proxy(study_id, None, 0, 40)
+    assert started is not None and started.result() == (4, True) and counted
+    assert count(study).budgeted == 44
 
 
 def _counted_afresh(study: optuna.Study) -> tuple[int, ...]:
