@@ -417,7 +417,6 @@ def windows(rows: list[tuple[float, ...]], budget: int) -> list[dict[str, Any]]:
                 "storage_mean_ms": statistics.fmean(work) * 1000,
                 "claim_ms": statistics.median(r[5] for r in inside) * 1000,
                 "wait_ms": statistics.median(r[4] for r in inside) * 1000,
-                "between_ms": statistics.median(r[1] for r in inside) * 1000,
                 "sampler_ms": statistics.median(r[2] for r in inside) * 1000,
                 "per_second": len(inside) / span if span > 0 else float("nan"),
             }
