@@ -69,6 +69,21 @@ METHODS = (
     "synetune-asha",
 )
 SEED_BUDGETS = {"gru": 20, "gru-dropout": 40, "stacked-gru": 40, "bidirectional-lstm": 40}
+ROOT = Path(__file__).parents[1]
+# The study searched (`--study`): the shipped forecast study unless another is named.
+STUDY = ROOT / "studies" / "nyc-weather.toml"
+# A text study's reference: the seed configurations read this much text, with these embeddings
+# (the largest vocabulary and length of the shipped text study's space).
+TEXT_REFERENCE = {"vocabulary_size": 10_000, "sequence_length": 200, "embedding_dim": 32}
+
+
+def _metric(config: Any) -> tuple[str, int]:
+    """The study's metric and its sign: values times the sign are smaller when better."""
+    return config.metric, 1 if config.direction == "minimize" else -1
+
+
+def _is_text(config: Any) -> bool:
+    return config.data.task == "text-classification"
 
 
 def _setup() -> tuple[Any, Any, Any, Any]:
@@ -78,12 +93,14 @@ def _setup() -> tuple[Any, Any, Any, Any]:
     from tuner.config import load_study_config
     from tuner.data import prepare
 
-    config = load_study_config(Path(__file__).parents[1] / "studies" / "nyc-weather.toml")
+    config = load_study_config(STUDY)
     data = prepare(config.data)
     import keras
 
     t = config.training
-    train = data.split("train", t.batch_size, shuffle=True, seed=0).repeat()
+    train = data.split("train", t.batch_size, shuffle=True, seed=0)
+    if t.steps_per_epoch:  # as a trial reads it (tuner.search.objective)
+        train = train.repeat()
     validation = data.split("validation", 1024)
     return config, data, (train, validation), keras
 
@@ -91,24 +108,34 @@ def _setup() -> tuple[Any, Any, Any, Any]:
 def reference(seed: int = 0) -> dict[str, Any]:
     """The seed configurations trained for their own epochs, as the classic example does (with
     `seed`: one training run of them moves the value to beat by about 0.2 °F, so the report
-    takes the median over every reference seed it has)."""
-    from tuner.search.space import SEED_CONFIGS
+    takes the median over every reference seed it has). On a text study, the seed
+    configurations its space holds, with `TEXT_REFERENCE`'s text parameters, each trained for
+    the study's epochs (the classic example has no text)."""
+    from tuner.search.space import SEED_CONFIGS, seed_fits
     from tuner.training.spec import spec_from_params
 
     config, data, (train, validation), keras = _setup()
-    values = {}
+    metric, sign = _metric(config)
+    text = _is_text(config)
+    values, epochs = {}, 0
     for config_seed in SEED_CONFIGS:
+        params = config_seed.params | (TEXT_REFERENCE if text else {})
+        if text and seed_fits(config_seed, config.space) is not None:
+            continue
+        n = config.training.epochs if text else SEED_BUDGETS[config_seed.name]
         keras.utils.set_random_seed(seed)
-        model = _build(config, data, spec_from_params(config_seed.params))
+        model = _build(config, data, spec_from_params(params))
         history = model.fit(
             train,
             validation_data=validation,
-            epochs=SEED_BUDGETS[config_seed.name],
+            epochs=n,
             steps_per_epoch=config.training.steps_per_epoch,
             verbose=0,
         )
-        values[config_seed.name] = min(history.history["val_mae"])
-    return {"values": values, "best": min(values.values()), "epochs": sum(SEED_BUDGETS.values())}
+        values[config_seed.name] = sign * min(sign * v for v in history.history[metric])
+        epochs += n
+    best = sign * min(sign * v for v in values.values())
+    return {"values": values, "best": best, "epochs": epochs}
 
 
 def _build(config: Any, data: Any, spec: Any) -> Any:
@@ -146,7 +173,7 @@ def run_tuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, An
     if method in ("random", "random-pruning"):
         changes["sampler"]["name"] = "random"
         changes["study"]["seed_configs"] = False
-    config = load_study_config(study_variant(folder, f"{method}-{seed}", **changes))
+    config = load_study_config(study_variant(folder, f"{method}-{seed}", STUDY, **changes))
     data = prepare(config.data)
     storage = open_storage(f"sqlite:///{folder / f'{method}-{seed}.db'}", config.workers)
     study = open_study(config, storage, lambda: data.baselines)
@@ -215,12 +242,15 @@ def run_tuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, An
 
 
 def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[str, Any]:
-    """KerasTuner on the same space, models and data."""
+    """KerasTuner on the same space, models and data (on a text study, with its text
+    parameters and its fixed activation added to the forecast study's space)."""
     import keras_tuner as kt
 
     from tuner.training.spec import ModelSpec
 
     config, data, (train, validation), keras = _setup()
+    metric, sign = _metric(config)
+    space = config.space
     curve: list[float] = []
     times: list[float] = []
     started = time.monotonic()
@@ -231,26 +261,45 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
                 raise kt.errors.FatalError("epoch budget spent")
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            curve.append(float(logs["val_mae"]))
+            curve.append(float(logs[metric]))
             times.append(time.monotonic() - started)
 
     def build(hp: kt.HyperParameters) -> keras.Model:
         layers = hp.Int("layers", 1, 2)
         units = tuple(hp.Int(f"units_{i}", 16, 64, sampling="log") for i in range(1, 3))
+        text = {}
+        if _is_text(config):
+            lr = space.learning_rate
+            activation = hp.Fixed("activation", space.activation.value)
+            learning_rate = hp.Float("learning_rate", lr.low, lr.high, sampling="log")
+            v = space.vocabulary_size
+            text = {
+                "vocabulary_size": hp.Int(
+                    "vocabulary_size", int(v.low), int(v.high), sampling="log"
+                ),
+                "sequence_length": hp.Choice(
+                    "sequence_length", list(space.sequence_length.choices)
+                ),
+                "embedding_dim": hp.Choice("embedding_dim", list(space.embedding_dim.choices)),
+            }
+        else:
+            activation = hp.Choice("activation", ["tanh", "relu"])
+            learning_rate = hp.Float("learning_rate", 3e-4, 1e-2, sampling="log")
         spec = ModelSpec(
             cell=hp.Choice("cell", ["gru", "lstm"]),
             units=units[:layers],
             dropout=hp.Float("dropout", 0.0, 0.5),
             recurrent_dropout=hp.Float("recurrent_dropout", 0.0, 0.5),
             bidirectional=hp.Boolean("bidirectional"),
-            activation=hp.Choice("activation", ["tanh", "relu"]),
-            learning_rate=hp.Float("learning_rate", 3e-4, 1e-2, sampling="log"),
+            activation=activation,
+            learning_rate=learning_rate,
+            **text,
         )
         return _build(config, data, spec)
 
     t = config.training
     common = dict(
-        objective=kt.Objective("val_mae", "min"),
+        objective=kt.Objective(metric, "min" if sign == 1 else "max"),
         seed=seed,
         overwrite=True,
         directory=str(folder),
@@ -269,7 +318,7 @@ def run_kerastuner(method: str, seed: int, budget: int, folder: Path) -> dict[st
         tuner = kt.Hyperband(
             build, max_epochs=t.epochs, factor=3, hyperband_iterations=100, **common
         )
-    stop = keras.callbacks.EarlyStopping(monitor="val_mae", patience=t.patience)
+    stop = keras.callbacks.EarlyStopping(monitor=metric, patience=t.patience)
     try:
         tuner.search(
             train,
@@ -294,6 +343,7 @@ def run_screen(seed: int, budget: int) -> dict[str, Any]:
     from tuner.search.space import suggest
 
     config, data, (train, validation), keras = _setup()
+    metric, sign = _metric(config)
     t = config.training
     curve: list[float] = []
     times: list[float] = []
@@ -306,7 +356,7 @@ def run_screen(seed: int, budget: int) -> dict[str, Any]:
                 raise _Spent
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            curve.append(float(logs["val_mae"]))
+            curve.append(float(logs[metric]))
             times.append(time.monotonic() - started)
 
     sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -325,7 +375,7 @@ def run_screen(seed: int, budget: int) -> dict[str, Any]:
                 callbacks=[Budget()],
                 verbose=0,
             )
-            screened.append((curve[-1], i, model))
+            screened.append((sign * curve[-1], i, model))
         for _, _, model in sorted(screened, key=lambda s: s[:2]):
             model.fit(
                 train,
@@ -334,7 +384,7 @@ def run_screen(seed: int, budget: int) -> dict[str, Any]:
                 epochs=t.epochs,
                 steps_per_epoch=t.steps_per_epoch,
                 callbacks=[
-                    keras.callbacks.EarlyStopping(monitor="val_mae", patience=t.patience),
+                    keras.callbacks.EarlyStopping(monitor=metric, patience=t.patience),
                     Budget(),
                 ],
                 verbose=0,
@@ -360,6 +410,8 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
     from tuner.training.spec import ModelSpec
 
     config, data, (train, validation), keras = _setup()
+    if _is_text(config) or config.metric != "val_mae":
+        raise SystemExit("the Syne Tune runs have the forecast study's space and metric only")
     t = config.training
     curve: list[float] = []
     times: list[float] = []
@@ -470,6 +522,7 @@ def one(method: str, seed: int, budget: int) -> None:
 
 
 def main() -> None:
+    global STUDY
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--seeds", default="3", help="seeds per method: a count, or method=count,... (else 3)"
@@ -481,8 +534,16 @@ def main() -> None:
     parser.add_argument(
         "--load", metavar="FILE", help="report on the runs saved by --save instead of running"
     )
+    parser.add_argument(
+        "--study",
+        type=Path,
+        default=STUDY,
+        help="the study file searched (default: the shipped nyc-weather study); the Syne Tune "
+        "methods run on it only",
+    )
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    STUDY = args.study.resolve()
     if args.one:
         one(args.one[0], int(args.one[1]), args.budget)
         return
@@ -519,6 +580,8 @@ def main() -> None:
                 str(job[1]),
                 "--budget",
                 str(args.budget),
+                "--study",
+                str(STUDY),
             ]
             running.append(
                 (
@@ -586,6 +649,16 @@ def shift_interval(
 
 
 def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: int) -> None:
+    """Print the tables; values are the study's metric, and "best" is the smallest, or the
+    largest where the study maximizes it (a text study's accuracy)."""
+    from tuner.config import load_study_config
+
+    metric, sign = _metric(load_study_config(STUDY))
+    unit = ", °F" if STUDY.name == "nyc-weather.toml" else ""
+
+    def best_of(values: list[float]) -> float:
+        return sign * min(sign * v for v in values)
+
     methods = list(seeds)
     refs = [r for (m, _), r in sorted(results.items()) if m == "reference"]
     target = median([r["best"] for r in refs])
@@ -602,8 +675,8 @@ def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: i
         for seed in range(seeds[method]):
             run = results[(method, seed)]
             curve = run["curve"][:budget]
-            bests.append(min(curve))
-            hit = next((i for i, v in enumerate(curve) if v < target), None)
+            bests.append(best_of(curve))
+            hit = next((i for i, v in enumerate(curve) if sign * v < sign * target), None)
             to_beat.append(miss if hit is None else hit + 1)
             times = run.get("times")
             seconds.append(float("inf") if hit is None or not times else times[hit])
@@ -632,14 +705,14 @@ def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: i
             f"({median([r['values'][k] for r in refs]):.3f})"
             for k in names
         )
-        + f"; value to beat, the median of each run's best: {target:.3f} (val_mae, °F)\n"
+        + f"; value to beat, the median of each run's best: {target:.3f} ({metric}{unit})\n"
     )
     print(
         table(
             [
                 "method",
                 "seeds",
-                f"best val_mae in {budget} epochs (median)",
+                f"best {metric} in {budget} epochs (median)",
                 "range over seeds",
                 f"epochs to beat {target:.3f}: median (per seed)",
                 f"seeds that beat it within {budget // 2} epochs",
@@ -666,7 +739,7 @@ def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: i
             "\nEach method minus tuner-default: Hodges-Lehmann shift [exact interval] "
             f"(its confidence). Misses count as {miss} epochs.\n"
         )
-        print(table(["method", "best val_mae, difference", "epochs to beat, difference"], diffs))
+        print(table(["method", f"best {metric}, difference", "epochs to beat, difference"], diffs))
     kt_random = summary.get("kerastuner-random")
     for method in methods:
         ours = summary[method]
@@ -680,7 +753,10 @@ def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: i
                 f"{ours['to_beat'] / min(kt_random['to_beat'], miss):.2f} (target <= 0.5)"
             )
         n = seeds[method]
-        wins = sum(min(results[(method, s)]["curve"][:budget]) < target for s in range(n))
+        wins = sum(
+            sign * best_of(results[(method, s)]["curve"][:budget]) < sign * target
+            for s in range(n)
+        )
         print(
             f"{method} beats every seed configuration within {budget} epochs in "
             f"{wins} of {n} seeds"
