@@ -29,6 +29,17 @@ is the value to beat.
 
     python benchmarks/search_efficiency.py --seeds 3 --budget 140 --jobs 2
 
+`--study FILE` runs it on another study file (`--one` and `--load` need it too), e.g. the
+shipped text study, `studies/amazon-reviews.toml`: there the metric is `val_accuracy`, the
+best value the largest, and the reference is the seed configurations its space holds (not
+`stacked-gru`, whose relu activation it lacks), reading the largest vocabulary and length with
+32-wide embeddings (`TEXT_REFERENCE`), each trained for the study's 8 epochs: the classic
+example has no text. KerasTuner's space there adds the study's text parameters; the Syne Tune
+methods run on the forecast study only.
+
+    python benchmarks/search_efficiency.py --study studies/amazon-reviews.toml --budget 72 \
+        --seeds 3 --methods tuner-default,tuner-pause,kerastuner-bayesian
+
 The value to beat is the median, over the reference's runs (`reference` with seeds 0, 1, ...,
 as `--one reference SEED` runs them), of each run's best seed configuration.
 `--save FILE` keeps every run's curve, and `--load FILE` prints the tables from it again
