@@ -552,6 +552,13 @@ def main() -> None:
         help="the study file searched (default: the shipped nyc-weather study); the Syne Tune "
         "methods run on it only",
     )
+    parser.add_argument(
+        "--level",
+        type=float,
+        default=0.95,
+        help="the least confidence of each difference's interval (3 seeds against 3 reach 90%% "
+        "at most)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     STUDY = args.study.resolve()
@@ -562,7 +569,8 @@ def main() -> None:
     seeds = _seeds(args.seeds, methods)
     if args.load:
         saved = json.loads(Path(args.load).read_text())
-        report({(r["method"], r["seed"]): r["result"] for r in saved}, seeds, args.budget)
+        runs = {(r["method"], r["seed"]): r["result"] for r in saved}
+        report(runs, seeds, args.budget, args.level)
         return
     jobs = [("reference", 0)] + [
         (m, s) for s in range(max(seeds.values())) for m in methods if s < seeds[m]
@@ -620,7 +628,7 @@ def main() -> None:
         Path(args.save).write_text(
             json.dumps([{"method": m, "seed": s, "result": r} for (m, s), r in results.items()])
         )
-    report(results, seeds, args.budget)
+    report(results, seeds, args.budget, args.level)
 
 
 def _seeds(text: str, methods: list[str]) -> dict[str, int]:
@@ -659,7 +667,9 @@ def shift_interval(
     return median(diffs), diffs[k - 1], diffs[m * n - k], 1 - 2 * below
 
 
-def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: int) -> None:
+def report(
+    results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: int, level: float = 0.95
+) -> None:
     """Print the tables; values are the study's metric, and "best" is the smallest, or the
     largest where the study maximizes it (a text study's accuracy)."""
     from tuner.config import load_study_config
@@ -741,7 +751,7 @@ def report(results: dict[tuple[str, int], Any], seeds: dict[str, int], budget: i
                 continue
             row = [method]
             for key, fmt in (("best", "{:+.3f}"), ("to_beat", "{:+.0f}")):
-                est, low, high, conf = shift_interval(per_seed[method][key], ours[key])
+                est, low, high, conf = shift_interval(per_seed[method][key], ours[key], level)
                 row.append(
                     f"{fmt.format(est)} [{fmt.format(low)}, {fmt.format(high)}] ({conf:.0%})"
                 )
