@@ -93,6 +93,12 @@ def _metric(config: Any) -> tuple[str, int]:
     return config.metric, 1 if config.direction == "minimize" else -1
 
 
+def _best(values: Any, sign: int) -> float:
+    """The best of `values` for a metric of this sign (`_metric`): the smallest, or the largest
+    where the study maximizes it."""
+    return float(sign * min(sign * v for v in values))
+
+
 def _is_text(config: Any) -> bool:
     return config.data.task == "text-classification"
 
@@ -143,9 +149,9 @@ def reference(seed: int = 0) -> dict[str, Any]:
             steps_per_epoch=config.training.steps_per_epoch,
             verbose=0,
         )
-        values[config_seed.name] = sign * min(sign * v for v in history.history[metric])
+        values[config_seed.name] = _best(history.history[metric], sign)
         epochs += n
-    best = sign * min(sign * v for v in values.values())
+    best = _best(values.values(), sign)
     return {"values": values, "best": best, "epochs": epochs}
 
 
@@ -418,11 +424,13 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
     from syne_tune.optimizer.baselines import ASHA, BOHB
     from syne_tune.optimizer.scheduler import SchedulerDecision
 
+    from tuner.config import load_study_config
     from tuner.training.spec import ModelSpec
 
-    config, data, (train, validation), keras = _setup()
+    config = load_study_config(STUDY)
     if _is_text(config) or config.metric != "val_mae":
         raise SystemExit("the Syne Tune runs have the forecast study's space and metric only")
+    config, data, (train, validation), keras = _setup()
     t = config.training
     curve: list[float] = []
     times: list[float] = []
@@ -677,9 +685,6 @@ def report(
     metric, sign = _metric(load_study_config(STUDY))
     unit = ", °F" if STUDY.name == "nyc-weather.toml" else ""
 
-    def best_of(values: list[float]) -> float:
-        return sign * min(sign * v for v in values)
-
     methods = list(seeds)
     refs = [r for (m, _), r in sorted(results.items()) if m == "reference"]
     target = median([r["best"] for r in refs])
@@ -697,7 +702,7 @@ def report(
         for seed in range(seeds[method]):
             run = results[(method, seed)]
             curve = run["curve"][:budget]
-            bests.append(best_of(curve))
+            bests.append(_best(curve, sign))
             hit = next((i for i, v in enumerate(curve) if sign * v < sign * target), None)
             to_beat.append(miss if hit is None else hit + 1)
             times = run.get("times")
@@ -776,7 +781,7 @@ def report(
             )
         n = seeds[method]
         wins = sum(
-            sign * best_of(results[(method, s)]["curve"][:budget]) < sign * target
+            sign * _best(results[(method, s)]["curve"][:budget], sign) < sign * target
             for s in range(n)
         )
         print(
