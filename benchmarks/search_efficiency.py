@@ -415,8 +415,8 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
     """Syne Tune's BOHB (asynchronous successive halving with a kernel-density model, stopping
     type, one bracket, rungs at 1, 3 and 9 epochs as tuner's Hyperband) or ASHA (the same with
     random configurations), driven epoch by epoch in this process: the same space as KerasTuner's
-    runs above, the same models, data and early stopping. A benchmark-only dependency, outside
-    the lock (BENCHMARKS.md says how to install it)."""
+    runs above (with a text study's parameters), the same models, data and early stopping. A
+    benchmark-only dependency, outside the lock (BENCHMARKS.md says how to install it)."""
     import datetime
 
     from syne_tune.backend.trial_status import Trial
@@ -424,13 +424,11 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
     from syne_tune.optimizer.baselines import ASHA, BOHB
     from syne_tune.optimizer.scheduler import SchedulerDecision
 
-    from tuner.config import load_study_config
     from tuner.training.spec import ModelSpec
 
-    config = load_study_config(STUDY)
-    if _is_text(config) or config.metric != "val_mae":
-        raise SystemExit("the Syne Tune runs have the forecast study's space and metric only")
     config, data, (train, validation), keras = _setup()
+    metric, sign = _metric(config)
+    text = _is_text(config)
     t = config.training
     curve: list[float] = []
     times: list[float] = []
@@ -446,13 +444,25 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
         "activation": choice(["tanh", "relu"]),
         "learning_rate": loguniform(3e-4, 1e-2),
     }
+    if text:  # as KerasTuner's space on a text study
+        study_space = config.space
+        v = study_space.vocabulary_size
+        space |= {
+            "activation": choice([study_space.activation.value]),
+            "learning_rate": loguniform(
+                study_space.learning_rate.low, study_space.learning_rate.high
+            ),
+            "vocabulary_size": lograndint(int(v.low), int(v.high)),
+            "sequence_length": choice(list(study_space.sequence_length.choices)),
+            "embedding_dim": choice(list(study_space.embedding_dim.choices)),
+        }
     kind = BOHB if method == "synetune-bohb" else ASHA
     scheduler = kind(
         space,
-        metric="val_mae",
+        metric=metric,
         time_attr="epoch",
         max_t=t.epochs,
-        do_minimize=True,
+        do_minimize=sign == 1,
         random_seed=seed,
         grace_period=1,
         reduction_factor=3,
@@ -469,10 +479,10 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
                 raise _Spent
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            value = float(logs["val_mae"])
+            value = float(logs[metric])
             curve.append(value)
             times.append(time.monotonic() - started)
-            self.last = {"val_mae": value, "epoch": epoch + 1}
+            self.last = {metric: value, "epoch": epoch + 1}
             decision = scheduler.on_trial_result(self.trial, self.last)
             if decision == SchedulerDecision.STOP:
                 self.model.stop_training, self.stopped = True, True
@@ -494,6 +504,15 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
                 bidirectional=bool(c["bidirectional"]),
                 activation=c["activation"],
                 learning_rate=float(c["learning_rate"]),
+                **(
+                    {
+                        "vocabulary_size": int(c["vocabulary_size"]),
+                        "sequence_length": int(c["sequence_length"]),
+                        "embedding_dim": int(c["embedding_dim"]),
+                    }
+                    if text
+                    else {}
+                ),
             )
             keras.utils.set_random_seed(seed * 10_000 + number)
             model = _build(config, data, spec)
@@ -504,7 +523,7 @@ def run_synetune(method: str, seed: int, budget: int) -> dict[str, Any]:
                 epochs=t.epochs,
                 steps_per_epoch=t.steps_per_epoch,
                 callbacks=[
-                    keras.callbacks.EarlyStopping(monitor="val_mae", patience=t.patience),
+                    keras.callbacks.EarlyStopping(monitor=metric, patience=t.patience),
                     report,
                 ],
                 verbose=0,
@@ -557,8 +576,7 @@ def main() -> None:
         "--study",
         type=Path,
         default=STUDY,
-        help="the study file searched (default: the shipped nyc-weather study); the Syne Tune "
-        "methods run on it only",
+        help="the study file searched (default: the shipped nyc-weather study)",
     )
     parser.add_argument(
         "--level",
