@@ -29,6 +29,10 @@ def storage_url(tmp_path: Path) -> str:
 
 
 def test_studies_lists_counts_and_best_values(storage_url: str) -> None:
+    ablation = optuna.create_study(study_name="done/ablation", storage=storage_url)
+    ablation.set_user_attr("ablation_for", "done")
+    ablation.set_user_attr("metric", "val_mae")
+    ablation.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     listed = {s.name: s for s in list_studies(open_storage(storage_url, must_exist=True))}
     done = optuna.load_study(study_name="done", storage=storage_url)
     assert listed["done"].counts.complete == 3 and listed["done"].counts.waiting == 1
@@ -38,6 +42,10 @@ def test_studies_lists_counts_and_best_values(storage_url: str) -> None:
     )
     assert listed["done"].metric == "val_mae"
     assert listed["empty"].best_value is None and listed["empty"].direction == "maximize"
+    # An ablation's runs are test scores of seeds, and the best of them one lucky seed: no best.
+    ablation = listed["done/ablation"]
+    assert ablation.counts.complete == 2 and ablation.metric == "test mae"
+    assert (ablation.best_trial, ablation.best_value) == (None, None)
 
     result = CliRunner().invoke(cli, ["studies", "--storage", storage_url, "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -46,6 +54,7 @@ def test_studies_lists_counts_and_best_values(storage_url: str) -> None:
     table = CliRunner().invoke(cli, ["studies", "--storage", storage_url]).output
     assert table.splitlines()[0].split()[:3] == ["study", "direction", "metric"]
     assert any(line.split()[0] == "empty" for line in table.splitlines()[1:])
+    assert "no error rate" in table.splitlines()[-1]
 
 
 def test_studies_on_a_missing_file_gets_one_line(tmp_path: Path) -> None:

@@ -126,8 +126,6 @@ def format_summary(s: dict[str, Any]) -> str:
             lines.append(
                 f"{title} {seed_label(name, row)}: {s['metric']} = {row['value']:.4g}{versus}"
             )
-    if compared:
-        lines.append(NO_ERROR_RATE.format(n=t["complete"] + t["pruned"]))
     if s["pareto_front"]:
         cost = s["cost_objective"]
         lines.append(f"Pareto front of {s['metric']} against {cost}, cheapest first:")
@@ -137,14 +135,16 @@ def format_summary(s: dict[str, Any]) -> str:
                 f"{cost} = {t['cost']:.4g}"
             )
     lines += format_diagnoses(s.get("diagnoses", []))
+    lines.append(NO_ERROR_RATE.format(n=t["complete"] + t["pruned"]))
     return "\n".join(lines)
 
 
-# Every number printed carries its error rate or says it has none: these comparisons have none.
+# Every number printed carries its error rate or says it has none: these values, and the
+# comparisons and notes made from them, have none.
 NO_ERROR_RATE = (
-    "  (these comparisons have no error rate: one training run each, scored on the validation "
-    "split that chose the best of {n} trials, which flatters it; `tuner ablate` retrains it on "
-    "fresh seeds and scores it on the test split)"
+    "(no error rate: every value here is one training run, and the validation split chose the "
+    "best of {n} trials, which flatters the best; `tuner ablate` retrains it on fresh seeds and "
+    "gives its test score an interval)"
 )
 
 
@@ -308,4 +308,5 @@ def format_best_trials(report: dict[str, Any]) -> str:
         )
         lines.append(f"trial {number} retrained: {tests}; model {r['model']}")
     lines += format_diagnoses(report.get("diagnoses", []))
+    lines.append(NO_ERROR_RATE.format(n=t["complete"] + t["pruned"]))
     return "\n".join(lines)

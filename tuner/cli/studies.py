@@ -56,6 +56,10 @@ def studies(storage: str, fmt: str) -> None:
         import pandas as pd
 
         click.echo(_blank_missing(pd.DataFrame(rows).astype({"best_trial": "Int64"})))
+        click.echo(
+            "(best_value: one training run on the validation split, with no error rate; an "
+            "ablation's runs have none: `tuner ablation` reads them)"
+        )
 
 
 def _blank_missing(frame: Any) -> str:

@@ -13,6 +13,8 @@ SUFFIX = "/ablation"
 # The user attribute that makes a trial an ablation trial for tuner.search.objective: its
 # training seed and epochs, {"seed": int, "epochs": int}.
 ABLATION_ATTR = "ablation"
+# The companion study's user attribute that names the study it ablates.
+ABLATION_FOR = "ablation_for"
 
 
 def companion_name(study_name: str) -> str:
@@ -29,8 +31,8 @@ def open_companion(config: StudyConfig, storage: optuna.storages.BaseStorage) ->
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
-    if not study.user_attrs.get("ablation_for"):
-        study.set_user_attr("ablation_for", config.name)
+    if not study.user_attrs.get(ABLATION_FOR):
+        study.set_user_attr(ABLATION_FOR, config.name)
         study.set_user_attr("metric", config.metric)
     return study
 

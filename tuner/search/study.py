@@ -16,6 +16,7 @@ from tuner import __version__
 from tuner.config import StudyConfig
 from tuner.errors import StorageError, TunerError
 from tuner.search import trials
+from tuner.search.companion import ABLATION_FOR
 from tuner.search.definition import DEFINITION_ATTR, check, definition, grown, study_config
 from tuner.search.queue import BUDGET_ATTR, Counts, count, refill
 from tuner.search.schedule import EPOCH_BUDGET_ATTR, scheduled
@@ -266,20 +267,28 @@ class StudyListing:
 
 
 def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
-    """Every study in a storage, with its trial counts and best value."""
+    """Every study in a storage, with its trial counts and best value (none for an ablation's
+    companion study)."""
     listings = []
     for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        try:
-            best = trials.best_trial(study)
-            best_trial, best_value = best.number, trials.metric_value(best)
-        except TunerError:
-            best_trial, best_value = None, None
+        metric = str(study.user_attrs.get("metric", "value"))
+        best_trial, best_value = None, None
+        if ABLATION_FOR in study.user_attrs:
+            # An ablation's runs hold test scores, and its best run is one lucky seed: its
+            # answer is `tuner ablation`, not a best value.
+            metric = f"test {metric.removeprefix('val_')}"
+        else:
+            try:
+                best = trials.best_trial(study)
+                best_trial, best_value = best.number, trials.metric_value(best)
+            except TunerError:
+                pass
         listings.append(
             StudyListing(
                 name=name,
                 direction=", ".join(d.name.lower() for d in study.directions),
-                metric=str(study.user_attrs.get("metric", "value")),
+                metric=metric,
                 counts=count(study),
                 best_trial=best_trial,
                 best_value=best_value,
