@@ -10,7 +10,8 @@ from tuner.answers.analysis import (
     analyse,
     bootstrap_medians,
     compare,
-    interval,
+    effect,
+    median_interval,
 )
 from tuner.answers.verdict import BETTER_AMONG, TOO_FEW, UNCLEAR, WORSE_AMONG
 
@@ -143,15 +144,57 @@ def test_one_complete_trial_gets_no_importance_but_a_reason() -> None:
     assert "2 complete trials or more" in analysis.importance_note
 
 
-def test_the_bootstrap_interval_of_a_median_covers_it_and_narrows_with_more_data() -> None:
+def test_the_interval_of_a_median_covers_it_as_often_as_it_says() -> None:
+    # Exact: at least 95% of the time, whatever the distribution, from 6 values; 5 values
+    # cannot give 95% (their widest interval covers 93.75%), so they get none.
     rng = np.random.default_rng(1)
-    small = rng.normal(0, 1, 10)
-    large = rng.normal(0, 1, 400)
-    low_s, high_s = interval(bootstrap_medians(small, rng))
-    low_l, high_l = interval(bootstrap_medians(large, rng))
-    assert low_s <= np.median(small) <= high_s
+    assert median_interval(rng.normal(size=5)) is None
+    small, large = rng.normal(0, 1, 10), rng.normal(0, 1, 400)
+    low_s, high_s = median_interval(small)
+    low_l, high_l = median_interval(large)
     assert high_l - low_l < (high_s - low_s) / 2
     assert bootstrap_medians(small[: MIN_GROUP - 1], rng) is None
+    reps = 4000
+    for n in (6, 8, 13, 30):
+        for draw, median in ((rng.normal, 0.0), (rng.lognormal, 1.0)):
+            covered = 0
+            for _ in range(reps):
+                low, high = median_interval(draw(size=n))
+                covered += low <= median <= high
+            # At least 95%, within 4 standard errors of the simulation.
+            assert covered / reps > 0.95 - 4 * np.sqrt(0.95 * 0.05 / reps), (n, draw)
+
+
+def test_groups_that_do_not_differ_are_called_better_or_worse_at_most_5_percent_of_the_time() -> (
+    None
+):
+    # The error rate of one "better/worse among searched trials" verdict, by simulation: two
+    # groups drawn alike (independent draws; trials a sampler chose are not, which the report
+    # says), as small as a group with a verdict gets and larger.
+    from tuner.answers.analysis import Group
+
+    rng = np.random.default_rng(2)
+
+    def group(values: np.ndarray) -> tuple[Group, np.ndarray | None]:
+        g = Group(
+            "g",
+            tuple(range(len(values))),
+            tuple(values),
+            float(values.min()),
+            float(np.median(values)),
+            None,
+        )
+        return g, bootstrap_medians(values, rng)
+
+    reps = 2000
+    for n_a, n_b in ((MIN_GROUP, MIN_GROUP), (MIN_GROUP, 20), (12, 12)):
+        called = 0
+        for _ in range(reps):
+            a, a_medians = group(rng.lognormal(size=n_a))
+            b, b_medians = group(rng.lognormal(size=n_b))
+            verdict = effect("t", a, b, a_medians, b_medians, minimize=True).verdict
+            called += verdict in (BETTER_AMONG, WORSE_AMONG)
+        assert called / reps < 0.05 + 3 * np.sqrt(0.05 * 0.95 / reps), (n_a, n_b)
 
 
 def test_compare_puts_each_effect_of_each_study_side_by_side() -> None:
