@@ -164,7 +164,10 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
         assert any(v in line for v in ("helped;", "hurt;", "no clear difference;")), line
         assert "95% CI" in line and "2 seeds" in line and "adjusted p = " in line
     assert "Holm over the contrasts of this ablation" in out
-    assert len(optuna.load_study(study_name="abl/ablation", storage=url).trials) == 13
+    assert "did nothing helped or hurt at 5%;" in out
+    companion = optuna.load_study(study_name="abl/ablation", storage=url)
+    assert len(companion.trials) == 13
+    assert f"read_at:{best.number}" not in companion.user_attrs  # no seed added: one reading
 
     # Seeds until decided: one more seed at a time up to --max-repeats (six contrasts are not
     # all decided on three seeds), read with anytime-valid intervals from then on.
@@ -188,6 +191,12 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
     assert contrasts and all("95% confidence sequence " in line for line in contrasts)
     companion = optuna.load_study(study_name="abl/ablation", storage=url)
     assert companion.user_attrs[f"sequential:{best.number}"] is True
+    # Its fixed-K verdicts were printed at 2 seeds before seeds were added: two readings, so a
+    # false "helped" or "hurt" is at most 10%, and the verdicts say so.
+    assert companion.user_attrs[f"read_at:{best.number}"] == [2]
+    assert "10% (not 5%: its verdicts were also printed at 2 seeds before seeds were added)" in (
+        " ".join(out.split())
+    )
     complete = [t for t in companion.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 18 and {t.user_attrs["repeat"] for t in complete} == {1, 2, 3}
 

@@ -42,6 +42,7 @@ from tuner.answers.verdict import (
 from tuner.config import StudyConfig
 from tuner.search.ablation import (
     AS_IS,
+    READ_AT_ATTR,
     SEQUENTIAL_ATTR,
     failed_for_good,
     is_current,
@@ -105,10 +106,29 @@ class Ablation:
     test_baselines: dict[str, float] = field(default_factory=dict)  # the same, on test
     design: str = FIXED
     epochs_trained: int = 0  # over every run of this ablation
+    # Seed counts at which its fixed-K verdicts were printed before more seeds were added.
+    read_at: tuple[int, ...] = ()
 
     @property
     def minimize(self) -> bool:
         return self.direction == "minimize"
+
+    @property
+    def false_call_rate(self) -> float:
+        """The most that any technique that did nothing is called helped or hurt, over every
+        reading of this ablation: 5% at each (Holm), so 5% times the readings when seeds were
+        added after its verdicts were printed (no rule corrects looking twice at a fixed K)."""
+        return ALPHA * (1 + len(self.read_at))
+
+    def false_call_text(self) -> str:
+        """`false_call_rate` in words."""
+        if not self.read_at:
+            return f"{ALPHA:.0%}"
+        at = ", ".join(str(k) for k in self.read_at)
+        return (
+            f"{self.false_call_rate:.0%} (not {ALPHA:.0%}: its verdicts were also printed at "
+            f"{at} seeds before seeds were added)"
+        )
 
     @property
     def measure(self) -> str:
@@ -191,6 +211,7 @@ def verdicts(
         baselines=dict(baselines or {}),
         design=design,
         epochs_trained=sum(int(t.user_attrs.get("epochs", 0)) for t in runs),
+        read_at=tuple(companion.user_attrs.get(f"{READ_AT_ATTR}{number}", [])),
     )
 
 
@@ -397,7 +418,8 @@ def format_ablation(a: Ablation) -> str:
     lines.append(
         f"  effect = what turning the technique on did, paired by seed; {CONFIDENCE:.0%} "
         f"interval per contrast; helped or hurt only when {rule} keeps the chance of calling "
-        f"a technique that did nothing helped or hurt at {ALPHA:.0%}; a side that failed on a "
+        f"a technique that did nothing helped or hurt at {a.false_call_text()}; a side that "
+        "failed on a "
         "seed never wins"
     )
     return "\n".join(lines)

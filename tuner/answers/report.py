@@ -167,7 +167,8 @@ def markdown_summary(
                 lines += ["", f"Note: {luck}."]
         lines += [
             "",
-            "| technique | group | trials | best | median | 95% CI of median | vs reference |",
+            "| technique | group | trials | best | median | 95% CI of median (6+ trials) "
+            "| vs reference |",
         ]
         lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
         for t in a.techniques:
@@ -322,7 +323,7 @@ def _technique_table(a: StudyAnalysis) -> str:
                 ]
             )
             classes.append([*[None] * 7, _css(e)])
-    header = ["technique", "group", "trials", "best", "median", "95% CI of median"]
+    header = ["technique", "group", "trials", "best", "median", "95% CI of median (6+ trials)"]
     return _html_table(
         [*header, "median minus reference (95% CI)", "verdict"], rows, classes=classes
     )
@@ -522,7 +523,7 @@ def _ablation_title(ab: Ablation) -> str:
         f"Ablation of trial {ab.trial}: {ab.repeats} fresh seeds, up to {ab.epochs} epochs "
         f"with early stopping, scored on the test split; Holm over its "
         f"{max((c.judged.family_size for c in ab.contrasts), default=0)} contrasts ({rule}), "
-        f"{ALPHA:.0%} family-wise"
+        f"{ab.false_call_text()} family-wise"
         + (f"; as it is, {ab.measure} = {mean:.4g} (mean)" if mean is not None else "")
     )
 

@@ -56,6 +56,11 @@ DESIGN = 2
 # The companion study's user attribute `sequential:<trial>`: that trial's ablation added seeds
 # until decided, so its verdicts are read with anytime-valid intervals.
 SEQUENTIAL_ATTR = "sequential:"
+# The companion study's user attribute `read_at:<trial>`: the seed counts at which that trial's
+# fixed-K ablation had finished, its verdicts printed, before more seeds were added. Each
+# reading may call a technique that did nothing helped or hurt at 5%: over them all, at most
+# 5% times the readings (tuner.answers.ablation).
+READ_AT_ATTR = "read_at:"
 ON = 0.05  # a lower (recurrent) dropout rate counts as off, as in tuner.answers.analysis
 ON_RATE = 0.2  # the rate a variant turns (recurrent) dropout on at: the seed configuration's
 AS_IS = "as is"
@@ -265,6 +270,7 @@ def ablate(
         config = stored_config(study, config)
         trial = chosen_trial(study, number)
         companion = open_companion(config, storage)
+        read_at = finished_fixed(companion, trial.number)
         if until is not None:
             # Read with the anytime-valid intervals from now on, whatever ran before.
             companion.set_user_attr(f"{SEQUENTIAL_ATTR}{trial.number}", True)
@@ -274,6 +280,13 @@ def ablate(
                 if companion.user_attrs.get("ablation_of") == trial.number
                 else 0,
             )
+        if read_at is not None and (repeats > read_at or until is not None):
+            # Seeds added to a finished fixed-K ablation, whose verdicts were printed then (or
+            # the same seeds read again, anytime-valid, before any is added).
+            key = f"{READ_AT_ATTR}{trial.number}"
+            readings = list(companion.user_attrs.get(key, []))
+            if read_at not in readings:
+                companion.set_user_attr(key, [*readings, read_at])
         while True:
             total = enqueue(companion, config, trial, repeats)
             say(
@@ -291,6 +304,28 @@ def ablate(
             if until(trial.number):
                 return trial.number
             repeats += 1
+
+
+def finished_fixed(companion: optuna.Study, number: int) -> int | None:
+    """The seeds of trial `number`'s fixed-K ablation when every run of it has finished, so
+    that its verdicts were printed (`tuner ablate` prints them at its end); None if it has no
+    runs, has runs left, or is read anytime-valid (whose intervals hold at every seed count)."""
+    if companion.user_attrs.get(f"{SEQUENTIAL_ATTR}{number}"):
+        return None
+    runs = [
+        t
+        for t in companion.get_trials(deepcopy=False)
+        if t.user_attrs.get("ablation_of") == number and is_current(t)
+    ]
+    keys = {(t.user_attrs.get("variant"), int(t.user_attrs["repeat"])) for t in runs}
+    done = {
+        (t.user_attrs.get("variant"), int(t.user_attrs["repeat"]))
+        for t in runs
+        if t.state == TrialState.COMPLETE or failed_for_good(t)
+    }
+    if not keys or keys - done:  # (a run stopped with its worker is retried under a new trial)
+        return None
+    return max(repeat for _, repeat in keys)
 
 
 def _run(
