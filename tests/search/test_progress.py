@@ -22,9 +22,10 @@ from tuner.search.queue import Counts
 def test_time_left_shares_the_trials_still_to_run_among_the_workers() -> None:
     counts = Counts(complete=4, running=2)
     running = (Running(4, 2, 4, 1.0, 10.0), Running(5, 0, 4, None, 1.0))
-    # 10 trials: 6 to run, half of one done, 60 s a trial, two workers.
+    # 10 trials: 6 to run, half of one done, 60 s a trial, two workers: one ends after 2.5
+    # trials' time, the other after 3 (not 5.5 / 2: trials do not split between workers).
     left = time_left(counts, 10, 2, [60.0] * 4, running)
-    assert left is not None and left.seconds == pytest.approx(5.5 * 60 / 2)
+    assert left is not None and left.seconds == pytest.approx(3 * 60)
     assert left.low is None  # 4 trials finished: too few for a range
     # Before any trial finished: from the running trials' pace (10 s for half of one).
     left = time_left(Counts(running=2), 10, 2, [], running)
@@ -34,7 +35,9 @@ def test_time_left_shares_the_trials_still_to_run_among_the_workers() -> None:
     alike = time_left(Counts(complete=6), 20, 2, [59.0, 61.0] * 3, ())
     spread = time_left(Counts(complete=6), 20, 2, [30.0, 90.0] * 3, ())
     assert alike is not None and spread is not None
-    assert alike.seconds == spread.seconds == pytest.approx(14 * 60 / 2)
+    # 14 trials on two workers: the last ends later than 7 trials' time, the more so the more
+    # the trials differ.
+    assert 7 * 60 <= alike.seconds < 7 * 60 + 5 < spread.seconds < 8 * 90
     assert alike.low is not None and alike.high is not None
     assert spread.low is not None and spread.high is not None
     assert spread.low < alike.low < alike.seconds < alike.high < spread.high
@@ -55,21 +58,34 @@ def test_time_left_shares_the_trials_still_to_run_among_the_workers() -> None:
     ],
 )
 def test_the_range_of_the_time_left_covers_it_as_often_as_it_says(durations) -> None:  # type: ignore[no-untyped-def]
-    # Simulated searches whose trials still to run last as those finished did: the range holds
-    # the time they take in about LEVEL of cases; with few, skewed trials somewhat fewer (the
-    # figure docs/running.md states: 83% at the worst here).
+    # Simulated searches whose trials still to run last as those finished did, dealt to the
+    # worker free first: the range holds the time until the last worker ends in about LEVEL of
+    # cases; with few, skewed trials somewhat fewer, and with two modes near a search's end
+    # somewhat more (the figures docs/running.md states: 83% at the worst here, 98% at most).
+    # Near the end (a trial or two per worker), a range for total / workers held as few as 43%.
     rng = np.random.default_rng(7)
     coverage = {}
-    for seen, to_run, share in [(MIN_FINISHED, 10, 1), (10, 20, 2), (30, 30, 3), (10, 2, 1)]:
+    for seen, to_run, share in [
+        (MIN_FINISHED, 10, 1),
+        (10, 20, 2),
+        (30, 30, 3),
+        (10, 2, 1),
+        (10, 2, 2),
+        (20, 3, 3),
+        (20, 8, 4),
+    ]:
         hits = 0
-        for _ in range(1000):
+        for _ in range(600):
             left = estimate(list(durations(rng, seen)), to_run, share)
             assert left is not None and left.low is not None and left.high is not None
-            hits += left.low <= durations(rng, to_run).sum() / share <= left.high
-        coverage[seen, to_run] = hits / 1000
+            loads = np.zeros(share)
+            for trial in durations(rng, to_run):
+                loads[loads.argmin()] += trial
+            hits += left.low <= loads.max() <= left.high
+        coverage[seen, to_run, share] = hits / 600
     assert min(coverage.values()) >= 0.80, coverage
-    assert max(coverage.values()) <= LEVEL + 0.05, coverage
-    assert coverage[30, 30] == pytest.approx(LEVEL, abs=0.035), coverage
+    assert max(coverage.values()) <= 0.99, coverage
+    assert coverage[30, 30, 3] == pytest.approx(LEVEL, abs=0.04), coverage
 
 
 def test_a_running_trial_reads_as_number_epoch_metric_and_time() -> None:
