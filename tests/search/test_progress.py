@@ -9,6 +9,7 @@ import pytest
 from tuner.search.progress import (
     LEVEL,
     MIN_FINISHED,
+    VALUES_NOTE,
     Progress,
     Running,
     duration,
@@ -106,7 +107,8 @@ def test_plain_lines_show_each_new_epoch_and_the_running_count() -> None:
     show()  # nothing new: nothing printed
     trials[1].set_user_attr("progress", {"epoch": 1, "epochs": 3, "value": 2.0})
     show()
-    lines = out.getvalue().splitlines()
+    note, *lines = out.getvalue().splitlines()
+    assert note == VALUES_NOTE and "no error rate" in note  # once, above the values
     assert len(lines) == 3
     assert lines[0].startswith("trial 0: epoch 1/3, val_mae 2.5 (")
     assert lines[1].startswith("trials 0/4: 0 complete, 0 pruned, 0 failed, 2 running")
@@ -126,4 +128,5 @@ def test_the_best_trial_so_far_is_shown_except_for_an_ablation_s_runs() -> None:
         Progress(study, 4, out, best=best)(final=True)
         shown[best] = out.getvalue()
     assert "; best val_mae 2.5 (trial 1)" in shown[True]
-    assert "best" not in shown[False] and shown[False].startswith("trials 2/4: 2 complete")
+    assert "best" not in shown[False]
+    assert shown[False].splitlines()[1].startswith("trials 2/4: 2 complete")

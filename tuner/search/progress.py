@@ -34,6 +34,9 @@ from tuner.search.queue import Counts, count
 from tuner.search.schedule import EPOCH_BUDGET_ATTR, epochs_used, trained
 
 PROGRESS_ATTR = "progress"  # as `tuner.search.objective.PROGRESS_ATTR`
+# Said once above the values shown: every number printed carries its error rate or says it has
+# none, and these have none.
+VALUES_NOTE = "(each value shown is one training run, on the validation split: no error rate)"
 # The share of cases in which the time left falls in its range (under `estimate`'s assumption),
 # and the trials that must have finished before a range is given.
 LEVEL = 0.9
@@ -300,6 +303,7 @@ class Progress:
             self.live.start()
         self._epochs: dict[int, int] = {}
         self._last = ""
+        self._noted = False
 
     def __call__(self, final: bool = False) -> None:
         shot = snapshot(self.study, self.n_trials, self.n_workers, self.best)
@@ -308,6 +312,9 @@ class Progress:
             if final:
                 self.live.stop()
             return
+        if not self._noted:
+            self.out.write(VALUES_NOTE + "\n")
+            self._noted = True
         for r in shot.running:
             if r.epoch and self._epochs.get(r.number) != r.epoch:
                 self.out.write(trial_line(r, self.metric) + "\n")
@@ -341,4 +348,6 @@ class Progress:
                 f"{r.value:.4g}" if r.value is not None else "",
                 duration(r.seconds),
             )
-        return Group(summary(shot), table) if shot.running else summary(shot)
+        if shot.running:
+            return Group(summary(shot), table, VALUES_NOTE)
+        return Group(summary(shot), VALUES_NOTE)
