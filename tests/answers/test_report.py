@@ -94,6 +94,8 @@ def test_the_markdown_numbers_are_those_of_the_trials_in_storage(
     text = (report / "summary.md").read_text()
     assert text.startswith("# What helps: finished, walk")
     assert "95% bootstrap confidence interval" in text  # says what "clear" means
+    # ... and which of its numbers have no error rate.
+    assert "No error rate goes with the rest: each best trial's value" in " ".join(text.split())
     across = text.split("## Across studies")[1].split("## finished")[0]
     assert "| technique | finished | walk |" in across
     assert "| cell: LSTM vs GRU |" in across or "| cell: GRU vs LSTM |" in across
@@ -278,3 +280,18 @@ def test_an_ablated_study_gets_the_forest_plot_of_its_effects(tmp_path: Path) ->
     page = files.html.read_text()
     assert "What each technique did in the ablation of each study's best trial" in page
     assert "![ablation effects](figures/ablation.png)" in files.markdown.read_text()
+
+
+def test_the_interactive_figure_draws_a_group_too_small_for_an_interval_hollow() -> None:
+    # A point with no error bar reads as a precise one: hollow, and its hover says why.
+    from tuner.answers.analysis import Effect
+    from tuner.answers.figures import plotly_effects
+    from tuner.answers.verdict import TOO_FEW, UNCLEAR
+
+    small = Effect("cell", "LSTM", "GRU", 0.1, None, 0.05, None, TOO_FEW, needs=2)
+    sized = Effect("depth", "2 layers", "1 layer", 0.2, (0.1, 0.3), 0.1, (-0.02, 0.2), UNCLEAR)
+    fig = plotly_effects([("cell", {"s": small}), ("depth", {"s": sized})], ["s"])
+    [trace] = fig.data
+    assert list(trace.marker.symbol) == ["circle-open", "circle"]
+    assert list(trace.text) == [f"{TOO_FEW}: no interval", UNCLEAR]
+    assert list(trace.error_x.array) == pytest.approx([0.0, 10.0])

@@ -190,9 +190,19 @@ def plotly_effects(rows: list[tuple[str, dict[str, Effect]]], studies: list[str]
                 y=[label for label, _ in points],
                 mode="markers",
                 name=study,
-                marker={"size": 11},
+                # Hollow where a group is too small for an interval, as in the PNG: a point
+                # with no bar would read as a precise one.
+                marker={
+                    "size": 11,
+                    "symbol": [
+                        "circle-open" if e.verdict == TOO_FEW else "circle" for _, e in points
+                    ],
+                },
                 error_x=_plotly_errors([e for _, e in points]),
-                text=[e.verdict for _, e in points],
+                text=[
+                    f"{e.verdict}: no interval" if e.verdict == TOO_FEW else e.verdict
+                    for _, e in points
+                ],
                 hovertemplate="%{y}: %{x:+.1f}% (%{text})<extra>" + study + "</extra>",
             )
         )

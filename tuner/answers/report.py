@@ -126,7 +126,12 @@ def how_to_read() -> str:
         "verdict; the report says how many more trials they need. Recurrent dropout counts "
         f"as on from a rate of {RECURRENT_DROPOUT_ON}. Effects read in the metric's "
         "direction (better or worse); accuracy differences are in percentage points. "
-        '"Not tried": no trial of that kind ran; "tried, all pruned": some ran, none completed.'
+        '"Not tried": no trial of that kind ran; "tried, all pruned": some ran, none completed. '
+        "A group's median gets an exact interval (95% or more) from 6 trials on. No error "
+        "rate goes with the rest: each best trial's value, the references it is set against "
+        "and each group's best are single training runs on the validation split, the best "
+        "chosen from many (which flatters it), and the importances are estimates from the "
+        "trials the sampler chose."
     )
 
 
