@@ -142,9 +142,9 @@ def format_summary(s: dict[str, Any]) -> str:
 # Every number printed carries its error rate or says it has none: these values, and the
 # comparisons and notes made from them, have none.
 NO_ERROR_RATE = (
-    "(no error rate: every value here is one training run, and the validation split chose the "
-    "best of {n} trials, which flatters the best; `tuner ablate` retrains it on fresh seeds and "
-    "gives its test score an interval)"
+    "(no error rate: every value, comparison and note here rests on single training runs, and "
+    "the validation split chose the best of {n} trials, which flatters the best; `tuner "
+    "ablate` retrains it on fresh seeds and gives its test score an interval)"
 )
 
 
