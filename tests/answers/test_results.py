@@ -31,6 +31,8 @@ def test_best_trials_ranks_complete_trials_with_the_references(finished_study) -
     )
     report = json.loads(best_trials(finished_study, "--top", "2", "--format", "json"))
     top = report["top"]
+    # JSON says it too: its values have no error rate.
+    assert report["error_rate"].startswith("no error rate: every value")
     assert [r["number"] for r in top] == [t.number for t in complete[:2]]
     assert [r["value"] for r in top] == [t.value for t in complete[:2]]
     assert top[0]["params"] == study.best_trial.params

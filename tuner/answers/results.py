@@ -79,6 +79,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
         },
         "cost_objective": _cost_name(study),
         "pareto_front": pareto_front(study),
+        "error_rate": no_error_rate(counts.complete + counts.pruned),
     }
 
 
@@ -139,6 +140,11 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def no_error_rate(n: int) -> str:
+    """What JSON answers say of their values' error rate: `NO_ERROR_RATE` without brackets."""
+    return NO_ERROR_RATE.format(n=n).strip("()")
+
+
 # Every number printed carries its error rate or says it has none: these values, and the
 # comparisons and notes made from them, have none.
 NO_ERROR_RATE = (
@@ -191,6 +197,7 @@ def best_trials(
         "metric": s["metric"],
         "direction": s["direction"],
         "trials": s["trials"],
+        "error_rate": s["error_rate"],
         "top": [
             {
                 "rank": rank,
