@@ -90,6 +90,7 @@ def test_retrain_saves_a_model_that_loads_and_predicts_and_consistent_metrics(
     assert metrics["test_baselines"] == {"last_value": pytest.approx(naive)}
     expected = (naive - metrics["test_value"]) / naive
     assert metrics["improvement_on_test"]["last_value"] == pytest.approx(expected)
+    assert metrics["error_rate"].startswith("none: one training run on one seed")
 
     # The saved model loads with nothing of ours and takes raw windows: scored on the test
     # split's, it gives the recorded score.

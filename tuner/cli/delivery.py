@@ -50,10 +50,7 @@ def retrain(
             f"baseline {name}: {key} = {value:.4g}"
             + _versus_baseline(m["test_value"], value, config.metric, config.direction)
         )
-    click.echo(
-        "(no error rate: one training run on one seed, scored once on the test split; "
-        "`tuner ablate` retrains it on several seeds and gives its test score an interval)"
-    )
+    click.echo(f"(error rate: {m['error_rate']})")
     click.echo(f"model: {done.model_path} (takes raw data; keras.saving.load_model loads it)")
     click.echo(f"about it: {done.metrics_path} (JSON: inputs, outputs, test scores, versions)")
 

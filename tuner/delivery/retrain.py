@@ -66,6 +66,13 @@ class Retrained:
         return where(self.location, self.metrics_name or self.metrics_artifact)
 
 
+# What the retrained model's test scores carry: no error rate (printed, and in its JSON).
+ONE_RUN = (
+    "none: one training run on one seed, scored once on the test split; `tuner ablate` "
+    "retrains the trial on several seeds and gives its test score an interval"
+)
+
+
 def retrain_trial(
     config: StudyConfig,
     url: str,
@@ -190,6 +197,7 @@ def retrain(
         "improvement_on_test": {
             name: improvement(value, reference, minimize) for name, reference in baselines.items()
         },
+        "error_rate": ONE_RUN,
         # How to feed the saved model and read its output, and what made it.
         "model": card(config.data, data, spec),
         "versions": versions(),
