@@ -279,7 +279,14 @@ def test_an_ablated_study_gets_the_forest_plot_of_its_effects(tmp_path: Path) ->
     assert (tmp_path / "figures" / "ablation.png").read_bytes()[:8] == PNG_SIGNATURE
     page = files.html.read_text()
     assert "What each technique did in the ablation of each study's best trial" in page
-    assert "![ablation effects](figures/ablation.png)" in files.markdown.read_text()
+    markdown = files.markdown.read_text()
+    assert "![ablation effects](figures/ablation.png)" in markdown
+    # Its mean as it is comes with its interval, and the family's error rate with the title.
+    from tuner.answers.verdict import mean_interval
+
+    low, high = mean_interval([3.0, 3.1, 3.2])
+    assert f"test mae = 3.1 (mean of 3 seeds, 95% CI {low:.4g} to {high:.4g})" in markdown
+    assert "5% family-wise" in markdown
 
 
 def test_the_interactive_figure_draws_a_group_too_small_for_an_interval_hollow() -> None:

@@ -376,7 +376,8 @@ def _size(value: float, metric: str) -> str:
     return f"{value:.2g}"
 
 
-def _mean_ci(a: Ablation) -> str:
+def mean_ci_text(a: Ablation) -> str:
+    """ ", 95% CI a to b" of the mean as it is over the fresh seeds ("" below 2 seeds)."""
     if len(a.as_is) < 2:
         return ""
     low, high = mean_interval(list(a.as_is.values()))
@@ -395,7 +396,7 @@ def format_ablation(a: Ablation) -> str:
         f"ablation of trial {a.trial} of study {a.study!r}: {a.repeats} fresh seeds, up to "
         f"{a.epochs} epochs each with early stopping, {a.epochs_trained} epochs in all; "
         f"scored on the test split ({a.measure}, {a.direction})",
-        f"  as is: {a.measure} = {reference:.4g} (mean of {len(a.as_is)} seeds{_mean_ci(a)})"
+        f"  as is: {a.measure} = {reference:.4g} (mean of {len(a.as_is)} seeds{mean_ci_text(a)})"
         + "".join(
             f"; naive baseline {name} on the test split: {value:.4g}"
             for name, value in a.test_baselines.items()

@@ -16,6 +16,7 @@ from tuner.answers.ablation import (
     failures_text,
     hiding,
     latest,
+    mean_ci_text,
     seed_luck,
     side,
 )
@@ -529,7 +530,12 @@ def _ablation_title(ab: Ablation) -> str:
         f"with early stopping, scored on the test split; Holm over its "
         f"{max((c.judged.family_size for c in ab.contrasts), default=0)} contrasts ({rule}), "
         f"{ab.false_call_text()} family-wise"
-        + (f"; as it is, {ab.measure} = {mean:.4g} (mean)" if mean is not None else "")
+        + (
+            f"; as it is, {ab.measure} = {mean:.4g} (mean of {len(ab.as_is)} seeds"
+            f"{mean_ci_text(ab)})"
+            if mean is not None
+            else ""
+        )
     )
 
 
