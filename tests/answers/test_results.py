@@ -115,3 +115,11 @@ def test_a_study_made_by_stock_optuna_is_summarised_without_what_workers_record(
     assert lines[3] == (
         "  (no epochs, time or size recorded: the trial was not run by a tuner worker)"
     )
+
+
+def test_every_listing_of_values_says_they_have_no_error_rate(finished_study) -> None:
+    study, url = str(finished_study["study"]), finished_study["url"]
+    for args in (["trials", study], ["best-trials", study], ["best-trial", study]):
+        result = CliRunner().invoke(cli, [*args, "--storage", url])
+        assert result.exit_code == 0, result.output
+        assert "no error rate" in result.output.splitlines()[-1], args

@@ -83,6 +83,7 @@ def trials(study_file: Path, storage: str, fmt: str) -> None:
         click.echo(frame.to_json(orient="records", date_format="iso", indent=2))
     else:
         click.echo(frame.to_string(index=False))
+        click.echo("(each value is one training run on the validation split: no error rate)")
 
 
 @cli.command()
