@@ -130,13 +130,13 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["pareto_front"]:
         cost = s["cost_objective"]
         lines.append(f"Pareto front of {s['metric']} against {cost}, cheapest first:")
-        for t in s["pareto_front"]:
+        for front in s["pareto_front"]:
             lines.append(
-                f"  trial {t['number']}: {s['metric']} = {t['value']:.4g}, "
-                f"{cost} = {t['cost']:.4g}"
+                f"  trial {front['number']}: {s['metric']} = {front['value']:.4g}, "
+                f"{cost} = {front['cost']:.4g}"
             )
     lines += format_diagnoses(s.get("diagnoses", []))
-    lines.append(NO_ERROR_RATE.format(n=t["complete"] + t["pruned"]))
+    lines.append(NO_ERROR_RATE.format(n=s["trials"]["complete"] + s["trials"]["pruned"]))
     return "\n".join(lines)
 
 
