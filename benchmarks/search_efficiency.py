@@ -34,8 +34,8 @@ shipped text study, `studies/amazon-reviews.toml`: there the metric is `val_accu
 best value the largest, and the reference is the seed configurations its space holds (not
 `stacked-gru`, whose relu activation it lacks), reading the largest vocabulary and length with
 32-wide embeddings (`TEXT_REFERENCE`), each trained for the study's 8 epochs: the classic
-example has no text. KerasTuner's space there adds the study's text parameters; the Syne Tune
-methods run on the forecast study only.
+example has no text. KerasTuner's and Syne Tune's spaces there add the study's text
+parameters.
 
     python benchmarks/search_efficiency.py --study studies/amazon-reviews.toml --budget 72 \
         --seeds 3 --methods tuner-default,tuner-pause,kerastuner-bayesian

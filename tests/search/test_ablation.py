@@ -194,9 +194,8 @@ def test_ablation_trials_survive_a_killed_worker_and_ablate_gives_every_verdict(
     # Its fixed-K verdicts were printed at 2 seeds before seeds were added: two readings, so a
     # false "helped" or "hurt" is at most 10%, and the verdicts say so.
     assert companion.user_attrs[f"read_at:{best.number}"] == [2]
-    assert "10% (not 5%: its verdicts were also printed at 2 seeds before seeds were added)" in (
-        " ".join(out.split())
-    )
+    said = "10% (not 5%: its verdicts were also printed before, read as a fixed-K ablation of 2"
+    assert said + " seeds)" in " ".join(out.split())
     complete = [t for t in companion.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 18 and {t.user_attrs["repeat"] for t in complete} == {1, 2, 3}
 

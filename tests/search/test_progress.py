@@ -23,11 +23,18 @@ from tuner.search.queue import Counts
 def test_time_left_shares_the_trials_still_to_run_among_the_workers() -> None:
     counts = Counts(complete=4, running=2)
     running = (Running(4, 2, 4, 1.0, 10.0), Running(5, 0, 4, None, 1.0))
-    # 10 trials: 6 to run, half of one done, 60 s a trial, two workers: one ends after 2.5
-    # trials' time, the other after 3 (not 5.5 / 2: trials do not split between workers).
+    # 10 trials, 60 s a trial, two workers: trial 4 has 10 s left at its own pace (half done in
+    # 10 s), trial 5 a whole trial, then 4 queued: one worker ends after 130 s, the other after
+    # 180 s (not the 155 s of the total halved: trials do not split between workers).
     left = time_left(counts, 10, 2, [60.0] * 4, running)
     assert left is not None and left.seconds == pytest.approx(3 * 60)
     assert left.low is None  # 4 trials finished: too few for a range
+    # At the end: four workers each with a trial three-quarters done (45 s so far), nothing
+    # queued: each ends 15 s on, together, not one after another.
+    ending = tuple(Running(i, 3, 4, 1.0, 45.0) for i in range(4))
+    end = time_left(Counts(complete=6, running=4), 10, 4, [60.0] * 6, ending)
+    assert end is not None and end.seconds == pytest.approx(15)
+    assert end.low == pytest.approx(15) and end.high == pytest.approx(15)
     # Before any trial finished: from the running trials' pace (10 s for half of one).
     left = time_left(Counts(running=2), 10, 2, [], running)
     assert left is not None and left.seconds == pytest.approx(9.5 * 20 / 2) and left.low is None
@@ -66,27 +73,34 @@ def test_the_range_of_the_time_left_covers_it_as_often_as_it_says(durations) -> 
     # Near the end (a trial or two per worker), a range for total / workers held as few as 43%.
     rng = np.random.default_rng(7)
     coverage = {}
-    for seen, to_run, share in [
-        (MIN_FINISHED, 10, 1),
-        (10, 20, 2),
-        (30, 30, 3),
-        (10, 2, 1),
-        (10, 2, 2),
-        (20, 3, 3),
-        (20, 8, 4),
+    # (seen, queued, workers, running: trials just started (a draw each), and trials partly
+    # done, whose rest is known).
+    for seen, queued, share, started, partly in [
+        (MIN_FINISHED, 10, 1, 0, 0),
+        (10, 20, 2, 0, 0),
+        (30, 30, 3, 0, 0),
+        (10, 2, 1, 0, 0),
+        (10, 2, 2, 0, 0),
+        (20, 3, 3, 0, 0),
+        (20, 8, 4, 0, 0),
+        (10, 0, 4, 4, 0),  # the last trials, all just started
+        (10, 2, 3, 1, 2),
     ]:
         hits = 0
         for _ in range(600):
-            left = estimate(list(durations(rng, seen)), to_run, share)
+            rests = list(rng.uniform(0, 1, partly) * durations(rng, partly))
+            running = [None] * started + rests
+            left = estimate(list(durations(rng, seen)), queued, share, running)
             assert left is not None and left.low is not None and left.high is not None
             loads = np.zeros(share)
-            for trial in durations(rng, to_run):
+            loads[: started + partly] = [*durations(rng, started), *rests]
+            for trial in durations(rng, queued):
                 loads[loads.argmin()] += trial
             hits += left.low <= loads.max() <= left.high
-        coverage[seen, to_run, share] = hits / 600
+        coverage[seen, queued, share, started, partly] = hits / 600
     assert min(coverage.values()) >= 0.80, coverage
     assert max(coverage.values()) <= 0.99, coverage
-    assert coverage[30, 30, 3] == pytest.approx(LEVEL, abs=0.04), coverage
+    assert coverage[30, 30, 3, 0, 0] == pytest.approx(LEVEL, abs=0.04), coverage
 
 
 def test_a_running_trial_reads_as_number_epoch_metric_and_time() -> None:

@@ -126,8 +126,8 @@ class Ablation:
             return f"{ALPHA:.0%}"
         at = ", ".join(str(k) for k in self.read_at)
         return (
-            f"{self.false_call_rate:.0%} (not {ALPHA:.0%}: its verdicts were also printed at "
-            f"{at} seeds before seeds were added)"
+            f"{self.false_call_rate:.0%} (not {ALPHA:.0%}: its verdicts were also printed "
+            f"before, read as a fixed-K ablation of {at} seeds)"
         )
 
     @property

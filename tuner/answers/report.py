@@ -129,10 +129,10 @@ def how_to_read() -> str:
         "direction (better or worse); accuracy differences are in percentage points. "
         '"Not tried": no trial of that kind ran; "tried, all pruned": some ran, none completed. '
         "A group's median gets an exact interval (95% or more) from 6 trials on. No error "
-        "rate goes with the rest: each best trial's value, the references it is set against "
+        "rate goes with the rest: each best trial's value, the seed configurations' values "
         "and each group's best are single training runs on the validation split, the best "
-        "chosen from many (which flatters it), and the importances are estimates from the "
-        "trials the sampler chose."
+        "chosen from many (which flatters it); a naive baseline is one computation on the "
+        "same split; and the importances are estimates from the trials the sampler chose."
     )
 
 

@@ -58,7 +58,8 @@ def studies(storage: str, fmt: str) -> None:
         click.echo(_blank_missing(pd.DataFrame(rows).astype({"best_trial": "Int64"})))
         click.echo(
             "(best_value: one training run on the validation split, with no error rate; an "
-            "ablation's runs have none: `tuner ablation` reads them)"
+            "ablation's companion study, NAME/ablation, lists none: `tuner ablate` gives its "
+            "verdicts)"
         )
 
 

@@ -57,9 +57,9 @@ DESIGN = 2
 # until decided, so its verdicts are read with anytime-valid intervals.
 SEQUENTIAL_ATTR = "sequential:"
 # The companion study's user attribute `read_at:<trial>`: the seed counts at which that trial's
-# fixed-K ablation had finished, its verdicts printed, before more seeds were added. Each
-# reading may call a technique that did nothing helped or hurt at 5%: over them all, at most
-# 5% times the readings (tuner.answers.ablation).
+# fixed-K ablation had finished, its verdicts printed, before it was read again with more seeds
+# or anytime-valid. Each reading may call a technique that did nothing helped or hurt at 5%:
+# over them all, at most 5% times the readings (tuner.answers.ablation).
 READ_AT_ATTR = "read_at:"
 ON = 0.05  # a lower (recurrent) dropout rate counts as off, as in tuner.answers.analysis
 ON_RATE = 0.2  # the rate a variant turns (recurrent) dropout on at: the seed configuration's

@@ -21,6 +21,7 @@ import datetime
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -110,9 +111,12 @@ def snapshot(study: optuna.Study, n_trials: int, n_workers: int, best: bool = Tr
         # as if independent gave a range about sqrt(epochs a trial) too narrow.
         left = None
         if done:
-            to_run = max(0, int(limit) - used) / statistics.fmean(e for _, e in done)
-            share = max(1, min(n_workers, math.ceil(to_run)))
-            left = estimate([seconds for seconds, _ in done], to_run, share)
+            # The epochs left beyond the running trials' planned ones, in trials of the mean
+            # epochs so far.
+            planned = sum(max(0, r.epochs - r.epoch) for r in running)
+            queued = max(0, int(limit) - used - planned) / statistics.fmean(e for _, e in done)
+            share = max(1, min(n_workers, len(running) + math.ceil(queued)))
+            left = estimate([seconds for seconds, _ in done], queued, share, busy(running))
         return Snapshot(
             counts, n_trials, running, _best(study) if best else "", left, (used, int(limit))
         )
@@ -132,42 +136,54 @@ def time_left(
     finished_s: list[float],
     running: tuple[Running, ...],
 ) -> Left | None:
-    """Seconds until the budget is spent: the trials still to run, less what the running
-    ones have done, times the mean trial, shared by the workers (`estimate`). None until a trial
-    finished or a running one has reported an epoch; with no range while only running trials
-    give the pace."""
-    to_run = max(0, n_trials - counts.finished) - sum(r.done for r in running)
+    """Seconds until the budget is spent: the running trials' rest, then the trials still to
+    start, times the mean trial, dealt to the workers (`estimate`). None until a trial finished
+    or a running one has reported an epoch; with no range while only running trials give the
+    pace."""
+    queued = max(0, n_trials - counts.finished - len(running))
     share = max(1, min(n_workers, n_trials - counts.finished))
     if finished_s:
-        return estimate(finished_s, to_run, share)
+        return estimate(finished_s, queued, share, busy(running))
     started = [r.seconds / r.done for r in running if r.done > 0]
     if not started:
         return None
-    return Left(max(0.0, to_run) * statistics.fmean(started) / share)
+    to_run = queued + sum(1 - r.done for r in running)
+    return Left(to_run * statistics.fmean(started) / share)
 
 
-def estimate(durations: list[float], to_run: float, share: int) -> Left | None:
-    """The seconds that `to_run` more trials take on `share` workers, if each lasts as a draw
-    from the distribution that the `durations` seen so far were drawn from; with a `LEVEL`
-    prediction interval once `MIN_FINISHED` durations are known (None if none is).
+def busy(running: tuple[Running, ...]) -> list[float | None]:
+    """Each running trial's seconds still to run, at its own pace so far to its planned last
+    epoch; None for one that has reported no epoch yet (a trial drawn afresh)."""
+    return [r.seconds * (1 - r.done) / r.done if r.done > 0 else None for r in running]
 
-    The total of n new draws, with the mean and variance both estimated from k seen, has mean
-    n·m and, about, variance s²·(n + n²/k) (the draws' own spread and the mean's error); the
-    range for its share, total / `share`, is Student's t of k - 1 degrees of freedom on it, cut
-    at 0. The workers end when the last of them does, later than total / `share` by the
-    trials that do not divide evenly: that lag (`_lag`, simulated by dealing draws of the
-    durations seen to the worker free first) is added to the estimate and to each end of its
-    range. Near a search's end, with a trial or two left per worker, a range without it held
-    the time left in as few as 43% of cases. It covers the time left in about `LEVEL` of
-    cases when the draws are alike and independent; with few, skewed durations, somewhat
-    fewer (the test's simulation says how many)."""
+
+def estimate(
+    durations: list[float], queued: float, share: int, running: Sequence[float | None] = ()
+) -> Left | None:
+    """The seconds until the last of `share` workers is done with the trials `running` now
+    (their seconds still to run, or None for one to draw afresh) and `queued` more trials, if
+    each trial drawn lasts as a draw from the distribution that the `durations` seen so far
+    were drawn from; with a `LEVEL` prediction interval once `MIN_FINISHED` durations are known
+    (None if none is).
+
+    The total of n drawn trials, with the mean and variance both estimated from k seen, has
+    mean n·m and, about, variance s²·(n + n²/k) (the draws' own spread and the mean's error);
+    the range for its share, (known rest + total) / `share`, is Student's t of k - 1 degrees of
+    freedom on it, cut at 0. The workers end when the last of them does, later than that share
+    by the trials that do not divide evenly: that lag (`_lag`, simulated: the running trials'
+    rests on their workers, then draws of the durations seen dealt to the worker free first) is
+    added to the estimate and to each end of its range. Near a search's end, with a trial or
+    two left per worker, a range without it held the time left in as few as 43% of cases. It
+    covers the time left in about `LEVEL` of cases when the draws are alike and independent;
+    with few, skewed durations, somewhat fewer (the test's simulation says how many)."""
     if not durations:
         return None
-    n, k = max(0.0, to_run), len(durations)
+    known = [r for r in running if r is not None]
+    n, k = max(0.0, queued) + sum(r is None for r in running), len(durations)
     mean = statistics.fmean(durations)
-    seconds = n * mean / share
-    lags = _lag(durations, n, share)
-    if k < MIN_FINISHED or n == 0:
+    seconds = (sum(known) + n * mean) / share
+    lags = _lag(durations, max(0.0, queued), share, running)
+    if k < MIN_FINISHED:
         return Left(seconds + float(np.mean(lags)))
     spread = statistics.stdev(durations) * math.sqrt(n + n * n / k)
     half = float(stats.t.ppf(0.5 + LEVEL / 2, k - 1)) * spread / share
@@ -184,24 +200,33 @@ LAG_RUNS = 400
 LAG_TRIALS_PER_WORKER = 50
 
 
-def _lag(durations: list[float], n: float, share: int) -> np.ndarray:
-    """Simulated lags of the last of `share` workers behind total / `share`: `n` draws (the
-    last one a fraction, where `n` is not whole) from the `durations` seen, each dealt to the
-    worker free first, `LAG_RUNS` times (seeded: the same answer for the same durations, so the
-    display does not jitter). Zero for one worker. Only the last `LAG_TRIALS_PER_WORKER` trials
-    per worker are dealt: a lag comes from a schedule's end."""
-    if share <= 1 or n <= 0:
+def _lag(
+    durations: list[float], queued: float, share: int, running: Sequence[float | None] = ()
+) -> np.ndarray:
+    """Simulated lags of the last of `share` workers behind the work's total / `share`: the
+    `running` trials' rests on workers of their own (a draw where None), then `queued` draws
+    (the last one a fraction, where it is not whole) from the `durations` seen, each dealt to
+    the worker free first, `LAG_RUNS` times (seeded: the same answer for the same durations,
+    so the display does not jitter). Zero for one worker. Only the last
+    `LAG_TRIALS_PER_WORKER` trials per worker are dealt: a lag comes from a schedule's end."""
+    if share <= 1 or (queued <= 0 and not running):
         return np.zeros(1)
     rng = np.random.default_rng(0)
-    whole = min(math.ceil(n), LAG_TRIALS_PER_WORKER * share)
-    draws = rng.choice(np.asarray(durations, dtype=float), size=(LAG_RUNS, whole))
-    if whole == math.ceil(n) and n % 1:
-        draws[:, -1] *= n % 1
+    seen = np.asarray(durations, dtype=float)
     loads = np.zeros((LAG_RUNS, share))
     rows = np.arange(LAG_RUNS)
+    for i, rest in enumerate(running):
+        load = rng.choice(seen, size=LAG_RUNS) if rest is None else np.full(LAG_RUNS, rest)
+        if i < share:
+            loads[:, i] += load
+        else:  # more running than workers counted: the worker free first takes it
+            loads[rows, loads.argmin(axis=1)] += load
+    whole = min(math.ceil(queued), LAG_TRIALS_PER_WORKER * share)
+    draws = rng.choice(seen, size=(LAG_RUNS, whole))
+    if whole == math.ceil(queued) and queued % 1:
+        draws[:, -1] *= queued % 1
     for j in range(whole):
-        free = loads.argmin(axis=1)
-        loads[rows, free] += draws[:, j]
+        loads[rows, loads.argmin(axis=1)] += draws[:, j]
     lags: np.ndarray = loads.max(axis=1) - loads.sum(axis=1) / share
     return lags
 

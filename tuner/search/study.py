@@ -276,7 +276,7 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
         best_trial, best_value = None, None
         if ABLATION_FOR in study.user_attrs:
             # An ablation's runs hold test scores, and its best run is one lucky seed: its
-            # answer is `tuner ablation`, not a best value.
+            # answer is the verdicts of `tuner ablate`, not a best value.
             metric = f"test {metric.removeprefix('val_')}"
         else:
             try:
