@@ -144,3 +144,47 @@ def test_the_best_trial_so_far_is_shown_except_for_an_ablation_s_runs() -> None:
     assert "; best val_mae 2.5 (trial 1)" in shown[True]
     assert "best" not in shown[False]
     assert shown[False].splitlines()[1].startswith("trials 2/4: 2 complete")
+
+
+def test_with_an_epoch_budget_the_time_left_counts_trials_and_the_running_ones_workers() -> None:
+    # 6 finished trials of 4 epochs in 40 s each; 4 workers each 3 epochs into a trial of 4 (in
+    # 30 s); the budget leaves their last epoch each and nothing more: 10 s, all at once (not
+    # one trial's 40 s, nor 4 epochs on one worker).
+    import datetime
+
+    from optuna.trial import FrozenTrial, TrialState
+
+    from tuner.search.progress import snapshot
+    from tuner.search.schedule import EPOCH_BUDGET_ATTR
+
+    study = optuna.create_study()
+    study.set_user_attr("metric", "val_mae")
+    now = datetime.datetime.now()
+
+    def trial(number: int, state: TrialState, epoch: int, seconds: float) -> FrozenTrial:
+        start = now - datetime.timedelta(seconds=seconds)
+        return FrozenTrial(
+            number=number,
+            state=state,
+            value=1.0 if state == TrialState.COMPLETE else None,
+            datetime_start=start,
+            datetime_complete=now if state == TrialState.COMPLETE else None,
+            params={},
+            distributions={},
+            user_attrs={"progress": {"epoch": epoch, "epochs": 4, "value": 1.0}},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=number,
+        )
+
+    for i in range(6):
+        study.add_trial(trial(i, TrialState.COMPLETE, 4, 40 + i % 2))
+    for i in range(6, 10):
+        study.add_trial(trial(i, TrialState.RUNNING, 3, 30))
+    study.set_user_attr(EPOCH_BUDGET_ATTR, 6 * 4 + 4 * 4)
+    shot = snapshot(study, 10, n_workers=4)
+    assert shot.epochs == (6 * 4 + 4 * 3, 40)
+    assert shot.left is not None and shot.left.low is not None and shot.left.high is not None
+    # Each running trial's rest at its own pace: a third of the seconds it has run so far.
+    assert shot.left.seconds == pytest.approx(10, abs=1)
+    assert shot.left.low <= shot.left.seconds <= shot.left.high < 15
