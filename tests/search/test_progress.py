@@ -34,7 +34,8 @@ def test_time_left_shares_the_trials_still_to_run_among_the_workers() -> None:
     ending = tuple(Running(i, 3, 4, 1.0, 45.0) for i in range(4))
     end = time_left(Counts(complete=6, running=4), 10, 4, [60.0] * 6, ending)
     assert end is not None and end.seconds == pytest.approx(15)
-    assert end.low == pytest.approx(15) and end.high == pytest.approx(15)
+    # Their rest is a guess from their own pace: no range claimed for it, and it says why.
+    assert end.low is None and "only the running trials are left" in end.why_none
     # Before any trial finished: from the running trials' pace (10 s for half of one).
     left = time_left(Counts(running=2), 10, 2, [], running)
     assert left is not None and left.seconds == pytest.approx(9.5 * 20 / 2) and left.low is None
@@ -154,7 +155,7 @@ def test_with_an_epoch_budget_the_time_left_counts_trials_and_the_running_ones_w
 
     from optuna.trial import FrozenTrial, TrialState
 
-    from tuner.search.progress import snapshot
+    from tuner.search.progress import snapshot, summary
     from tuner.search.schedule import EPOCH_BUDGET_ATTR
 
     study = optuna.create_study()
@@ -184,7 +185,8 @@ def test_with_an_epoch_budget_the_time_left_counts_trials_and_the_running_ones_w
     study.set_user_attr(EPOCH_BUDGET_ATTR, 6 * 4 + 4 * 4)
     shot = snapshot(study, 10, n_workers=4)
     assert shot.epochs == (6 * 4 + 4 * 3, 40)
-    assert shot.left is not None and shot.left.low is not None and shot.left.high is not None
     # Each running trial's rest at its own pace: a third of the seconds it has run so far.
-    assert shot.left.seconds == pytest.approx(10, abs=1)
-    assert shot.left.low <= shot.left.seconds <= shot.left.high < 15
+    assert shot.left is not None and shot.left.seconds == pytest.approx(10, abs=1)
+    # Only the running trials are left: no range for a guess from their pace.
+    assert shot.left.low is None
+    assert "no range: only the running trials are left" in summary(shot)

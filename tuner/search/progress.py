@@ -63,11 +63,13 @@ class Running:
 @dataclass(frozen=True)
 class Left:
     """An estimate of the seconds left, and its `LEVEL` range (None before `MIN_FINISHED`
-    trials have finished, or while the estimate comes from running trials alone)."""
+    trials have finished, or while the estimate comes from running trials alone), else why it
+    has none."""
 
     seconds: float
     low: float | None = None
     high: float | None = None
+    why_none: str = f"no range before {MIN_FINISHED} trials have finished"
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,9 @@ def estimate(
     lags = _lag(durations, max(0.0, queued), share, running)
     if k < MIN_FINISHED:
         return Left(seconds + float(np.mean(lags)))
+    if n == 0:
+        # Only the running trials' rest, at their own pace: a guess with no error rate.
+        return Left(seconds + float(np.mean(lags)), why_none=NO_RANGE_AT_END)
     spread = statistics.stdev(durations) * math.sqrt(n + n * n / k)
     half = float(stats.t.ppf(0.5 + LEVEL / 2, k - 1)) * spread / share
     low, high = np.quantile(lags, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
@@ -195,6 +200,7 @@ def estimate(
     )
 
 
+NO_RANGE_AT_END = "no range: only the running trials are left, at their own pace so far"
 # The lag's simulation: runs, and the most trials dealt in each (its end is what lags).
 LAG_RUNS = 400
 LAG_TRIALS_PER_WORKER = 50
@@ -290,7 +296,7 @@ def summary(shot: Snapshot) -> str:
         if left.low is not None and left.high is not None:
             line += f" ({duration(left.low)} to {duration(left.high)}, {LEVEL:.0%} range)"
         else:
-            line += f" (no range before {MIN_FINISHED} trials have finished)"
+            line += f" ({left.why_none})"
     return line
 
 
