@@ -136,12 +136,13 @@ def format_summary(s: dict[str, Any]) -> str:
                 f"{cost} = {front['cost']:.4g}"
             )
     lines += format_diagnoses(s.get("diagnoses", []))
-    lines.append(NO_ERROR_RATE.format(n=s["trials"]["complete"] + s["trials"]["pruned"]))
+    lines.append(f"({s['error_rate']})")
     return "\n".join(lines)
 
 
 def no_error_rate(n: int) -> str:
-    """What JSON answers say of their values' error rate: `NO_ERROR_RATE` without brackets."""
+    """What answers say of their values' error rate (`error_rate`; the terminal's listings
+    print it in brackets as their last line)."""
     return NO_ERROR_RATE.format(n=n).strip("()")
 
 
@@ -315,5 +316,5 @@ def format_best_trials(report: dict[str, Any]) -> str:
         )
         lines.append(f"trial {number} retrained: {tests}; model {r['model']}")
     lines += format_diagnoses(report.get("diagnoses", []))
-    lines.append(NO_ERROR_RATE.format(n=t["complete"] + t["pruned"]))
+    lines.append(f"({report['error_rate']})")
     return "\n".join(lines)
