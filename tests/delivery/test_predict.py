@@ -99,7 +99,7 @@ def test_a_pruned_trial_gets_one_line(searched: dict[str, Any]) -> None:
     result = predict(searched, "--data", str(searched["folder"] / "series.csv"), "--trial", "1")
     assert result.exit_code == 2
     assert result.stderr == (
-        "Error: trial 1 of study 'walk' is pruned; only a complete trial has a model to "
+        "Error: trial 1 of study 'walk' is pruned; only a complete or paused trial has a model to "
         "retrain or to predict with\n"
     )
     assert not (searched["folder"] / "predictions.csv").exists()

@@ -223,7 +223,11 @@ def test_ablate_refuses_a_trial_that_is_not_complete_in_one_line(
         )
     runner = CliRunner()
     for trial, message in (
-        ("1", "Error: trial 1 of study 'refuse' is pruned; only a complete trial can be ablated"),
+        (
+            "1",
+            "Error: trial 1 of study 'refuse' is pruned; only a complete or paused trial can "
+            "be ablated",
+        ),
         ("7", "Error: study 'refuse' has no trial 7"),
     ):
         result = runner.invoke(cli, ["ablate", str(path), "--storage", url, "--trial", trial])

@@ -29,6 +29,7 @@ from tuner.search.schedule import (
     SPACE_ATTR,
     START_EPOCH,
     epochs_used,
+    promotable,
     rungs,
 )
 
@@ -86,6 +87,45 @@ def test_a_budget_is_in_trials_or_in_epochs_not_both(write_study) -> None:
     )
     with pytest.raises(ConfigError, match=r"\[budget\] epochs: give one budget.*got 50$"):
         load_study_config(both)
+
+
+def test_after_the_epochs_grow_the_best_model_that_trained_to_them_resumes_first(
+    write_study,
+) -> None:
+    """Raised to 8 epochs, a study whose one model trained to its old 2 resumes it, although
+    ASHA's rule gives a rung reached by fewer than `reduction_factor` models no place in its
+    top; a complete trial that early stopping ended is never resumed, even at a higher epoch."""
+    config = load_study_config(_study(write_study, "few", epochs=8))  # rungs 1, 2 and 4
+    study = optuna.create_study()
+
+    def add(values: list[float], planned: int, paused_at: int | None = None) -> None:
+        state = TrialState.COMPLETE if paused_at is None else TrialState.PRUNED
+        attrs: dict[str, object] = {
+            "progress": {"epoch": len(values), "epochs": planned, "value": values[-1]},
+            CHECKPOINT: {"artifact_id": "a", "epoch": len(values), "values": values, "bytes": 1},
+        } | ({"paused_at": paused_at} if paused_at else {})
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=min(values) if paused_at is None else None,
+                intermediate_values=dict(enumerate(values, start=1)),
+                user_attrs=attrs,
+            )
+        )
+
+    add([3.0, 2.5], planned=2)  # trained to the study's old epochs, the only one at epoch 2
+    add([3.5], planned=2, paused_at=1)
+    assert promotable(study, study.get_trials(), config).number == 0
+
+    add([3.1, 2.9, 2.0, 1.3], planned=8)  # early stopping ended it at epoch 4, a rung
+    assert promotable(study, study.get_trials(), config).number == 0
+
+    # Two models reached epoch 2, the early-stopped one the better there: no place for either.
+    study = optuna.create_study()
+    add([3.0, 2.5], planned=2)
+    add([3.1, 2.4, 2.0, 1.3], planned=8)
+    add([3.5], planned=2, paused_at=1)
+    assert promotable(study, study.get_trials(), config) is None
 
 
 def test_only_the_pause_pruner_lets_a_studys_epochs_grow(write_study) -> None:
@@ -385,3 +425,36 @@ def test_raising_a_finished_studys_epoch_budget_resumes_its_best_paused_trials(
         ]
         assert paused.intermediate_values[epoch] <= min(others)
     assert 36 <= epochs_used(after) < 36 + 4
+
+
+@pytest.mark.slow
+def test_raising_a_finished_studys_epochs_trains_its_best_model_on_to_them(
+    write_study, study_dir: Path
+) -> None:
+    """The study's `[training] epochs` raised from 2 to 8: its best complete model resumes from
+    its last checkpoint and trains on to 8, although it is alone at each new rung (ASHA alone
+    would pause it at the first, for want of others there, and spend the budget on new models)."""
+    url = f"sqlite:///{study_dir / 'grow.db'}"
+    first = _study(write_study, "grow", budget="epochs = 6", epochs=2)
+    tuner(
+        "worker", str(first), "--storage", url, "--worker-index", "0", cwd=study_dir, timeout=300
+    )
+    before = _trials(url, "grow")
+    complete = [t for t in before if t.state == TrialState.COMPLETE]
+    assert complete, "the first run completed no trial"
+    best = min(complete, key=lambda t: t.intermediate_values[2])
+
+    # Budget for one more epoch: the first piece of new work is all the second run does.
+    used = epochs_used(before)
+    second = _study(write_study, "grow", budget=f"epochs = {used + 1}", epochs=8)
+    tuner(
+        "worker", str(second), "--storage", url, "--worker-index", "0", cwd=study_dir, timeout=300
+    )
+    after = _trials(url, "grow")
+    [resumed] = after[len(before) :]
+    assert resumed.user_attrs[CONTINUES] == best.number
+    assert resumed.user_attrs["extends"] == 2
+    _resumed_from(resumed, best)
+    assert resumed.state == TrialState.COMPLETE
+    assert max(resumed.intermediate_values) == 8  # not paused at the new rung, 4
+    assert "paused_at" not in resumed.user_attrs

@@ -51,7 +51,7 @@ from tuner.search.ablation import (
 )
 from tuner.search.companion import companion_name, load_companion
 from tuner.search.study import load_existing, stored_config
-from tuner.search.trials import metric_value, minimizes
+from tuner.search.trials import metric_value, minimizes, reached
 from tuner.storage import opened, study_names
 
 
@@ -206,7 +206,7 @@ def verdicts(
         missing=len(keys) - done,
         failed=sum(len(v) for v in failed.values()),
         params=params,
-        search_value=metric_value(search) if search is not None else None,
+        search_value=reached(search, minimize) if search is not None else None,
         as_is_validation=validation,
         baselines=dict(baselines or {}),
         design=design,

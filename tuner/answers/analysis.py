@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.answers.results import summary
 from tuner.answers.verdict import BETTER_AMONG, TOO_FEW, UNCLEAR, WORSE_AMONG
-from tuner.search.trials import metric_value
+from tuner.search.trials import finished_models, latest_per_model, reached
 
 if TYPE_CHECKING:
     from tuner.answers.ablation import Ablation
@@ -149,17 +149,21 @@ class StudyAnalysis:
 
 
 def analyse(study: optuna.Study) -> StudyAnalysis:
-    """The statistics of one study (it must have a complete trial)."""
+    """The statistics of one study (it must have a complete trial). Its models are counted
+    once each: with the pruner `pause`, a paused model is one (by the best value it reached) and
+    a model resumed over several trials is its latest (`tuner.search.trials.finished_models`)."""
     s = summary(study)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = finished_models(study)
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    # At the first rung, every model that got there once: its latest trial holds its curve.
+    reached_rung = latest_per_model(complete + pruned)
     minimize = s["direction"] == "minimize"
     rng = np.random.default_rng(SEED)
     rung = min((max(t.intermediate_values) for t in pruned if t.intermediate_values), default=None)
     techniques = []
     for spec in TECHNIQUES:
         found = technique(spec, complete, minimize, rng)
-        at_rung = None if rung is None else technique(spec, complete + pruned, minimize, rng, rung)
+        at_rung = None if rung is None else technique(spec, reached_rung, minimize, rng, rung)
         levels = {spec.level(t.params[spec.param]) for t in pruned if spec.param in t.params}
         if found is None and at_rung is None and not levels:
             continue
@@ -179,7 +183,7 @@ def analyse(study: optuna.Study) -> StudyAnalysis:
         metric=s["metric"],
         direction=s["direction"],
         summary=s,
-        values={t.number: float(v) for t in complete if (v := metric_value(t)) is not None},
+        values={t.number: float(v) for t in complete if (v := reached(t, minimize)) is not None},
         importances=importances,
         importance_note=note,
         techniques=tuple(techniques),
@@ -197,7 +201,7 @@ def technique(
     `rung`, of the trials' values at that epoch."""
     members: dict[str, list[tuple[Any, int, float]]] = {}
     for t in trials:
-        value = metric_value(t) if rung is None else t.intermediate_values.get(rung)
+        value = reached(t, minimize) if rung is None else t.intermediate_values.get(rung)
         if spec.param in t.params and value is not None:
             members.setdefault(spec.level(t.params[spec.param]), []).append(
                 (t.params[spec.param], t.number, float(value))

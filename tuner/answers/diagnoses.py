@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.answers.verdict import TIE, versus
 from tuner.config import StudyConfig
-from tuner.search.trials import best_trial, metric_value, minimizes
+from tuner.search.trials import best_trial, finished_models, minimizes, paused, reached
 
 # Pruned at the first rung: at least this many of the winning family.
 MANY_PRUNED = 3
@@ -23,13 +23,13 @@ MANY_PRUNED = 3
 
 def diagnose(study: optuna.Study, config: StudyConfig | None = None) -> list[str]:
     """What the study's results say should change, one sentence each (empty when nothing)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    finished = finished_models(study)
+    if not finished:
         return []
     best = best_trial(study)
     return [
         *_baseline_wins(study, best, config),
-        *_still_improving(best, complete, config),
+        *_still_improving(best, finished, config),
         *_pruned_too_soon(study, best, config),
     ]
 
@@ -39,7 +39,7 @@ def _baseline_wins(
 ) -> list[str]:
     metric = str(study.user_attrs.get("metric", "value"))
     minimize = minimizes(study)
-    value = metric_value(best)
+    value = reached(best, minimize)
     found = []
     for name, baseline in study.user_attrs.get("baselines", {}).items():
         words = versus(value, baseline, metric, minimize)
@@ -64,19 +64,32 @@ def _baseline_wins(
 
 
 def _still_improving(
-    best: FrozenTrial, complete: list[FrozenTrial], config: StudyConfig | None
+    best: FrozenTrial, finished: list[FrozenTrial], config: StudyConfig | None
 ) -> list[str]:
     epochs, best_epoch = best.user_attrs.get("epochs"), best.user_attrs.get("best_epoch")
     most = (
         config.training.epochs
         if config is not None
-        else max((int(t.user_attrs.get("epochs") or 0) for t in complete), default=0)
+        else max((int(t.user_attrs.get("epochs") or 0) for t in finished), default=0)
     )
-    if not epochs or best_epoch != epochs or epochs < most:
+    if not epochs or best_epoch != epochs:
         return []
+    if paused(best):
+        return [
+            f"the best trial {best.number} was still improving when it was paused (epoch "
+            f"{epochs} of {most}): a larger budget (`[budget] epochs` or `n_trials`) may resume "
+            "it from its checkpoint, if it is in the top of its rung"
+        ]
+    if epochs < most:
+        return []
+    resume = (
+        "; raise it: the best model trains on from its checkpoint"
+        if best.user_attrs.get("checkpoint")
+        else ""
+    )
     return [
         f"the best trial {best.number} was still improving at its last epoch ({epochs} of "
-        f"{most}): `[training] epochs` is probably too small"
+        f"{most}): `[training] epochs` is probably too small{resume}"
     ]
 
 

@@ -151,13 +151,12 @@ def markdown_summary(
         lines += ["", f"![ablation effects]({FIGURES}/ablation.png)"]
     lines += ["", f"![associations among searched trials]({FIGURES}/associations.png)", ""]
     for a, stem in zip(analyses, stems, strict=True):
-        s, b = a.summary, a.summary["best_trial"]
+        b = a.summary["best_trial"]
         lines += [f"## {a.name}", ""]
         lines.append(
-            f"{len(a.values)} complete trials ({s['trials']['pruned']} pruned, "
-            f"{s['trials']['failed']} failed); {a.metric}, {a.direction}. Best trial "
-            f"{b['number']}"
+            f"{_counted(a)}; {a.metric}, {a.direction}. Best trial {b['number']}"
             + (f" (seed configuration {b['seed_config']})" if b["seed_config"] else "")
+            + (f" (paused at epoch {b['paused_at']})" if b.get("paused_at") else "")
             + f": {a.metric} = {b['value']:.4g}."
         )
         lines.append("")
@@ -234,9 +233,9 @@ def html_page(analyses: list[StudyAnalysis], rows: list[tuple[str, dict[str, Eff
         b = a.summary["best_trial"]
         parts += [
             f"<h2>{_e(a.name)}</h2>",
-            f"<p>{len(a.values)} complete trials ({a.summary['trials']['pruned']} pruned, "
-            f"{a.summary['trials']['failed']} failed); {_e(a.metric)}, {a.direction}. "
-            f"Best trial {b['number']}: {_e(a.metric)} = {b['value']:.4g}, "
+            f"<p>{_e(_counted(a))}; {_e(a.metric)}, {a.direction}. Best trial {b['number']}"
+            + (f" (paused at epoch {b['paused_at']})" if b.get("paused_at") else "")
+            + f": {_e(a.metric)} = {b['value']:.4g}, "
             f"parameters {_e(_params(b['params']))}.</p>",
             "<h3>Best trial against the references</h3>",
             _html_table(
@@ -399,6 +398,18 @@ def _difference(e: Effect) -> str:
     if e.difference_ci is None:
         return f"{e.difference:+.4g}"
     return f"{e.difference:+.4g} ({e.difference_ci[0]:+.4g} to {e.difference_ci[1]:+.4g})"
+
+
+def _counted(a: StudyAnalysis) -> str:
+    """The trials the analysis counts: complete ones, and with the pruner `pause` the paused
+    models too, one trial per model."""
+    t = a.summary["trials"]
+    if a.summary.get("pauses"):
+        return (
+            f"{len(a.values)} models, complete or paused (one trial each; {t['pruned']} "
+            f"trials pruned or paused, {t['resumed']} resumed, {t['failed']} failed)"
+        )
+    return f"{len(a.values)} complete trials ({t['pruned']} pruned, {t['failed']} failed)"
 
 
 def _versus(a: StudyAnalysis, reference: float) -> str:

@@ -11,13 +11,22 @@ from optuna.trial import TrialState
 
 from tuner.answers.verdict import versus
 from tuner.search.queue import count
-from tuner.search.trials import best_trial, metric_value, minimizes, reached, seed_trials
+from tuner.search.trials import (
+    best_trial,
+    minimizes,
+    paused,
+    ranked,
+    reached,
+    seed_trials,
+    train_seconds,
+)
 from tuner.storage.artifacts import Location, parse_location, retrained_models, where
 
 
 def seed_label(name: str, row: dict[str, Any]) -> str:
     """A seed configuration's name, saying when the pruner stopped it."""
-    return name + (f" (pruned at epoch {row['pruned_at']})" if row.get("pruned_at") else "")
+    stopped = "paused" if row.get("paused") else "pruned"
+    return name + (f" ({stopped} at epoch {row['pruned_at']})" if row.get("pruned_at") else "")
 
 
 def pareto_front(study: optuna.Study) -> list[dict[str, Any]]:
@@ -35,9 +44,9 @@ def pareto_front(study: optuna.Study) -> list[dict[str, Any]]:
 def summary(study: optuna.Study) -> dict[str, Any]:
     """The best trial, what it is measured against, and where the study stands."""
     best = best_trial(study)
-    value = metric_value(best)
-    metric = study.user_attrs.get("metric", "value")
     minimize = minimizes(study)
+    value = reached(best, minimize)
+    metric = study.user_attrs.get("metric", "value")
     baselines = study.user_attrs.get("baselines", {})
     seeds = {name: (t, reached(t, minimize)) for name, t in seed_trials(study).items()}
     counts = count(study)
@@ -60,9 +69,10 @@ def summary(study: optuna.Study) -> dict[str, Any]:
             "params": best.params,
             "epochs": best.user_attrs.get("epochs"),
             "best_epoch": best.user_attrs.get("best_epoch"),
-            "train_seconds": best.user_attrs.get("train_seconds"),
+            "train_seconds": train_seconds(study, best),
             "n_params": best.user_attrs.get("n_params"),
             "seed_config": best.user_attrs.get("seed_config"),
+            "paused_at": _paused_at(best),
         },
         "baselines": {
             name: {"value": v, "improvement": improvement(value, v, minimize)}
@@ -74,13 +84,22 @@ def summary(study: optuna.Study) -> dict[str, Any]:
                 "value": v,
                 "improvement": improvement(value, v, minimize),
                 "pruned_at": t.user_attrs.get("epochs") if t.state == TrialState.PRUNED else None,
+                "paused": paused(t),
             }
             for name, (t, v) in seeds.items()
         },
+        # With the pruner `pause`, whether a model waits paused (and is ranked beside the
+        # complete ones).
+        "pauses": any(paused(t) for t in study.get_trials(deepcopy=False)),
         "cost_objective": _cost_name(study),
         "pareto_front": pareto_front(study),
         "error_rate": no_error_rate(counts.complete + counts.pruned),
     }
+
+
+def _paused_at(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The epoch a paused trial's model waits at (its checkpoint), None for any other trial."""
+    return int(trial.user_attrs["paused_at"]) if paused(trial) else None
 
 
 def _cost_name(study: optuna.Study) -> str | None:
@@ -115,6 +134,7 @@ def format_summary(s: dict[str, Any]) -> str:
         + (f", {t['waiting']} queued" if t["waiting"] else ""),
         f"best trial {b['number']}"
         + (f" (seed configuration {b['seed_config']})" if b["seed_config"] else "")
+        + (f" (paused at epoch {b['paused_at']})" if b.get("paused_at") else "")
         + f": {s['metric']} = {b['value']:.4g}",
         "  " + " ".join(f"{k}={_short(v)}" for k, v in b["params"].items()),
         _recorded(b),
@@ -184,39 +204,41 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 def best_trials(
     study: optuna.Study, top: int, artifacts: Location | None = None
 ) -> dict[str, Any]:
-    """The `top` best complete trials, with the naive baselines, the seed configurations and any
-    retrained model for reference (in the artifact folder `artifacts`, default: where it was
-    saved)."""
+    """The `top` best complete or paused trials (`tuner.search.trials.ranked`), with the naive
+    baselines, the seed configurations and any retrained model for reference (in the artifact
+    folder `artifacts`, default: where it was saved)."""
     s = summary(study)
     minimize = s["direction"] == "minimize"
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = 1.0 if minimize else -1.0
-    ranked = sorted(complete, key=lambda t: (sign * (metric_value(t) or 0.0), t.number))
     retrained = retrained_models(study)
+    found = ranked(study)
     return {
         "study": s["study"],
         "metric": s["metric"],
         "direction": s["direction"],
         "trials": s["trials"],
         "error_rate": s["error_rate"],
+        "ranked_of": len(found),
+        # With the pruner `pause`: every model past its first rung has a checkpoint.
+        "pauses": any("checkpoint" in t.user_attrs for t in found),
         "top": [
             {
                 "rank": rank,
                 "number": t.number,
-                "value": metric_value(t),
+                "value": reached(t, minimize),
                 "params": t.params,
                 "epochs": t.user_attrs.get("epochs"),
                 "best_epoch": t.user_attrs.get("best_epoch"),
-                "train_seconds": t.user_attrs.get("train_seconds"),
+                "train_seconds": train_seconds(study, t),
                 "n_params": t.user_attrs.get("n_params"),
                 "seed_config": t.user_attrs.get("seed_config"),
+                "paused_at": _paused_at(t),
                 "retrained": _retrained(retrained.get(t.number), artifacts),
             }
-            for rank, t in enumerate(ranked[:top], start=1)
+            for rank, t in enumerate(found[:top], start=1)
         ],
         "baselines": {name: row["value"] for name, row in s["baselines"].items()},
         "seed_configs": {
-            name: {"number": row["number"], "value": row["value"], "pruned_at": row["pruned_at"]}
+            name: {k: row[k] for k in ("number", "value", "pruned_at", "paused")}
             for name, row in s["seed_configs"].items()
         },
     }
@@ -251,6 +273,7 @@ def best_trials_frame(report: dict[str, Any]) -> pd.DataFrame:
             "epochs": t["epochs"],
             "best_epoch": t["best_epoch"],
             "train_seconds": t["train_seconds"],
+            "paused_at": t["paused_at"],
         }
         row |= {f"params_{k}": v for k, v in t["params"].items()}
         retrained = t["retrained"] or {}
@@ -269,6 +292,7 @@ def best_trials_frame(report: dict[str, Any]) -> pd.DataFrame:
                 "name": name,
                 "value": seed["value"],
                 "pruned_at": seed["pruned_at"],
+                "paused": seed["paused"],
             }
         )
     frame = pd.DataFrame(rows)
@@ -281,10 +305,11 @@ def best_trials_frame(report: dict[str, Any]) -> pd.DataFrame:
 
 def format_best_trials(report: dict[str, Any]) -> str:
     """`best_trials` as text for a terminal."""
-    metric, t = report["metric"], report["trials"]
+    metric = report["metric"]
     lines = [
-        f"study {report['study']}: the {len(report['top'])} best of {t['complete']} complete "
-        f"trials by {metric} ({report['direction']})",
+        f"study {report['study']}: the {len(report['top'])} best of {report['ranked_of']} "
+        + ("models (complete or paused trials)" if report["pauses"] else "complete trials")
+        + f" by {metric} ({report['direction']})",
         f"{'rank':>4} {'trial':>5} {metric:>10} {'epochs':>7} {'train s':>8}  parameters",
     ]
     retrained = []
@@ -292,6 +317,7 @@ def format_best_trials(report: dict[str, Any]) -> str:
         epochs = f"{row['best_epoch']}/{row['epochs']}" if row["epochs"] else ""
         seconds = "" if row["train_seconds"] is None else f"{row['train_seconds']:.1f}"
         seed = f" (seed configuration {row['seed_config']})" if row["seed_config"] else ""
+        seed += f" (paused at epoch {row['paused_at']})" if row["paused_at"] else ""
         lines.append(
             f"{row['rank']:>4} {row['number']:>5} {row['value']:>10.4g} {epochs:>7} "
             f"{seconds:>8}  "

@@ -137,8 +137,9 @@ def dashboard(storage: str, artifacts: Location | None, port: int, host: str) ->
 def best_trials(
     study_file: Path, storage: str, top: int, fmt: str, artifacts: Location | None
 ) -> None:
-    """Show the best complete trials (value, parameters, epochs, training time, and the
-    retrained model if there is one), then the naive baselines and the seed configurations.
+    """Show the best complete (or paused) trials (value, parameters, epochs, training time,
+    and the retrained model if there is one), then the naive baselines and the seed
+    configurations.
 
     \b
     Example:

@@ -29,9 +29,9 @@ from tuner.storage.artifacts import Location
 def retrain(
     study_file: Path, storage: str, artifacts: Location | None, number: int | None
 ) -> None:
-    """Retrain a complete trial's model on the training and validation data for its best
-    number of epochs, score it on the held-out test split beside the naive baseline, and save
-    the .keras model and its metrics (JSON) as artifacts of the study.
+    """Retrain a complete (or paused) trial's model on the training and validation data for
+    its best number of epochs, score it on the held-out test split beside the naive baseline,
+    and save the .keras model and its metrics (JSON) as artifacts of the study.
 
     \b
     Example:

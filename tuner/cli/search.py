@@ -180,7 +180,7 @@ def worker(
     "--trial",
     "number",
     type=click.IntRange(min=0),
-    help="The complete trial to ablate.  [default: the best trial]",
+    help="The complete or paused trial to ablate.  [default: the best trial]",
 )
 @click.option(
     "--repeats",

@@ -30,7 +30,7 @@ from tuner.errors import TunerError
 from tuner.patches.checks import patches_off
 from tuner.patches.dropout import philox_dropout
 from tuner.search.study import load_existing, stored_config
-from tuner.search.trials import best_trial, metric_value
+from tuner.search.trials import best_trial, minimizes, paused, reached
 from tuner.storage import open_storage
 from tuner.storage.artifacts import RETRAINED_PREFIX, Location, name_artifact, open_store, where
 from tuner.training.model import build_model
@@ -100,7 +100,8 @@ def retrain_trial(
 
 
 def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
-    """Trial `number` of `study`, which must be complete; the best trial when `number` is None."""
+    """Trial `number` of `study`, which must be complete or paused; the best trial when `number`
+    is None."""
     if number is None:
         return best_trial(study)
     trials = study.get_trials(deepcopy=False)
@@ -111,10 +112,10 @@ def choose_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
             f"study {study.study_name!r} has no trial {number} (its trials: {numbers})"
         )
     trial = found[0]
-    if trial.state != TrialState.COMPLETE:
+    if trial.state != TrialState.COMPLETE and not paused(trial):
         raise RetrainError(
             f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}; "
-            "only a complete trial has a model to retrain or to predict with"
+            "only a complete or paused trial has a model to retrain or to predict with"
         )
     return trial
 
@@ -185,7 +186,7 @@ def retrain(
         "trial": trial.number,
         "params": trial.params,
         "metric": config.metric,
-        "validation_value": metric_value(trial),
+        "validation_value": reached(trial, minimizes(study)),
         "trained_on": "train+validation",
         "epochs": epochs,
         "training_seed": seed,

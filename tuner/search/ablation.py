@@ -37,7 +37,7 @@ from tuner.search.companion import ABLATION_ATTR, open_companion
 from tuner.search.queue import budget, count
 from tuner.search.space import MAX_LAYERS
 from tuner.search.study import load_existing, stored_config
-from tuner.search.trials import best_trial
+from tuner.search.trials import best_trial, paused
 from tuner.storage import locked, opened, queue_lock, study_storage
 from tuner.training.seeds import training_seed
 
@@ -172,17 +172,17 @@ def repeat_seeds(config: StudyConfig, trial: FrozenTrial, repeats: int) -> list[
 
 
 def chosen_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
-    """The best complete trial, or the complete trial `number`."""
+    """The best complete or paused trial, or the trial `number`, complete or paused."""
     if number is None:
         return best_trial(study)
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
         raise TunerError(f"study {study.study_name!r} has no trial {number}")
     trial = trials[number]
-    if trial.state != TrialState.COMPLETE:
+    if trial.state != TrialState.COMPLETE and not paused(trial):
         raise TunerError(
             f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}; "
-            "only a complete trial can be ablated"
+            "only a complete or paused trial can be ablated"
         )
     return trial
 

@@ -250,14 +250,14 @@ def _running(trial: FrozenTrial, now: datetime.datetime) -> Running:
 
 
 def _best(study: optuna.Study) -> str:
-    from tuner.search.trials import best_trial, metric_value
+    from tuner.search.trials import best_trial, minimizes, reached
 
     try:
         best = best_trial(study)
     except TunerError:
         return ""
     metric = study.user_attrs.get("metric", "value")
-    return f"; best {metric} {metric_value(best):.4g} (trial {best.number})"
+    return f"; best {metric} {reached(best, minimizes(study)):.4g} (trial {best.number})"
 
 
 def duration(seconds: float | None) -> str:

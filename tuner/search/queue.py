@@ -27,6 +27,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.search.trials import CONTINUES
 from tuner.storage import (
     Busy,
     HoldsLocks,
@@ -46,7 +47,6 @@ logger = logging.getLogger("tuner.search")
 BUDGET_ATTR = "n_trials"
 # The user attribute of a paused trial's continuation (tuner.search.schedule): the number of the
 # trial it continues. Its model was counted once, with its first trial.
-CONTINUES = "continues"
 # Queued trials kept ahead of the workers: at least this many, and one per running trial
 # (`ahead`).
 AHEAD = 8

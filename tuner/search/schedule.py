@@ -19,7 +19,11 @@ attribute `model` (the number of its first trial):
   so its curve is whole, restores the checkpoint, and records `resumed_at` (the epochs it resumed
   at) and `resumed_value` (the metric of the restored model, before any training);
 - a trial that trains to `[training] epochs` saves a last checkpoint, so that raising the epochs
-  of a finished study resumes its best trials rather than starting over;
+  of a finished study resumes its best trials rather than starting over. Such a continuation
+  records `extends` (the epochs its model had), and trains on at each new rung while its model
+  is the best there (ASHA alone would pause it at the first new rung until `reduction_factor`
+  models had reached it, and spend the budget on new models instead of the one the epochs were
+  raised for);
 - a checkpoint is deleted once a later one of its model exists, and when the study has no work
   left, every checkpoint but those of the top `n // reduction_factor` (at least one) paused
   models at each epoch, the ones a larger budget would resume first. The study user attribute
@@ -45,17 +49,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
 from tuner.search.queue import CONTINUES, budget, models
+from tuner.search.trials import MODEL, PAUSED_AT
 from tuner.storage import live_trial, locked, queue_lock, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.schedule")
 
-MODEL = "model"
 CHECKPOINT = "checkpoint"
-PAUSED_AT = "paused_at"
 RESUMED_AT = "resumed_at"
 RESUMED_VALUE = "resumed_value"
 START_EPOCH = "start_epoch"
 PROMOTED_PREFIX = "promoted:"
+EXTENDS = "extends"
 EPOCH_BUDGET_ATTR = "budget_epochs"
 DELETED_ATTR = "deleted_checkpoints"
 SPACE_ATTR = "checkpoint_space"
@@ -139,7 +143,9 @@ def in_top(
 
 def paused(study: optuna.Study, trials: list[FrozenTrial], epochs: int) -> list[FrozenTrial]:
     """The trials that stopped at their own checkpoint, below `epochs`, and whose model has not
-    trained on since: not promoted, no later trial of their model, checkpoint not deleted."""
+    trained on since: not promoted, no later trial of their model, checkpoint not deleted. A
+    complete trial is one only if it trained to the epochs its study had then (raised since):
+    one that early stopping ended has nothing left to learn."""
     attrs = study.user_attrs
     deleted = set(attrs.get(DELETED_ATTR) or [])
     busy = {
@@ -158,21 +164,32 @@ def paused(study: optuna.Study, trials: list[FrozenTrial], epochs: int) -> list[
         and f"{PROMOTED_PREFIX}{t.number}" not in attrs
         and t.number not in deleted
         and int(t.user_attrs.get(MODEL, t.number)) not in busy
+        and (t.state == TrialState.PRUNED or _trained_to_the_end(t))
     ]
+
+
+def _trained_to_the_end(trial: FrozenTrial) -> bool:
+    """Whether a complete trial trained to the `[training] epochs` it ran with, its last
+    checkpoint there (not ended sooner by early stopping)."""
+    planned = (trial.user_attrs.get(PROGRESS_ATTR) or {}).get("epochs")
+    return planned is not None and int(trial.user_attrs[CHECKPOINT]["epoch"]) == int(planned)
 
 
 def promotable(
     study: optuna.Study, trials: list[FrozenTrial], config: StudyConfig
 ) -> FrozenTrial | None:
     """The paused trial to resume next: from the highest epoch down, the best one in the top of
-    its epoch (ASHA's rule)."""
+    its epoch (ASHA's rule). A complete trial is a candidate once the study's epochs were
+    raised past those it trained to (`paused`): the best of those at its epoch is resumed
+    however few they are."""
     candidates = paused(study, trials, config.training.epochs)
     sign = 1 if config.direction == "minimize" else -1
     candidates.sort(
         key=lambda t: (-_epoch(t), sign * float(t.user_attrs[CHECKPOINT]["values"][-1]))
     )
     for t in candidates:
-        if in_top(trials, int(t.user_attrs.get(MODEL, t.number)), _epoch(t), config):
+        at_least = 1 if t.state == TrialState.COMPLETE else 0
+        if in_top(trials, int(t.user_attrs.get(MODEL, t.number)), _epoch(t), config, at_least):
             return t
     return None
 
@@ -222,9 +239,22 @@ class Scheduler:
                         user_attrs={
                             k: v
                             for k, v in paused.user_attrs.items()
-                            if k in ("training_seed", MODEL, CHECKPOINT, RESUMED_AT, "seed_config")
+                            if k
+                            in (
+                                "training_seed",
+                                MODEL,
+                                CHECKPOINT,
+                                RESUMED_AT,
+                                EXTENDS,
+                                "seed_config",
+                            )
                         }
-                        | {CONTINUES: paused.number},
+                        | {CONTINUES: paused.number}
+                        | (
+                            {EXTENDS: _epoch(paused)}
+                            if paused.state == TrialState.COMPLETE
+                            else {}
+                        ),
                     )
                 elif self._budget_left(study, trials) and self._models_left(study, trials):
                     study.enqueue_trial({})
@@ -279,8 +309,13 @@ class Scheduler:
         study = trial.study
         number = int(trial.user_attrs.get(MODEL, trial.number))
 
+        # A model resumed because the study's epochs were raised goes on while it is the best
+        # at the new rungs (`EXTENDS`).
+        at_least = 1 if EXTENDS in trial.user_attrs else 0
+
         def decide() -> bool:
-            return in_top(study.get_trials(deepcopy=False), number, epoch, self.config)
+            trials = study.get_trials(deepcopy=False)
+            return in_top(trials, number, epoch, self.config, at_least=at_least)
 
         if locked(study_storage(study), queue_lock(study.study_name), decide):
             return

@@ -281,7 +281,7 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyListing]:
         else:
             try:
                 best = trials.best_trial(study)
-                best_trial, best_value = best.number, trials.metric_value(best)
+                best_trial, best_value = best.number, trials.reached(best, trials.minimizes(study))
             except TunerError:
                 pass
         listings.append(
