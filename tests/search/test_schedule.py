@@ -24,7 +24,6 @@ from tuner.search.definition import DefinitionError, check, definition
 from tuner.search.queue import count
 from tuner.search.schedule import (
     CHECKPOINT,
-    CONTINUES,
     PROMOTED_PREFIX,
     SPACE_ATTR,
     START_EPOCH,
@@ -32,6 +31,7 @@ from tuner.search.schedule import (
     promotable,
     rungs,
 )
+from tuner.search.trials import CONTINUES
 
 PAUSE = 'name = "pause"\nmin_resource = 1\nreduction_factor = 2'
 

@@ -25,7 +25,6 @@ from tuner.search import checkpoint
 from tuner.search.companion import ABLATION_ATTR
 from tuner.search.schedule import (
     CHECKPOINT,
-    MODEL,
     RESUMED_AT,
     RESUMED_VALUE,
     START_EPOCH,
@@ -33,6 +32,7 @@ from tuner.search.schedule import (
     rungs,
 )
 from tuner.search.space import suggest, suggest_fixed
+from tuner.search.trials import MODEL
 from tuner.training.model import build_model
 from tuner.training.seeds import training_seed
 

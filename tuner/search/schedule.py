@@ -48,8 +48,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import StudyConfig
-from tuner.search.queue import CONTINUES, budget, models
-from tuner.search.trials import MODEL, PAUSED_AT
+from tuner.search.queue import budget, models
+from tuner.search.trials import CONTINUES, MODEL, PAUSED_AT
 from tuner.storage import live_trial, locked, queue_lock, study_storage, trial_id
 
 logger = logging.getLogger("tuner.search.schedule")

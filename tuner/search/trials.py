@@ -85,7 +85,8 @@ def train_seconds(study: optuna.Study, trial: FrozenTrial) -> float | None:
     """The seconds `trial`'s model trained, over every trial its training spans (a resumed
     trial records only its own)."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    seconds, t = None, trial
+    seconds: float | None = None
+    t: FrozenTrial | None = trial
     while t is not None:
         own = t.user_attrs.get("train_seconds")
         if own is not None:
