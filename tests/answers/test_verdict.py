@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 from tuner.answers.verdict import TIE, directed, directed_interval, versus
 
 
@@ -24,3 +26,38 @@ def test_a_change_reads_in_the_metrics_direction_to_three_significant_digits():
     )
     inf = float("inf")
     assert directed_interval((-inf, inf), "val_mae", minimize=True) == "any worse to any better"
+
+
+def test_a_mean_interval_cut_to_the_metrics_bounds_holds_the_mean_exactly_as_often() -> None:
+    """Two seeds of an error near 0: t's interval reaches below 0, which no error can; cut at
+    0 it holds the true mean in exactly the draws the whole interval did."""
+    import numpy as np
+
+    from tuner.answers.verdict import mean_interval, metric_bounds
+
+    assert metric_bounds("val_mae") == (0.0, math.inf)
+    assert metric_bounds("test_accuracy") == (0.0, 1.0)
+    low, high = mean_interval([0.1, 2.0])
+    assert low < 0
+    assert mean_interval([0.1, 2.0], metric_bounds("val_mae")) == (0.0, high)
+    rng = np.random.default_rng(0)
+    mean, held, held_cut = 0.5, 0, 0
+    for _ in range(2000):
+        values = list(rng.exponential(mean, size=2))
+        whole = mean_interval(values)
+        cut = mean_interval(values, metric_bounds("val_mae"))
+        held += whole[0] <= mean <= whole[1]
+        held_cut += cut[0] <= mean <= cut[1]
+        assert cut[0] >= 0
+    assert held_cut == held
+    accuracy = mean_interval([0.97, 0.99], metric_bounds("val_accuracy"))
+    assert accuracy[1] == 1.0
+
+
+def test_sizes_read_without_an_exponent() -> None:
+    from tuner.answers.verdict import significant
+
+    assert significant(196.4, 2) == "200"
+    assert significant(0.0123, 2) == "0.012"
+    assert significant(3.14159) == "3.14"
+    assert directed(-1234.5, "val_mae", minimize=True) == "1230 better"

@@ -38,6 +38,8 @@ from tuner.answers.verdict import (
     directed_interval,
     is_accuracy,
     mean_interval,
+    metric_bounds,
+    significant,
 )
 from tuner.config import StudyConfig
 from tuner.search.ablation import (
@@ -319,7 +321,7 @@ def effect_text(c: Contrast, a: Ablation, reference: float | None, seeds: bool =
         return "no complete pair of runs"
     text = directed(j.mean, metric, minimize)
     if not is_accuracy(metric) and reference:
-        text += f" ({100 * abs(j.mean / reference):.2g}%)"
+        text += f" ({significant(100 * abs(j.mean / reference), 2)}%)"
     if j.interval is not None:
         text += f", {CONFIDENCE:.0%} {kind} {directed_interval(j.interval, metric, minimize)}"
     if j.adjusted is not None:
@@ -372,15 +374,15 @@ def hiding(a: Ablation, c: Contrast) -> str:
 
 def _size(value: float, metric: str) -> str:
     if is_accuracy(metric):
-        return f"{100 * value:.2g} points"
-    return f"{value:.2g}"
+        return f"{significant(100 * value, 2)} points"
+    return significant(value, 2)
 
 
 def mean_ci_text(a: Ablation) -> str:
     """ ", 95% CI a to b" of the mean as it is over the fresh seeds ("" below 2 seeds)."""
     if len(a.as_is) < 2:
         return ""
-    low, high = mean_interval(list(a.as_is.values()))
+    low, high = mean_interval(list(a.as_is.values()), metric_bounds(a.metric))
     return f", {CONFIDENCE:.0%} CI {low:.4g} to {high:.4g}"
 
 

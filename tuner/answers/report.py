@@ -43,6 +43,7 @@ from tuner.answers.verdict import (
     directed,
     directed_interval,
     is_accuracy,
+    significant,
     versus,
 )
 from tuner.config import StudyConfig
@@ -391,7 +392,7 @@ def _verdict(e: Effect | None, a: StudyAnalysis) -> str:
 
 def _percent(gain: float) -> str:
     """A relative gain in words: "3.2% better"."""
-    return f"{100 * abs(gain):.2g}% {'better' if gain > 0 else 'worse'}"
+    return f"{significant(100 * abs(gain), 2)}% {'better' if gain > 0 else 'worse'}"
 
 
 def _difference(e: Effect) -> str:

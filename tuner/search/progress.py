@@ -201,9 +201,12 @@ def estimate(
 
 
 NO_RANGE_AT_END = "no range: only the running trials are left, at their own pace so far"
-# The lag's simulation: runs, and the most trials dealt in each (its end is what lags).
+# The lag's simulation: runs, and the most trials dealt in each (its end is what lags): 50 a
+# worker up to 8 workers, then 400 in all but at least 5 a worker (each trial dealt costs a
+# step over every run and worker; 64 workers at 50 each took 67 to 142 ms a poll, BENCHMARKS.md).
 LAG_RUNS = 400
-LAG_TRIALS_PER_WORKER = 50
+LAG_TRIALS = 400
+LAG_TRIALS_PER_WORKER = 5
 
 
 def _lag(
@@ -214,7 +217,8 @@ def _lag(
     (the last one a fraction, where it is not whole) from the `durations` seen, each dealt to
     the worker free first, `LAG_RUNS` times (seeded: the same answer for the same durations,
     so the display does not jitter). Zero for one worker. Only the last
-    `LAG_TRIALS_PER_WORKER` trials per worker are dealt: a lag comes from a schedule's end."""
+    `LAG_TRIALS` trials, or `LAG_TRIALS_PER_WORKER` a worker if more, are dealt: a lag comes from
+    a schedule's end."""
     if share <= 1 or (queued <= 0 and not running):
         return np.zeros(1)
     rng = np.random.default_rng(0)
@@ -227,7 +231,7 @@ def _lag(
             loads[:, i] += load
         else:  # more running than workers counted: the worker free first takes it
             loads[rows, loads.argmin(axis=1)] += load
-    whole = min(math.ceil(queued), LAG_TRIALS_PER_WORKER * share)
+    whole = min(math.ceil(queued), max(LAG_TRIALS, LAG_TRIALS_PER_WORKER * share))
     draws = rng.choice(seen, size=(LAG_RUNS, whole))
     if whole == math.ceil(queued) and queued % 1:
         draws[:, -1] *= queued % 1
