@@ -302,3 +302,36 @@ def test_the_interactive_figure_draws_a_group_too_small_for_an_interval_hollow()
     assert list(trace.marker.symbol) == ["circle-open", "circle"]
     assert list(trace.text) == [f"{TOO_FEW}: no interval", UNCLEAR]
     assert list(trace.error_x.array) == pytest.approx([0.0, 10.0])
+
+
+def test_a_model_resumed_over_several_trials_is_counted_once() -> None:
+    """With the pruner `pause`, a model paused and resumed spans two trials, both holding its
+    early epochs: the report's groups count it once, by the best value it reached."""
+    from tuner.answers.analysis import analyse
+    from tuner.answers.report import _counted
+
+    study = optuna.create_study()
+    study.set_user_attr("metric", "val_mae")
+    space = {"recurrent_dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+
+    def add(values: list[float], state: TrialState, dropout: float, **attrs: object) -> None:
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=min(values) if state == TrialState.COMPLETE else None,
+                params={"recurrent_dropout": dropout},
+                distributions=space,
+                intermediate_values=dict(enumerate(values, start=1)),
+                user_attrs=attrs,
+            )
+        )
+
+    add([3.0, 2.5], TrialState.COMPLETE, 0.0)
+    add([2.9], TrialState.PRUNED, 0.3, paused_at=1)
+    add([2.9, 2.0], TrialState.COMPLETE, 0.3, model=1, continues=1)
+    a = analyse(study)
+    assert a.values == {0: 2.5, 2: 2.0}
+    assert _counted(a).startswith("2 models, complete or paused (one trial each; ")
+    [dropout] = [t for t in a.techniques if t.spec.param == "recurrent_dropout"]
+    assert sum(g.n for g in dropout.groups) == 2
+    assert sum(g.n for g in dropout.rung_groups) == 2  # at epoch 1, once per model too
